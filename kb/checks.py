@@ -1,0 +1,218 @@
+"""Checks that need more than one field: tags against the vocabulary, cross references between
+records, challenge notes, and the link from a record to its reference implementation."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterator
+
+from .schema import Paper, sentence_count
+from .store import KnowledgeBase, Problem, Record
+from .vocab import AXES, NOTE_MAX, ChoiceQualifier, Vocabulary, parse_quantity
+
+CHALLENGE_MIN_CHARS = 80
+CHALLENGE_MAX_CHARS = 6000
+TITLE_SIMILARITY = 0.92
+_RAW_HTML = re.compile(r"<\s*/?\s*[a-zA-Z][^>]*>")
+
+
+def check_all(kb: KnowledgeBase) -> list[Problem]:
+    """Every problem in the knowledge base, sorted by file and line."""
+    problems = list(kb.problems)
+    if kb.vocab is not None:
+        for rec in kb.records:
+            problems.extend(check_record(rec, kb.vocab))
+    problems.extend(check_cross(kb))
+    problems.extend(check_challenges(kb))
+    problems.extend(check_implementations(kb))
+    return sorted(set(problems))
+
+
+def check_record(rec: Record, vocab: Vocabulary) -> Iterator[Problem]:
+    p = rec.paper
+    stem = rec.file.rsplit("/", 1)[-1].removesuffix(".yaml")
+    if p.id != stem:
+        yield Problem(rec.file, rec.line("id"), "id", f"id {p.id!r} must equal the file name {stem!r}")
+    n = sentence_count(p.takeaway)
+    if n > 3:
+        yield Problem(rec.file, rec.line("takeaway"), "takeaway", f"{n} sentences; keep it to 1-3")
+    yield from _check_tags(rec, vocab)
+    for path in p.unverified:
+        if not _resolves(p, path):
+            yield Problem(rec.file, rec.line("unverified", path), f"unverified.{path}", "names no field of this record")
+    if p.repo and not any(f"github.com/{p.repo.lower()}" in c.url.lower() for c in p.links.code):
+        yield Problem(rec.file, rec.line("repo"), "repo", f"{p.repo!r} is not among links.code")
+    for i, code in enumerate(p.links.code):
+        if code.url == p.links.paper:
+            yield Problem(rec.file, rec.line("links", "code", i, "url"), f"links.code[{i}].url", "same as links.paper")
+
+
+def _check_tags(rec: Record, vocab: Vocabulary) -> Iterator[Problem]:
+    for axis_name in AXES:
+        axis = vocab[axis_name]
+        entries = getattr(rec.paper.tags, axis_name)
+        seen: set[str] = set()
+        for i, entry in enumerate(entries):
+            where = ("tags", axis_name, i)
+            field = f"tags.{axis_name}[{i}]"
+            value = axis.value(entry.value)
+            if value is None:
+                near = axis.suggest(entry.value)
+                hint = f" (did you mean {near!r}?)" if near else f" (valid: {', '.join(v.id for v in axis.values)})"
+                yield Problem(rec.file, rec.line(*where), field, f"{entry.value!r} is not a {axis_name} value{hint}")
+                continue
+            if entry.value in seen:
+                yield Problem(rec.file, rec.line(*where), field, f"{entry.value!r} is listed twice")
+            seen.add(entry.value)
+            allowed = axis.qualifiers_for(entry.value)
+            for key, given in entry.qualifiers.items():
+                qloc = (*where, key)
+                qfield = f"{field}.{key}"
+                if key == "note":
+                    if not isinstance(given, str) or len(given) > NOTE_MAX:
+                        yield Problem(rec.file, rec.line(*qloc), qfield, f"note must be text of at most {NOTE_MAX} characters")
+                    continue
+                spec = allowed.get(key)
+                if spec is None:
+                    names = [*allowed, "note"]
+                    near = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+                    hint = f" (did you mean {near[0]!r}?)" if near else f" (allowed: {', '.join(names)})"
+                    yield Problem(rec.file, rec.line(*qloc), qfield, f"{entry.value!r} takes no qualifier {key!r}{hint}")
+                    continue
+                if isinstance(spec, ChoiceQualifier):
+                    yield from _check_choice(rec, qloc, qfield, spec, given)
+                else:
+                    yield from _check_quantity(rec, qloc, qfield, spec.units, given, value.tokens)
+
+
+def _check_choice(rec: Record, loc: tuple, field: str, spec: ChoiceQualifier, given: str | list[str]) -> Iterator[Problem]:
+    items = given if isinstance(given, list) else [given]
+    if isinstance(given, list) and not spec.multiple:
+        yield Problem(rec.file, rec.line(*loc), field, "takes a single value, not a list")
+        return
+    for j, item in enumerate(items):
+        if item not in spec.values:
+            near = difflib.get_close_matches(str(item).lower(), spec.values, n=1, cutoff=0.5)
+            hint = f" (did you mean {near[0]!r}?)" if near else f" (valid: {', '.join(spec.values)})"
+            line = rec.line(*loc, j) if isinstance(given, list) else rec.line(*loc)
+            yield Problem(rec.file, line, field, f"{item!r} is not allowed{hint}")
+
+
+def _check_quantity(rec: Record, loc: tuple, field: str, units: list[str], given, bin_tokens) -> Iterator[Problem]:
+    if not isinstance(given, str):
+        yield Problem(rec.file, rec.line(*loc), field, "write the amount as text, like '50K samples'")
+        return
+    try:
+        q = parse_quantity(given, units)
+    except ValueError as exc:
+        yield Problem(rec.file, rec.line(*loc), field, str(exc))
+        return
+    if q.unit == "tokens" and bin_tokens is not None:
+        low, high = bin_tokens
+        if q.amount < low or (high is not None and q.amount > high and not q.approx):
+            span = f"{_human(low)}-{_human(high)}" if high is not None else f"more than {_human(low)}"
+            yield Problem(rec.file, rec.line(*loc), field, f"{q.text} is outside this bin ({span} tokens)")
+
+
+def _human(n: int) -> str:
+    for div, suffix in ((10**12, "T"), (10**9, "B"), (10**6, "M"), (10**3, "K")):
+        if n >= div:
+            return f"{n / div:g}{suffix}"
+    return str(n)
+
+
+def _resolves(p: Paper, dotted: str) -> bool:
+    obj: object = p.model_dump()
+    for part in re.findall(r"[^.\[\]]+", dotted):
+        if isinstance(obj, dict) and part in obj:
+            obj = obj[part]
+        elif isinstance(obj, list) and part.isdigit() and int(part) < len(obj):
+            obj = obj[int(part)]
+        else:
+            return False
+    return True
+
+
+def _norm_title(title: str) -> str:
+    return re.sub(r"[^a-z0-9 ]+", "", title.lower()).strip()
+
+
+def check_cross(kb: KnowledgeBase) -> Iterator[Problem]:
+    by_id: dict[str, Record] = {}
+    for rec in kb.records:
+        p = rec.paper
+        if p.id in by_id:
+            yield Problem(rec.file, rec.line("id"), "id", f"id {p.id!r} is also used by {by_id[p.id].file}")
+        by_id.setdefault(p.id, rec)
+    for key in ("arxiv", "openreview", "acl", "doi"):
+        owner: dict[str, Record] = {}
+        for rec in kb.records:
+            ident = getattr(rec.paper.identifiers, key)
+            if ident is None:
+                continue
+            if ident in owner:
+                yield Problem(rec.file, rec.line("identifiers", key), f"identifiers.{key}",
+                              f"{ident} is already the {key} id of {owner[ident].file}")
+            owner.setdefault(ident, rec)
+    titles = [(rec, _norm_title(rec.paper.title)) for rec in kb.records]
+    for i, (a, ta) in enumerate(titles):
+        for b, tb in titles[:i]:
+            if difflib.SequenceMatcher(None, ta, tb).ratio() >= TITLE_SIMILARITY:
+                yield Problem(a.file, a.line("title"), "title", f"nearly the same title as {b.file}; is it a duplicate?")
+    for rec in kb.records:
+        for i, other in enumerate(rec.paper.related):
+            if other not in by_id:
+                near = difflib.get_close_matches(other, list(by_id), n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                yield Problem(rec.file, rec.line("related", i), f"related[{i}]", f"no record with id {other!r}{hint}")
+            elif other == rec.paper.id:
+                yield Problem(rec.file, rec.line("related", i), f"related[{i}]", "a record cannot be related to itself")
+
+
+def check_challenges(kb: KnowledgeBase) -> Iterator[Problem]:
+    ids = set(kb.stems)
+    for rec in kb.records:
+        text = kb.challenges.get(rec.paper.id)
+        if text is None:
+            yield Problem(rec.file, rec.line("id"), "challenge", f"challenge/{rec.paper.id}.md is missing (run `kb new` for a template)")
+    for note_id, text in kb.challenges.items():
+        file = f"challenge/{note_id}.md"
+        if note_id not in ids:
+            yield Problem(file, 1, "challenge", f"no record papers/{note_id}.yaml for this note")
+        body = text.strip()
+        if len(body) < CHALLENGE_MIN_CHARS:
+            yield Problem(file, 1, "challenge", f"too short ({len(body)} characters; write at least {CHALLENGE_MIN_CHARS})")
+        if len(body) > CHALLENGE_MAX_CHARS:
+            yield Problem(file, 1, "challenge", f"too long ({len(body)} characters; the limit is {CHALLENGE_MAX_CHARS})")
+        for n, line in enumerate(text.splitlines(), 1):
+            if _RAW_HTML.search(line):
+                yield Problem(file, n, "challenge", "raw HTML is not allowed; use Markdown")
+                break
+            for url in re.findall(r"\]\(([^)\s]+)", line):
+                if not url.startswith(("http://", "https://", "#", "../")):
+                    yield Problem(file, n, "challenge", f"link {url!r} is not http(s)")
+
+
+def check_implementations(kb: KnowledgeBase) -> Iterator[Problem]:
+    """A record's `implementation` matches the harness registry and points at a real file."""
+    try:
+        from reference_impls.registry import runnable_papers
+    except ImportError:
+        runnable: dict[str, str] = {}
+    else:
+        runnable = runnable_papers()
+    for rec in kb.records:
+        p = rec.paper
+        expected = runnable.get(p.id)
+        if p.implementation is None:
+            if expected is not None:
+                yield Problem(rec.file, rec.line("id"), "implementation", f"missing; the harness runs this paper from {expected}")
+            continue
+        line = rec.line("implementation")
+        if not (kb.root / p.implementation).is_file():
+            yield Problem(rec.file, line, "implementation", f"{p.implementation} does not exist")
+        elif expected is None:
+            yield Problem(rec.file, line, "implementation", "the harness registry has no entry for this paper")
+        elif expected != p.implementation:
+            yield Problem(rec.file, line, "implementation", f"the registry runs this paper from {expected}")

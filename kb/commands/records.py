@@ -1,0 +1,133 @@
+"""`kb list`, `kb show`, `kb new`: read and scaffold records."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..errors import KBError
+from ..paths import repo_root
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="list papers, optionally filtered by tags",
+                       description="List papers. Filters combine with AND; repeat --tag for several.")
+    p.add_argument("--tag", action="append", default=[], metavar="AXIS=VALUE",
+                   help="keep papers carrying VALUE on AXIS (e.g. type=structured); repeatable")
+    p.add_argument("--json", action="store_true", help="print a JSON list of records (each with its id)")
+    p.set_defaults(func=_list)
+
+    s = sub.add_parser("show", help="show one paper record")
+    s.add_argument("id")
+    s.add_argument("--json", action="store_true", help="print the record as JSON")
+    s.set_defaults(func=_show)
+
+    n = sub.add_parser("new", help="scaffold papers/<id>.yaml and challenge/<id>.md",
+                       description="Create a record and its challenge note from the template. Never overwrites.")
+    n.add_argument("id")
+    n.add_argument("--arxiv", metavar="ARXIV_ID", help="fill title, authors and year from the arXiv API")
+    n.set_defaults(func=_new)
+
+
+def load_valid():
+    """The knowledge base, or a one-line error if any record fails to load."""
+    from ..store import load_kb
+
+    kb = load_kb(repo_root())
+    if kb.vocab is None or kb.problems:
+        first = kb.problems[0]
+        raise KBError(f"{first} (and {len(kb.problems) - 1} more; run `kb validate`)" if len(kb.problems) > 1 else str(first), code=1)
+    return kb
+
+
+def record_json(rec) -> dict:
+    data = rec.paper.model_dump(mode="json", exclude_none=True)
+    impl = rec.paper.implementation
+    data["reproduce"] = f"kb reproduce {rec.paper.id} --model tiny-llama" if impl else None
+    return data
+
+
+def _parse_filters(kb, raw: list[str]) -> list[tuple[str, str]]:
+    from ..vocab import AXES
+
+    filters = []
+    for item in raw:
+        axis, sep, value = item.partition("=")
+        axis, value = axis.strip(), value.strip()
+        if not sep or not axis or not value:
+            raise KBError(f"--tag expects AXIS=VALUE, got {item!r}")
+        if axis not in AXES:
+            raise KBError(f"unknown axis {axis!r}; axes are {', '.join(AXES)}")
+        if kb.vocab[axis].value(value) is None:
+            near = kb.vocab[axis].suggest(value)
+            raise KBError(f"{value!r} is not a {axis} value" + (f" (did you mean {near!r}?)" if near else ""))
+        filters.append((axis, value))
+    return filters
+
+
+def _list(args: argparse.Namespace) -> int:
+    kb = load_valid()
+    filters = _parse_filters(kb, args.tag)
+    chosen = [r for r in kb.records
+              if all(any(e.value == v for e in getattr(r.paper.tags, a)) for a, v in filters)]
+    chosen.sort(key=lambda r: (-r.paper.venue.year, r.paper.id))
+    if args.json:
+        print(json.dumps([record_json(r) for r in chosen], indent=2, ensure_ascii=False))
+        return 0
+    for r in chosen:
+        p = r.paper
+        venue = f"{p.venue.name}'{p.venue.year % 100:02d}"
+        print(f"{p.id:28} {venue:18} {p.short_name or p.title}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    import difflib
+
+    kb = load_valid()
+    rec = kb.get(args.id)
+    if rec is None:
+        near = difflib.get_close_matches(args.id, [r.paper.id for r in kb.records], n=1)
+        raise KBError(f"no paper {args.id!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+    data = record_json(rec)
+    if args.json:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+        return 0
+    p = rec.paper
+    print(f"{p.title}  [{p.id}]")
+    print(f"{', '.join(p.authors)}")
+    print(f"{p.venue.name} {p.venue.year} ({p.venue.kind}); first public {p.year}")
+    print(f"paper: {p.links.paper}")
+    for c in p.links.code:
+        print(f"code:  {c.url} ({'official' if c.official else 'community'}, {c.framework})")
+    for axis in kb.vocab.ordered():
+        entries = getattr(p.tags, axis.axis)
+        shown = []
+        for e in entries:
+            quals = ", ".join(f"{k}: {'/'.join(v) if isinstance(v, list) else v}" for k, v in e.qualifiers.items())
+            shown.append(f"{e.value} ({quals})" if quals else e.value)
+        print(f"{axis.label:9} {'; '.join(shown)}")
+    print(f"takeaway: {p.takeaway}")
+    if kb.challenges.get(p.id):
+        print(f"challenge: {kb.challenges[p.id].strip()}")
+    print(f"reproduce: {data['reproduce'] or 'no reference implementation yet'}")
+    return 0
+
+
+def _new(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..scaffold import Draft, scaffold
+
+    root = repo_root()
+    draft = Draft()
+    if args.arxiv:
+        try:
+            from ..arxiv import draft_from_arxiv
+        except ImportError:
+            raise KBError("--arxiv is not available in this installation") from None
+        draft = draft_from_arxiv(args.arxiv)
+    for path in scaffold(root, args.id, draft):
+        print(f"created {path.relative_to(root)}", file=sys.stderr)
+    print("next: fill in the TODOs, then run `kb validate`", file=sys.stderr)
+    return 0

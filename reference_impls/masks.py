@@ -1,0 +1,49 @@
+"""Pure mask helpers. Every mask is a bool tensor shaped like the scores; True = prune this weight.
+
+Lower score = less important. Exact counts everywhere: `floor(n * sparsity)` pruned per comparison group,
+chosen with `torch.topk` (O(n log k)) instead of a full sort; ties are broken by position, deterministically.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def count_to_prune(group_size: int, sparsity: float) -> int:
+    """Number of weights pruned in a comparison group of `group_size`."""
+    return int(math.floor(group_size * sparsity + 1e-9))
+
+
+def lowest_k_per_row(score: torch.Tensor, k: int) -> torch.Tensor:
+    """(rows, cols) -> mask with exactly `k` True entries in every row (the k lowest scores)."""
+    mask = torch.zeros_like(score, dtype=torch.bool)
+    if k > 0:
+        idx = torch.topk(score, k, dim=-1, largest=False, sorted=False).indices  # (rows, k)
+        mask.scatter_(-1, idx, True)
+    return mask
+
+
+def row_mask(score: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Per output row: prune the `floor(cols * sparsity)` lowest scores of each row (Wanda's comparison group)."""
+    return lowest_k_per_row(score, count_to_prune(score.shape[-1], sparsity))
+
+
+def matrix_mask(score: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Per matrix: prune the `floor(numel * sparsity)` lowest scores of the whole tensor."""
+    flat = lowest_k_per_row(score.reshape(1, -1), count_to_prune(score.numel(), sparsity))
+    return flat.reshape(score.shape)
+
+
+def nm_mask(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """In every row, within each group of `m` consecutive columns, prune the `n` lowest scores."""
+    rows, cols = score.shape
+    if cols % m:
+        raise ValueError(f"{cols} input columns are not divisible by M={m}")
+    grouped = score.reshape(rows * cols // m, m)
+    return lowest_k_per_row(grouped, n).reshape(rows, cols)
+
+
+def sparsity_of(weight: torch.Tensor) -> float:
+    return float((weight == 0).sum()) / weight.numel()
