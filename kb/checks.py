@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 from .schema import Paper, sentence_count
 from .store import KnowledgeBase, Problem, Record
+from .yamlio import Loaded
 from .vocab import AXES, NOTE_MAX, ChoiceQualifier, Vocabulary, parse_quantity
 
 CHALLENGE_MIN_CHARS = 80
@@ -23,6 +24,10 @@ def check_all(kb: KnowledgeBase) -> list[Problem]:
     if kb.vocab is not None:
         for rec in kb.records:
             problems.extend(check_record(rec, kb.vocab))
+        for file, loaded in kb.unloadable:  # still tell the contributor about every tag
+            problems.extend(check_tags(file, loaded, kb.vocab))
+    for file, loaded in [*((r.file, r.loaded) for r in kb.records), *kb.unloadable]:
+        problems.extend(check_todos(file, loaded))
     problems.extend(check_cross(kb))
     problems.extend(check_challenges(kb))
     problems.extend(check_implementations(kb))
@@ -34,10 +39,12 @@ def check_record(rec: Record, vocab: Vocabulary) -> Iterator[Problem]:
     stem = rec.file.rsplit("/", 1)[-1].removesuffix(".yaml")
     if p.id != stem:
         yield Problem(rec.file, rec.line("id"), "id", f"id {p.id!r} must equal the file name {stem!r}")
+    if p.venue.year < p.year:
+        yield Problem(rec.file, rec.line("venue", "year"), "venue.year", f"{p.venue.year} is before the first public year {p.year}")
     n = sentence_count(p.takeaway)
     if n > 3:
         yield Problem(rec.file, rec.line("takeaway"), "takeaway", f"{n} sentences; keep it to 1-3")
-    yield from _check_tags(rec, vocab)
+    yield from check_tags(rec.file, rec.loaded, vocab)
     for path in p.unverified:
         if not _resolves(p, path):
             yield Problem(rec.file, rec.line("unverified", path), f"unverified.{path}", "names no field of this record")
@@ -48,71 +55,104 @@ def check_record(rec: Record, vocab: Vocabulary) -> Iterator[Problem]:
             yield Problem(rec.file, rec.line("links", "code", i, "url"), f"links.code[{i}].url", "same as links.paper")
 
 
-def _check_tags(rec: Record, vocab: Vocabulary) -> Iterator[Problem]:
+def check_todos(file: str, loaded: Loaded) -> Iterator[Problem]:
+    """Template placeholders left in place (outside tags, which say more about it themselves)."""
+
+    def walk(obj, loc):
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                yield from walk(v, (*loc, k))
+        elif isinstance(obj, list):
+            for i, v in enumerate(obj):
+                yield from walk(v, (*loc, i))
+        elif isinstance(obj, str) and "TODO" in obj and loc[:1] != ("tags",):
+            field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+            yield Problem(file, loaded.line_of(loc), field, "fill in this TODO from the template")
+
+    yield from walk(loaded.data, ())
+
+
+def check_tags(file: str, loaded: Loaded, vocab: Vocabulary) -> Iterator[Problem]:
+    """Tag values and qualifiers against the vocabulary, read from the parsed YAML so that this
+    also runs on records whose other fields are broken. Shape errors are pydantic's business."""
+    tags = loaded.data.get("tags") if isinstance(loaded.data, dict) else None
+    if not isinstance(tags, dict):
+        return
     for axis_name in AXES:
         axis = vocab[axis_name]
-        entries = getattr(rec.paper.tags, axis_name)
+        entries = tags.get(axis_name)
+        entries = [entries] if isinstance(entries, (str, dict)) else entries
+        if not isinstance(entries, list):
+            continue
         seen: set[str] = set()
         for i, entry in enumerate(entries):
             where = ("tags", axis_name, i)
+            if not isinstance(tags.get(axis_name), list):
+                where = ("tags", axis_name)
             field = f"tags.{axis_name}[{i}]"
-            value = axis.value(entry.value)
-            if value is None:
-                near = axis.suggest(entry.value)
-                hint = f" (did you mean {near!r}?)" if near else f" (valid: {', '.join(v.id for v in axis.values)})"
-                yield Problem(rec.file, rec.line(*where), field, f"{entry.value!r} is not a {axis_name} value{hint}")
+            raw_value = entry.get("value") if isinstance(entry, dict) else entry
+            if not isinstance(raw_value, str):
                 continue
-            if entry.value in seen:
-                yield Problem(rec.file, rec.line(*where), field, f"{entry.value!r} is listed twice")
-            seen.add(entry.value)
-            allowed = axis.qualifiers_for(entry.value)
-            for key, given in entry.qualifiers.items():
+            value = axis.value(raw_value)
+            if value is None:
+                near = axis.suggest(raw_value)
+                hint = f" (did you mean {near!r}?)" if near else f" (valid: {', '.join(v.id for v in axis.values)})"
+                yield Problem(file, loaded.line_of(where), field, f"{raw_value!r} is not a {axis_name} value{hint}")
+                continue
+            if raw_value in seen:
+                yield Problem(file, loaded.line_of(where), field, f"{raw_value!r} is listed twice")
+            seen.add(raw_value)
+            if not isinstance(entry, dict):
+                continue
+            allowed = axis.qualifiers_for(raw_value)
+            for key, given in entry.items():
+                if key == "value":
+                    continue
                 qloc = (*where, key)
                 qfield = f"{field}.{key}"
                 if key == "note":
                     if not isinstance(given, str) or len(given) > NOTE_MAX:
-                        yield Problem(rec.file, rec.line(*qloc), qfield, f"note must be text of at most {NOTE_MAX} characters")
+                        yield Problem(file, loaded.line_of(qloc), qfield, f"note must be text of at most {NOTE_MAX} characters")
                     continue
                 spec = allowed.get(key)
                 if spec is None:
                     names = [*allowed, "note"]
-                    near = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+                    near = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
                     hint = f" (did you mean {near[0]!r}?)" if near else f" (allowed: {', '.join(names)})"
-                    yield Problem(rec.file, rec.line(*qloc), qfield, f"{entry.value!r} takes no qualifier {key!r}{hint}")
-                    continue
-                if isinstance(spec, ChoiceQualifier):
-                    yield from _check_choice(rec, qloc, qfield, spec, given)
+                    yield Problem(file, loaded.line_of(qloc), qfield, f"{raw_value!r} takes no qualifier {key!r}{hint}")
+                elif isinstance(spec, ChoiceQualifier):
+                    yield from _check_choice(file, loaded, qloc, qfield, spec, given)
                 else:
-                    yield from _check_quantity(rec, qloc, qfield, spec.units, given, value.tokens)
+                    yield from _check_quantity(file, loaded, qloc, qfield, spec.units, given, value.tokens)
 
 
-def _check_choice(rec: Record, loc: tuple, field: str, spec: ChoiceQualifier, given: str | list[str]) -> Iterator[Problem]:
+def _check_choice(file: str, loaded: Loaded, loc: tuple, field: str, spec: ChoiceQualifier, given) -> Iterator[Problem]:
     items = given if isinstance(given, list) else [given]
     if isinstance(given, list) and not spec.multiple:
-        yield Problem(rec.file, rec.line(*loc), field, "takes a single value, not a list")
+        yield Problem(file, loaded.line_of(loc), field, "takes a single value, not a list")
         return
     for j, item in enumerate(items):
         if item not in spec.values:
             near = difflib.get_close_matches(str(item).lower(), spec.values, n=1, cutoff=0.5)
             hint = f" (did you mean {near[0]!r}?)" if near else f" (valid: {', '.join(spec.values)})"
-            line = rec.line(*loc, j) if isinstance(given, list) else rec.line(*loc)
-            yield Problem(rec.file, line, field, f"{item!r} is not allowed{hint}")
+            line = loaded.line_of((*loc, j)) if isinstance(given, list) else loaded.line_of(loc)
+            yield Problem(file, line, field, f"{item!r} is not allowed{hint}")
 
 
-def _check_quantity(rec: Record, loc: tuple, field: str, units: list[str], given, bin_tokens) -> Iterator[Problem]:
+def _check_quantity(file: str, loaded: Loaded, loc: tuple, field: str, units: list[str], given, bin_tokens) -> Iterator[Problem]:
     if not isinstance(given, str):
-        yield Problem(rec.file, rec.line(*loc), field, "write the amount as text, like '50K samples'")
+        yield Problem(file, loaded.line_of(loc), field, "write the amount as text, like '50K samples'")
         return
     try:
         q = parse_quantity(given, units)
     except ValueError as exc:
-        yield Problem(rec.file, rec.line(*loc), field, str(exc))
+        yield Problem(file, loaded.line_of(loc), field, str(exc))
         return
     if q.unit == "tokens" and bin_tokens is not None:
         low, high = bin_tokens
         if q.amount < low or (high is not None and q.amount > high and not q.approx):
             span = f"{_human(low)}-{_human(high)}" if high is not None else f"more than {_human(low)}"
-            yield Problem(rec.file, rec.line(*loc), field, f"{q.text} is outside this bin ({span} tokens)")
+            yield Problem(file, loaded.line_of(loc), field, f"{q.text} is outside this bin ({span} tokens)")
 
 
 def _human(n: int) -> str:
@@ -186,6 +226,8 @@ def check_challenges(kb: KnowledgeBase) -> Iterator[Problem]:
         if len(body) > CHALLENGE_MAX_CHARS:
             yield Problem(file, 1, "challenge", f"too long ({len(body)} characters; the limit is {CHALLENGE_MAX_CHARS})")
         for n, line in enumerate(text.splitlines(), 1):
+            if "TODO" in line:
+                yield Problem(file, n, "challenge", "fill in this TODO from the template")
             if _RAW_HTML.search(line):
                 yield Problem(file, n, "challenge", "raw HTML is not allowed; use Markdown")
                 break

@@ -33,10 +33,16 @@ def _yaml_str(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
+class _Template(Template):
+    """`@name` placeholders, so the YAML modeline's `$schema` stays literal."""
+
+    delimiter = "@"
+
+
 def render(paper_id: str, draft: Draft) -> tuple[str, str]:
     tmpl = resources.files("kb") / "templates"
-    paper_t = Template((tmpl / "paper.yaml").read_text(encoding="utf-8"))
-    note_t = Template((tmpl / "challenge.md").read_text(encoding="utf-8"))
+    paper_t = _Template((tmpl / "paper.yaml").read_text(encoding="utf-8"))
+    note_t = _Template((tmpl / "challenge.md").read_text(encoding="utf-8"))
     ident = f"  arxiv: {_yaml_str(draft.arxiv)}" if draft.arxiv else "  arxiv: TODO  # or openreview / acl / doi"
     url = draft.paper_url or (f"https://arxiv.org/abs/{draft.arxiv}" if draft.arxiv else "https://TODO.example.org")
     paper = paper_t.substitute(
@@ -54,8 +60,11 @@ def render(paper_id: str, draft: Draft) -> tuple[str, str]:
     return paper, note
 
 
-def scaffold(root: Path, paper_id: str, draft: Draft | None = None) -> list[Path]:
-    """Create papers/<id>.yaml and challenge/<id>.md; refuse if either exists. Returns the paths."""
+def target_paths(root: Path, paper_id: str) -> tuple[Path, Path]:
+    """papers/<id>.yaml and challenge/<id>.md, after checking the id and that neither file exists.
+
+    `kb new --arxiv` calls this before any network request, and `scaffold` again before writing.
+    """
     if not re.match(ID_PATTERN, paper_id) or len(paper_id) > 40:
         raise KBError(f"invalid id {paper_id!r}: use lowercase letters, digits and single hyphens (e.g. my-method)")
     paper_path = root / "papers" / f"{paper_id}.yaml"
@@ -63,6 +72,12 @@ def scaffold(root: Path, paper_id: str, draft: Draft | None = None) -> list[Path
     for path in (paper_path, note_path):
         if path.exists():
             raise KBError(f"{path.relative_to(root)} already exists; not overwriting")
+    return paper_path, note_path
+
+
+def scaffold(root: Path, paper_id: str, draft: Draft | None = None) -> list[Path]:
+    """Create papers/<id>.yaml and challenge/<id>.md; refuse if either exists. Returns the paths."""
+    paper_path, note_path = target_paths(root, paper_id)
     paper, note = render(paper_id, draft or Draft())
     write_text_atomic(paper_path, paper)
     try:

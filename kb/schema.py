@@ -145,12 +145,6 @@ class Paper(_Strict):
     implementation: Annotated[str, Field(pattern=r"^reference_impls/[a-z0-9_/]+\.py$")] | None = None
     unverified: dict[str, Annotated[str, Field(min_length=3, max_length=300)]] = {}
 
-    @model_validator(mode="after")
-    def _years(self) -> Paper:
-        if self.venue.year < self.year:
-            raise ValueError(f"venue.year {self.venue.year} is before the first public year {self.year}")
-        return self
-
 
 def sentence_count(text: str) -> int:
     """Rough sentence count for the take-away limit (abbreviations like 'e.g.' do not split)."""

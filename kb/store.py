@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from .schema import Paper
 from .vocab import Vocabulary, VocabularyError, load_vocabulary
-from .yamlio import Loaded, YamlError, load_yaml
+from .yamlio import Loaded, YamlError, parse_yaml
 
 
 @dataclass(frozen=True, order=True)
@@ -46,6 +46,7 @@ class KnowledgeBase:
     problems: list[Problem] = field(default_factory=list)
     challenges: dict[str, str] = field(default_factory=dict)  # id -> Markdown text
     stems: list[str] = field(default_factory=list)  # every papers/*.yaml, loadable or not
+    unloadable: list[tuple[str, Loaded]] = field(default_factory=list)  # parsed, but not a valid Paper
 
     @property
     def papers(self) -> list[Paper]:
@@ -73,8 +74,13 @@ def load_kb(root: Path) -> KnowledgeBase:
         kb.stems.append(path.stem)
         record, problems = load_record(path, root)
         kb.problems.extend(problems)
-        if record is not None:
+        if isinstance(record, Record):
             kb.records.append(record)
+        elif record is not None:
+            kb.unloadable.append((_rel(path, root), record))
+    for stray in sorted((root / "papers").iterdir()) if (root / "papers").is_dir() else []:
+        if stray.suffix != ".yaml" and not stray.name.startswith("."):
+            kb.problems.append(Problem(_rel(stray, root), 1, "file", "records must be named <id>.yaml"))
     for note in sorted((root / "challenge").glob("*.md")):
         try:
             kb.challenges[note.stem] = note.read_bytes().decode("utf-8").replace("\r\n", "\n")
@@ -84,22 +90,30 @@ def load_kb(root: Path) -> KnowledgeBase:
     return kb
 
 
-def load_record(path: Path, root: Path) -> tuple[Record | None, list[Problem]]:
+MODELINE = "# yaml-language-server: $schema=../schema/paper.schema.json"
+
+
+def load_record(path: Path, root: Path) -> tuple[Record | Loaded | None, list[Problem]]:
+    """One record; or, when the YAML parses but is not a valid Paper, the parsed data (so further
+    checks can still run on it); or None. Plus the problems found either way."""
     rel = _rel(path, root)
     try:
-        loaded = load_yaml(path)
+        raw = path.read_bytes()
+        loaded = parse_yaml(raw)
     except YamlError as exc:
         return None, [Problem(rel, exc.line, "yaml", exc.message)]
     except OSError as exc:
         return None, [Problem(rel, 1, "file", f"cannot read: {exc.strerror}")]
+    first = raw.split(b"\n", 1)[0].rstrip(b"\r").removeprefix(b"\xef\xbb\xbf").decode("utf-8")
+    header = [] if first == MODELINE else [Problem(rel, 1, "modeline", f"the first line must be `{MODELINE}` (editor support)")]
     if not isinstance(loaded.data, dict):
         kind = "empty" if loaded.data is None else type(loaded.data).__name__
-        return None, [Problem(rel, 1, "record", f"expected a mapping of fields, got {kind}")]
+        return None, [*header, Problem(rel, 1, "record", f"expected a mapping of fields, got {kind}")]
     try:
         paper = Paper.model_validate(loaded.data)
     except ValidationError as exc:
-        return None, [_problem_from_error(rel, loaded, err) for err in exc.errors()]
-    return Record(paper=paper, file=rel, loaded=loaded), []
+        return loaded, [*header, *(_problem_from_error(rel, loaded, err) for err in exc.errors())]
+    return Record(paper=paper, file=rel, loaded=loaded), header
 
 
 def _rel(path: Path, root: Path) -> str:

@@ -117,11 +117,12 @@ def _show(args: argparse.Namespace) -> int:
 def _new(args: argparse.Namespace) -> int:
     import sys
 
-    from ..scaffold import Draft, scaffold
+    from ..scaffold import Draft, scaffold, target_paths
 
     root = repo_root()
     draft = Draft()
     if args.arxiv:
+        target_paths(root, args.id)  # refuse a bad id or an existing file before any network request
         try:
             from ..arxiv import draft_from_arxiv
         except ImportError:
