@@ -10,11 +10,12 @@ fi
 stamp=.venv/.kb-setup-stamp
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip
   if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
-    # The CPU wheel: local find-links where the machine has it, else the PyTorch CPU index.
-    .venv/bin/python -m pip install --quiet "torch==2.13.0" \
-      || .venv/bin/python -m pip install --quiet "torch==2.13.0" --index-url "${KB_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
+    # Ask for the CPU build by its local version label: this machine's wheel directory has it;
+    # elsewhere it comes from PyTorch's CPU index. PyPI's own Linux wheels are CUDA builds (GBs).
+    .venv/bin/python -m pip install --quiet "torch==2.13.0+cpu" 2>/dev/null \
+      || .venv/bin/python -m pip install --quiet "torch==2.13.0+cpu" \
+           --extra-index-url "${KB_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
   fi
   .venv/bin/python -m pip install --quiet -e '.[impls,site,dev]'
   echo "$want" > "$stamp"
