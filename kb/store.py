@@ -6,6 +6,7 @@ Loading never raises for bad content; it returns `Problem`s that name file, line
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,12 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.field}: {self.message}"
+        return _one_line(f"{self.file}:{self.line}: {self.field or '(empty key)'}: {self.message}")
+
+
+def _one_line(text: str) -> str:
+    """Control characters (a newline in a YAML key, say) are shown escaped: one problem, one line."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], text)
 
 
 @dataclass

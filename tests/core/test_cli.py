@@ -90,6 +90,7 @@ def test_list_refuses_an_invalid_catalogue(one_paper, capsys):
 
 def test_new_scaffolds_both_files_and_refuses_to_overwrite(tmp_kb, capsys):
     assert main(["new", "my-method"]) == 0
+    assert "created papers/my-method.yaml" in capsys.readouterr().err
     paper = tmp_kb / "papers" / "my-method.yaml"
     note = tmp_kb / "challenge" / "my-method.md"
     assert paper.is_file() and note.is_file()
