@@ -195,11 +195,8 @@ def check_cross(kb: KnowledgeBase) -> Iterator[Problem]:
                 yield Problem(rec.file, rec.line("identifiers", key), f"identifiers.{key}",
                               f"{ident} is already the {key} id of {owner[ident].file}")
             owner.setdefault(ident, rec)
-    titles = [(rec, _norm_title(rec.paper.title)) for rec in kb.records]
-    for i, (a, ta) in enumerate(titles):
-        for b, tb in titles[:i]:
-            if difflib.SequenceMatcher(None, ta, tb).ratio() >= TITLE_SIMILARITY:
-                yield Problem(a.file, a.line("title"), "title", f"nearly the same title as {b.file}; is it a duplicate?")
+    for a, b in near_duplicate_titles(kb.records):
+        yield Problem(a.file, a.line("title"), "title", f"nearly the same title as {b.file}; is it a duplicate?")
     for rec in kb.records:
         for i, other in enumerate(rec.paper.related):
             if other not in by_id:
@@ -208,6 +205,33 @@ def check_cross(kb: KnowledgeBase) -> Iterator[Problem]:
                 yield Problem(rec.file, rec.line("related", i), f"related[{i}]", f"no record with id {other!r}{hint}")
             elif other == rec.paper.id:
                 yield Problem(rec.file, rec.line("related", i), f"related[{i}]", "a record cannot be related to itself")
+
+
+def near_duplicate_titles(records: list[Record]) -> Iterator[tuple[Record, Record]]:
+    """Pairs (later, earlier) whose normalised titles are at least TITLE_SIMILARITY alike.
+
+    Not all pairs: two titles that similar share most words, so each title is compared only with
+    the titles containing one of its three rarest distinctive words (words found in at most
+    `cap` titles); a title made only of common words is compared with all. Near-linear in practice."""
+    norms = [_norm_title(r.paper.title) for r in records]
+    words = [set(n.split()) for n in norms]
+    containing: dict[str, list[int]] = {}
+    for i, ws in enumerate(words):
+        for w in ws:
+            containing.setdefault(w, []).append(i)
+    cap = max(50, len(records) // 100)
+    for i, ws in enumerate(words):
+        distinctive = [w for w in ws if len(containing[w]) <= cap]
+        if distinctive:
+            rarest = sorted(distinctive, key=lambda w: (len(containing[w]), w))[:3]
+            candidates = sorted({j for w in rarest for j in containing[w] if j < i})
+        else:
+            candidates = list(range(i))
+        for j in candidates:
+            m = difflib.SequenceMatcher(None, norms[i], norms[j])
+            if m.real_quick_ratio() >= TITLE_SIMILARITY and m.quick_ratio() >= TITLE_SIMILARITY \
+                    and m.ratio() >= TITLE_SIMILARITY:
+                yield records[i], records[j]
 
 
 def check_challenges(kb: KnowledgeBase) -> Iterator[Problem]:

@@ -124,9 +124,12 @@ def load_record(path: Path, root: Path) -> tuple[Record | Loaded | None, list[Pr
 
 def _rel(path: Path, root: Path) -> str:
     try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
+        return path.relative_to(root).as_posix()
     except ValueError:
-        return str(path)
+        try:
+            return path.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            return str(path)
 
 
 # ---- turning pydantic's errors into one friendly line each -------------------------------------

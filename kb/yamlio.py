@@ -34,6 +34,9 @@ _PLAIN_TAGS = {
 
 
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_STR = "tag:yaml.org,2002:str"
+# libyaml's parser when PyYAML was built with it (several times faster); same nodes and marks.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class YamlError(Exception):
@@ -75,7 +78,7 @@ def parse_yaml(raw: bytes) -> Loaded:
     if "\x00" in text:
         raise YamlError("contains a NUL character", text[: text.index("\x00")].count("\n") + 1)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
@@ -134,6 +137,8 @@ class _Builder:
         return self._scalar(node)
 
     def _scalar(self, node: yaml.Node) -> Any:
+        if node.tag == _STR:  # most values: skip the constructor machinery
+            return node.value
         if node.tag not in _PLAIN_TAGS:
             raise YamlError(f"tag {node.tag!r} is not allowed", node.start_mark.line + 1)
         try:

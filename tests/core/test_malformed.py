@@ -91,7 +91,7 @@ CASES = [
     ("empty-file", raw(b""),
      f"{F}:1: record: expected a mapping of fields, got empty"),
     ("broken-syntax", sub("  name: ICLR", "  name: [ICLR"),
-     f"{F}:11: yaml: invalid YAML: expected ',' or ']', but got ':'"),
+     f"{F}:11: yaml: invalid YAML: "),  # the parser's own wording follows (libyaml or pure Python)
     ("unverified-unknown-path", sub("takeaway: >-", "unverified: {venue.city: not confirmed}\ntakeaway: >-"),
      f"{F}:35: unverified.venue.city: names no field of this record"),
     ("related-unknown", sub("takeaway: >-", "related: [sparsgpt]\ntakeaway: >-"),
@@ -123,7 +123,11 @@ def test_malformed_record_is_rejected_with_one_line(tmp_kb: Path, capsys, case_i
 
     out, err = capsys.readouterr()
     assert code == 1
-    assert expected in out.splitlines(), f"got:\n{out}"
+    lines = out.splitlines()
+    if expected.endswith(": "):
+        assert any(line.startswith(expected) for line in lines), f"got:\n{out}"
+    else:
+        assert expected in lines, f"got:\n{out}"
     assert "Traceback" not in out + err
     for line in out.splitlines():
         assert re.match(r"^(papers|challenge|concepts)/[\w.-]+:\d+: [\w.\[\]-]+: \S", line), line

@@ -1,0 +1,73 @@
+"""`kb build`: render the website and the generated README section; `--check` reports staleness."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import KBError
+from ..paths import repo_root
+
+DEFAULT_DOCS = "docs/generated"
+DEFAULT_SITE = "site"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "build",
+        help="generate the website, papers.json/papers.bib and the README tables",
+        description=(
+            "Validate the knowledge base, render every page into the generated docs folder, build the "
+            "site with mkdocs (--strict) and refresh the committed generated files: the README section "
+            "between its markers, docs/badges/*.svg and schema/paper.schema.json. The docs folder and the "
+            "site are replaced atomically; a failed build leaves the previous ones intact."
+        ),
+    )
+    p.add_argument("--out", metavar="DIR", type=Path, help=f"where the site goes (default: {DEFAULT_SITE}/)")
+    p.add_argument("--docs-out", metavar="DIR", type=Path,
+                   help=f"where the generated Markdown goes (default: {DEFAULT_DOCS}/)")
+    p.add_argument("--no-mkdocs", action="store_true", help="render the Markdown and exports only; skip mkdocs")
+    p.add_argument("--site-only", action="store_true",
+                   help="leave README.md, docs/badges and the JSON Schema untouched")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 and list each committed generated file that is stale")
+    p.set_defaults(func=_build)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from site_builder.build import build, render_all, stale_committed
+
+    from ..checks import check_all
+    from ..store import load_kb
+
+    if args.check and (args.out or args.docs_out or args.no_mkdocs or args.site_only):
+        raise KBError("--check writes nothing; it cannot be combined with --out, --docs-out, --no-mkdocs or --site-only")
+    root = repo_root()
+    kb = load_kb(root)
+    problems = check_all(kb)
+    if problems:
+        more = f" (and {len(problems) - 1} more; run `kb validate`)" if len(problems) > 1 else ""
+        raise KBError(f"refusing to build: {problems[0]}{more}", code=1)
+    if args.check:
+        stale = stale_committed(root, render_all(kb))
+        for rel in stale:
+            print(f"{rel}: stale; run `kb build`", file=sys.stderr)
+        return 1 if stale else 0
+    docs_out = (args.docs_out or root / DEFAULT_DOCS).resolve()
+    site_out = None if args.no_mkdocs else (args.out or root / DEFAULT_SITE).resolve()
+    if site_out is not None and (site_out == docs_out or docs_out in site_out.parents or site_out in docs_out.parents):
+        raise KBError("--out and --docs-out must not contain one another")
+    changed = build(kb, docs_out, site_out, write_repo_files=not args.site_only)
+    for rel in changed:
+        print(f"updated {rel}", file=sys.stderr)
+    print(f"rendered {len(kb.records)} papers into {_show(docs_out, root)}"
+          + (f"; site in {_show(site_out, root)}" if site_out else ""), file=sys.stderr)
+    return 0
+
+
+def _show(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root.resolve())) + "/"
+    except ValueError:
+        return str(path)

@@ -1,0 +1,134 @@
+"""Write the generated docs folder, the mkdocs site and the committed generated files.
+
+Three groups of output:
+  docs folder   every page, export and asset (default `docs/generated/`, gitignored, never edited);
+  site          `mkdocs build --strict` of that folder (default `site/`);
+  committed     the README section, `docs/badges/*.svg` and `schema/paper.schema.json`.
+The docs folder and the site are replaced atomically and together: if rendering or mkdocs fails,
+both stay as they were. `check_committed` compares the committed files without writing anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from kb.errors import KBError
+from kb.fsutil import atomic_directory, write_text_atomic
+from kb.jsonschema import SCHEMA_PATH, render_schema
+from kb.store import KnowledgeBase
+
+from .context import papers_json, site_context
+from .inputs import load_github_meta, load_reproductions
+from .readme import splice
+from .render import render_badges, render_bibliography, render_pages, render_readme_section
+
+README = "README.md"
+BADGES_DIR = "docs/badges"
+HANDWRITTEN_DIR = "docs"
+MKDOCS_CONFIG = "mkdocs.yml"
+
+
+@dataclass
+class Rendered:
+    pages: dict[str, str]
+    committed: dict[str, str]  # path relative to the root -> wanted text
+    stale_badges: list[str]  # badge files on disk that no value uses any more
+
+
+def render_all(kb: KnowledgeBase) -> Rendered:
+    """Everything `kb build` produces, in memory."""
+    root = kb.root
+    ctx = site_context(kb, load_github_meta(root), load_reproductions(root))
+    pages = render_pages(ctx, papers_json(kb, ctx), render_bibliography(kb.papers))
+    for src in sorted((root / HANDWRITTEN_DIR).glob("*.md")):
+        name = src.name
+        if name in pages:
+            raise KBError(f"docs/{name} clashes with a generated page of the same name", code=1)
+        pages[name] = src.read_text(encoding="utf-8")
+    readme_path = root / README
+    readme = readme_path.read_text(encoding="utf-8") if readme_path.is_file() else ""
+    committed = {README: splice(readme, render_readme_section(ctx)), SCHEMA_PATH: render_schema(kb.vocab)}
+    badges = render_badges(ctx)
+    for name, svg in badges.items():
+        committed[f"{BADGES_DIR}/{name}"] = svg
+    on_disk = sorted(p.name for p in (root / BADGES_DIR).glob("*.svg"))
+    stale = [f"{BADGES_DIR}/{n}" for n in on_disk if n not in badges]
+    return Rendered(pages=pages, committed=committed, stale_badges=stale)
+
+
+def stale_committed(root: Path, rendered: Rendered) -> list[str]:
+    """Committed generated files that differ from what `kb build` would write (or should not exist)."""
+    out = []
+    for rel, text in rendered.committed.items():
+        path = root / rel
+        try:
+            current = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            current = None
+        if current != text:
+            out.append(rel)
+    return sorted(out + rendered.stale_badges)
+
+
+def write_committed(root: Path, rendered: Rendered) -> list[str]:
+    changed = stale_committed(root, rendered)
+    for rel in changed:
+        if rel in rendered.committed:
+            write_text_atomic(root / rel, rendered.committed[rel])
+        else:
+            (root / rel).unlink()
+    return changed
+
+
+def write_docs(pages: dict[str, str], target: Path) -> None:
+    for rel, text in pages.items():
+        path = target / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+
+def build(kb: KnowledgeBase, docs_out: Path, site_out: Path | None, *, write_repo_files: bool = True) -> list[str]:
+    """Render into `docs_out`, build the site into `site_out` (skipped when None) and, unless told
+    otherwise, refresh the committed generated files. Returns the committed files it changed."""
+    rendered = render_all(kb)
+    with atomic_directory(docs_out, replace=True) as tmp_docs:
+        write_docs(rendered.pages, tmp_docs)
+        if site_out is not None:
+            with atomic_directory(site_out, replace=True) as tmp_site:
+                run_mkdocs(kb.root / MKDOCS_CONFIG, tmp_docs, tmp_site)
+    return write_committed(kb.root, rendered) if write_repo_files else []
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage().splitlines()[0])
+
+
+def run_mkdocs(config: Path, docs_dir: Path, site_dir: Path) -> None:
+    """`mkdocs build --strict` with the docs and site folders overridden; one-line errors."""
+    if not config.is_file():
+        raise KBError(f"{config.name} not found in {config.parent}; the site cannot be built (try --no-mkdocs)", code=2)
+    try:
+        from mkdocs.commands.build import build as mkdocs_build
+        from mkdocs.config import load_config
+        from mkdocs.exceptions import Abort, ConfigurationError, MkDocsException
+    except ImportError:
+        raise KBError("mkdocs is not installed; install the 'site' extra (pip install -e '.[site]')", code=2) from None
+    handler = _Collect()
+    log = logging.getLogger("mkdocs")
+    log.addHandler(handler)
+    try:
+        cfg = load_config(config_file=str(config), docs_dir=str(docs_dir), site_dir=str(site_dir), strict=True)
+        mkdocs_build(cfg)
+    except (Abort, ConfigurationError, MkDocsException) as exc:
+        first = handler.messages[0] if handler.messages else str(exc).splitlines()[0]
+        more = f" (and {len(handler.messages) - 1} more warnings)" if len(handler.messages) > 1 else ""
+        raise KBError(f"mkdocs build failed: {first}{more}", code=1) from None
+    finally:
+        log.removeHandler(handler)

@@ -1,0 +1,237 @@
+"""Pure functions from the knowledge base to plain template data: no I/O, no rendering.
+
+Everything is sorted so the output is byte-for-byte stable; the only dates that appear are data
+dates (when GitHub metadata was fetched), never the build time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kb.commands.records import record_json
+from kb.schema import SCHEMA_VERSION, Paper
+from kb.store import KnowledgeBase, Record
+from kb.vocab import Axis, ChoiceQualifier, Vocabulary
+
+from . import bibtex
+from .badges import text_colour
+from .inputs import GithubMeta, Reproduction
+from .text import markdown_html
+
+NOTE_KINDS = ("blog", "reviews", "summary", "discussion")
+FRAMEWORK_LABELS = {"pytorch": "PyTorch", "jax": "JAX", "tensorflow": "TensorFlow", "cuda": "CUDA",
+                    "c++": "C++", "other": "Code"}
+
+
+def paper_order(p: Paper) -> tuple:
+    """Newest venue year first, then newest first appearance, then title."""
+    return (-p.venue.year, -p.year, p.title.lower(), p.id)
+
+
+def venue_label(p: Paper) -> str:
+    """Seed style, e.g. `ICLR'24`, `ICLR'24 Workshop`, `ACL'24 Findings`, `ICLR'25 (under review)`."""
+    v = p.venue
+    label = f"{v.name}'{v.year % 100:02d}"
+    if v.kind == "workshop" and "workshop" not in v.name.lower():
+        label += " Workshop"
+    if v.track:
+        label += f" {v.track}"
+    if v.kind == "under-review":
+        label += " (under review)"
+    return label
+
+
+def short_count(n: int) -> str:
+    """1234 -> 1.2k, 12345 -> 12k."""
+    if n < 1000:
+        return str(n)
+    if n < 10_000:
+        return f"{n / 1000:.1f}".rstrip("0").rstrip(".") + "k"
+    return f"{round(n / 1000)}k"
+
+
+def axis_context(axis: Axis) -> dict[str, Any]:
+    values = []
+    for v in axis.values:
+        quals = []
+        for name, q in axis.qualifiers_for(v.id).items():
+            quals.append({
+                "name": name,
+                "kind": q.kind,
+                "description": q.description,
+                "choices": list(q.values) if isinstance(q, ChoiceQualifier) else [],
+                "units": [] if isinstance(q, ChoiceQualifier) else list(q.units),
+                "multiple": isinstance(q, ChoiceQualifier) and q.multiple,
+            })
+        values.append({"id": v.id, "label": v.label, "aliases": list(v.aliases), "definition": v.definition,
+                       "qualifiers": quals, "papers": []})
+    return {"id": axis.axis, "label": axis.label, "question": axis.question, "intro": axis.intro,
+            "colour": axis.colour.lower(), "fg": text_colour(axis.colour.lower()), "values": values}
+
+
+def _qualifier_text(value: str | list[str]) -> str:
+    return ", ".join(value) if isinstance(value, list) else value
+
+
+def tag_groups(p: Paper, vocab: Vocabulary) -> list[dict[str, Any]]:
+    """The six axes in fixed order, each with the paper's values (label, qualifiers, note)."""
+    groups = []
+    for axis in vocab.ordered():
+        values = []
+        for entry in getattr(p.tags, axis.axis):
+            known = axis.value(entry.value)
+            quals = entry.qualifiers
+            values.append({
+                "id": entry.value,
+                "label": known.label if known else entry.value,
+                "qualifiers": [{"name": k, "text": _qualifier_text(v)} for k, v in quals.items() if k != "note"],
+                "note": quals.get("note"),
+                "short": ", ".join(_qualifier_text(v) for k, v in quals.items() if k != "note"),
+            })
+        groups.append({"axis": axis.axis, "label": axis.label, "values": values})
+    return groups
+
+
+def stars_context(p: Paper, meta: GithubMeta | None) -> dict[str, Any] | None:
+    if not p.repo or meta is None:
+        return None
+    found = meta.repos.get(p.repo) or next((m for k, m in meta.repos.items() if k.lower() == p.repo.lower()), None)
+    if found is None:
+        return None
+    return {
+        "count": found.stars,
+        "text": short_count(found.stars),
+        "as_of": found.fetched_at.isoformat(),
+        "archived": found.archived,
+        "last_commit": found.last_commit.isoformat() if found.last_commit else None,
+    }
+
+
+def _fmt(x: float | None, digits: int) -> str:
+    if x is None:
+        return "–"
+    if x != x or x in (float("inf"), float("-inf")):
+        return str(x)
+    return f"{x:.{digits}f}"
+
+
+def reproduction_context(rep: Reproduction | None) -> dict[str, Any] | None:
+    if rep is None:
+        return None
+    rows = [{
+        "method": r.method,
+        "target": f"{r.sparsity_target:.0%}" if r.sparsity_target == r.sparsity_target else "–",
+        "actual": f"{r.sparsity_actual:.1%}" if r.sparsity_actual == r.sparsity_actual else "–",
+        "ppl": _fmt(r.ppl, 2),
+        "seconds": _fmt(r.prune_seconds, 1),
+    } for r in rep.results]
+    return {
+        "model": rep.model,
+        "dataset": rep.dataset,
+        "rows": rows,
+        "claim": rep.claim.statement if rep.claim else None,
+        "holds": rep.claim.holds if rep.claim else None,
+        "versions": [{"name": k, "version": v} for k, v in sorted(rep.versions.items())],
+        "total_seconds": _fmt(rep.total_seconds, 0) if rep.total_seconds is not None else None,
+    }
+
+
+def paper_context(rec: Record, kb: KnowledgeBase, meta: GithubMeta | None,
+                  reps: dict[str, Reproduction], titles: dict[str, str]) -> dict[str, Any]:
+    p = rec.paper
+    assert kb.vocab is not None
+    links = p.links
+    notes = []
+    if kb.challenges.get(p.id, "").strip():
+        notes.append({"kind": "challenge", "label": "Challenge", "url": None})
+    for kind in NOTE_KINDS:
+        urls = getattr(links, kind)
+        for i, u in enumerate(urls, 1):
+            label = kind.capitalize() + (f" {i}" if len(urls) > 1 else "")
+            notes.append({"kind": kind, "label": label, "url": u})
+    code = [{"url": c.url, "label": FRAMEWORK_LABELS[c.framework], "official": c.official, "note": c.note,
+             "framework": c.framework} for c in links.code]
+    challenge = kb.challenges.get(p.id, "").strip()
+    return {
+        "id": p.id,
+        "title": p.title,
+        "short_name": p.short_name,
+        "name": p.short_name or p.title,
+        "authors": list(p.authors),
+        "year": p.year,
+        "venue": {"name": p.venue.name, "year": p.venue.year, "kind": p.venue.kind, "track": p.venue.track,
+                  "label": venue_label(p)},
+        "scope": p.scope,
+        "identifiers": [{"name": k, "value": v} for k, v in p.identifiers.model_dump(exclude_none=True).items()],
+        "paper_url": links.paper,
+        "code": code,
+        "notes": notes,
+        "models": list(links.models),
+        "repo": p.repo,
+        "stars": stars_context(p, meta),
+        "tags": tag_groups(p, kb.vocab),
+        "takeaway": p.takeaway,
+        "notes_html": markdown_html(p.notes) if p.notes else None,
+        "challenge_html": markdown_html(challenge) if challenge else None,
+        "related": [{"id": r, "title": titles.get(r, r)} for r in p.related],
+        "implementation": p.implementation,
+        "reproduce": f"kb reproduce {p.id} --model tiny-llama" if p.implementation else None,
+        "reproduction": reproduction_context(reps.get(p.id)) if p.implementation or p.id in reps else None,
+        "unverified": [{"field": k, "reason": v} for k, v in sorted(p.unverified.items())],
+        "bibtex": bibtex.entry(p),
+        "file": rec.file,
+    }
+
+
+def site_context(kb: KnowledgeBase, meta: GithubMeta | None = None,
+                 reps: dict[str, Reproduction] | None = None) -> dict[str, Any]:
+    """Everything the templates need, derived from validated records."""
+    if kb.vocab is None:
+        raise ValueError("the vocabulary did not load")
+    reps = reps or {}
+    records = sorted(kb.records, key=lambda r: paper_order(r.paper))
+    titles = {r.paper.id: (r.paper.short_name or r.paper.title) for r in records}
+    papers = [paper_context(r, kb, meta, reps, titles) for r in records]
+    axes = [axis_context(a) for a in kb.vocab.ordered()]
+    for axis in axes:
+        for value in axis["values"]:
+            value["papers"] = [{"id": p["id"], "name": p["name"], "venue": p["venue"]["label"]}
+                               for p in papers
+                               if any(v["id"] == value["id"] for g in p["tags"] if g["axis"] == axis["id"]
+                                      for v in g["values"])]
+    years: dict[int, list[dict[str, Any]]] = {}
+    for p in papers:
+        years.setdefault(p["venue"]["year"], []).append(p)
+    board = [p for p in papers if p["implementation"]]
+    return {
+        "axes": axes,
+        "papers": papers,
+        "years": [{"year": y, "papers": ps} for y, ps in sorted(years.items(), reverse=True)],
+        "board": sorted(board, key=lambda p: p["name"].lower()),
+        "challenges": sorted((p for p in papers if p["challenge_html"]), key=lambda p: p["name"].lower()),
+        "meta_fetched": meta.fetched.isoformat() if meta else None,
+        "schema_version": SCHEMA_VERSION,
+    }
+
+
+def papers_json(kb: KnowledgeBase, ctx: dict[str, Any]) -> dict[str, Any]:
+    """The `papers.json` export: every record (as `kb show --json` prints it) plus what the site's
+    filter needs: the page address, the venue label, stars, and the vocabulary's labels and colours."""
+    by_id = {p["id"]: p for p in ctx["papers"]}
+    items = []
+    for rec in sorted(kb.records, key=lambda r: r.paper.id):
+        data = record_json(rec)
+        page = by_id[rec.paper.id]
+        data["site"] = {
+            "page": f"papers/{rec.paper.id}/",
+            "venue_label": page["venue"]["label"],
+            "stars": page["stars"]["count"] if page["stars"] else None,
+            "stars_as_of": page["stars"]["as_of"] if page["stars"] else None,
+        }
+        items.append(data)
+    return {
+        "schema_version": ctx["schema_version"],
+        "axes": [{"id": a["id"], "label": a["label"], "colour": a["colour"],
+                  "values": [{"id": v["id"], "label": v["label"]} for v in a["values"]]} for a in ctx["axes"]],
+        "papers": items,
+    }
