@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--mkdocs-up-to", type=int, default=1000, metavar="N",
                         help="run mkdocs only for sizes up to N (default 1000; 0 to skip)")
-    parser.add_argument("--checks-up-to", type=int, default=2000, metavar="N",
+    parser.add_argument("--checks-up-to", type=int, default=100_000, metavar="N",
                         help="run kb.checks only for sizes up to N (default 2000: its near-duplicate title "
                              "check compares every pair of titles, so it grows quadratically)")
     args = parser.parse_args()

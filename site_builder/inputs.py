@@ -58,10 +58,26 @@ class Claim(_Open):
     holds: bool
 
 
+class TokenSplit(_Open):
+    tokens: int = Field(ge=0)
+
+
+class DatasetInfo(_Open):
+    """What `kb reproduce` writes: the corpus and the calibration/evaluation token counts."""
+
+    corpus: str
+    calibration: TokenSplit
+    evaluation: TokenSplit
+
+    def __str__(self) -> str:
+        return (f"{self.corpus} (calibration {self.calibration.tokens:,} tokens, "
+                f"evaluation {self.evaluation.tokens:,} tokens)")
+
+
 class Reproduction(_Open):
     paper: str
     model: str
-    dataset: str
+    dataset: str | DatasetInfo
     config: dict[str, Any] = {}
     versions: dict[str, str] = {}
     total_seconds: Number | None = None

@@ -19,7 +19,7 @@ from markupsafe import Markup
 
 from . import bibtex
 from .badges import badge_files
-from .text import html_text, inline, inline_markdown_html, url
+from .text import code, html_text, inline, inline_markdown_html, url
 
 ASSETS = ("kb.css", "kb-filter.js")
 _HERE = Path(__file__).resolve().parent
@@ -72,6 +72,7 @@ def environment():
     env.filters["colour"] = _colour
     env.filters["front_title"] = _front_title
     env.filters["html"] = html_text
+    env.filters["code"] = code
     env.filters["md_inline"] = inline_markdown_html
     return env
 

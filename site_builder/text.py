@@ -28,6 +28,18 @@ def inline(text: object) -> str:
     return _SPECIAL.sub(lambda m: f"&#{ord(m.group())};", s)
 
 
+_CODE_SAFE = re.compile(r"^[^`|\x00-\x1f]*$")
+
+
+def code(text: object) -> Markup:
+    """`text` as an inline code span. Markdown shows code spans verbatim (entities included), so
+    they cannot go through `inline`; text with a backtick or a table pipe falls back to `inline`."""
+    s = _SPACE.sub(" ", str(text)).strip()
+    if s and _CODE_SAFE.match(s):
+        return Markup(f"`{s}`")
+    return Markup(inline(s))
+
+
 def is_http_url(url: str) -> bool:
     parts = urlsplit(url)
     return parts.scheme in ("http", "https") and bool(parts.netloc)

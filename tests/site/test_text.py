@@ -56,3 +56,13 @@ def test_markdown_html_drops_raw_html_and_unsafe_links() -> None:
 def test_markdown_html_renders_ordinary_markdown() -> None:
     out = markdown_html("Some **bold** and a list:\n\n- one\n- two\n")
     assert "<strong>bold</strong>" in out and out.count("<li>") == 2
+
+
+def test_code_spans_are_verbatim_and_safe():
+    from site_builder.text import code
+
+    assert code("reference_impls/wanda.py") == "`reference_impls/wanda.py`"
+    assert code("kb  reproduce\nwanda") == "`kb reproduce wanda`"
+    # a backtick or a table pipe cannot stay in a code span: fall back to escaped text
+    assert "`" not in code("a`b").replace("&#96;", "")
+    assert code("a|b") == "a&#124;b"

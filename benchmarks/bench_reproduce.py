@@ -1,0 +1,88 @@
+"""Benchmark of `kb reproduce wanda --model tiny-llama` against the issue's targets (not a test).
+
+Measures, in one run on this machine:
+1. wall time of a warm `kb reproduce wanda --model tiny-llama` (model already cached), in a subprocess;
+2. Wanda's prune time divided by one forward pass over the same calibration tokens (the forward is timed
+   before and after the prune and averaged, so machine drift affects both sides alike); reported against
+   the full model forward (with the LM head) and against the decoder stack only;
+3. peak resident memory (max RSS) of the `kb reproduce` subprocess.
+Targets: <= 60 s, <= 1.3, <= 2.5 GB. Usage: `.venv/bin/python benchmarks/bench_reproduce.py`.
+"""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET_SECONDS, TARGET_RATIO, TARGET_GB = 60.0, 1.3, 2.5
+
+
+def _warm_cache() -> None:
+    from reference_impls.smollm2 import ensure_tiny_llama
+
+    ensure_tiny_llama()
+
+
+def _reproduce_run() -> tuple[float, float, int]:
+    kb = Path(sys.executable).with_name("kb")
+    cmd = [str(kb), "reproduce", "wanda", "--model", "tiny-llama", "--no-save"]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode not in (0, 1):
+        sys.exit(f"kb reproduce failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
+    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2  # KiB on Linux
+    print(proc.stdout)
+    return seconds, peak_gb, proc.returncode
+
+
+def _prune_vs_forward() -> tuple[float, float, float, float]:
+    import torch
+
+    from reference_impls import wanda
+    from reference_impls.harness import RunOptions, load_inputs, set_threads
+
+    set_threads(None)
+    options = RunOptions(model="tiny-llama")
+    loaded, data = load_inputs(options, lambda _msg: None)
+    model, calib = loaded.model, data.calib
+
+    def forward(full: bool) -> float:
+        with torch.inference_mode():
+            start = time.perf_counter()
+            (model if full else model.model)(input_ids=calib, use_cache=False)
+            return time.perf_counter() - start
+
+    full_before, body_before = forward(True), forward(False)
+    start = time.perf_counter()
+    wanda.prune(model, calib, wanda.Config())
+    prune = time.perf_counter() - start
+    full_after, body_after = forward(True), forward(False)  # sparse weights cost the same on dense kernels
+    return prune, (full_before + full_after) / 2, (body_before + body_after) / 2, calib.numel()
+
+
+def main() -> None:
+    _warm_cache()
+    seconds, peak_gb, rc = _reproduce_run()
+    prune, full, body, tokens = _prune_vs_forward()
+    rows = [
+        ("warm `kb reproduce wanda --model tiny-llama` wall time", f"{seconds:.1f} s", f"<= {TARGET_SECONDS:.0f} s",
+         seconds <= TARGET_SECONDS),
+        (f"Wanda prune / full forward over {tokens} calib tokens", f"{prune / full:.2f} ({prune:.1f} s / {full:.1f} s)",
+         f"<= {TARGET_RATIO}", prune / full <= TARGET_RATIO),
+        (f"Wanda prune / decoder-only forward (no LM head)", f"{prune / body:.2f} ({prune:.1f} s / {body:.1f} s)",
+         "(stricter view)", prune / body <= TARGET_RATIO),
+        ("peak RSS of kb reproduce", f"{peak_gb:.2f} GB", f"<= {TARGET_GB} GB", peak_gb <= TARGET_GB),
+    ]  # fmt: skip
+    width = max(len(r[0]) for r in rows)
+    for name, value, target, ok in rows:
+        print(f"{name.ljust(width)}  {value:>24}  {target:>16}  {'ok' if ok else 'MISSED'}")
+    print(f"(claim exit code of the reproduce run: {rc})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Text corpora and the calibration / evaluation token streams cut from them.
+
+Every corpus is split once into two disjoint texts, calibration and evaluation, independently of `--seed`:
+- `pydoc` (default, offline, ships with CPython under the PSF licence): the documentation topics of
+  `pydoc_data.topics`, in sorted key order; every fourth topic after a fixed shuffle goes to evaluation.
+- `PATH`: any UTF-8 text file; the first ~75% of its lines calibrate, the rest evaluate.
+- `wikitext2` / `c4` (needs the optional `datasets` package and a network): the papers' usual choice,
+  calibration from the training split, evaluation from test / validation.
+Calibration samples are `nsamples` random windows of `seqlen` tokens from the calibration stream (drawn
+with `seed`, as upstream does); evaluation uses the first `eval_tokens` tokens of the evaluation stream cut
+into non-overlapping windows of `seqlen` tokens.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kb.errors import KBError
+
+_SPLIT_SEED = 20240101  # fixed: the calibration/evaluation split never depends on --seed
+
+
+@dataclass(frozen=True)
+class Corpus:
+    name: str
+    calib_text: str
+    eval_text: str
+
+
+@dataclass(frozen=True)
+class TokenData:
+    corpus: str
+    calib: torch.Tensor  # (nsamples, seqlen) int64
+    eval: torch.Tensor  # (windows, seqlen) int64
+    calib_stream_tokens: int
+    eval_stream_tokens: int
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "corpus": self.corpus,
+            "calibration": {"samples": self.calib.shape[0], "seqlen": self.calib.shape[1],
+                            "tokens": self.calib.numel(), "stream_tokens": self.calib_stream_tokens},
+            "evaluation": {"windows": self.eval.shape[0], "seqlen": self.eval.shape[1],
+                           "tokens": self.eval.numel(), "stream_tokens": self.eval_stream_tokens},
+        }  # fmt: skip
+
+
+def pydoc_corpus() -> Corpus:
+    from pydoc_data.topics import topics
+
+    keys = sorted(topics)
+    order = list(range(len(keys)))
+    random.Random(_SPLIT_SEED).shuffle(order)
+    eval_ids = set(order[::4])
+    calib = [topics[k] for i, k in enumerate(keys) if i not in eval_ids]
+    held = [topics[k] for i, k in enumerate(keys) if i in eval_ids]
+    return Corpus("pydoc", "\n\n".join(calib), "\n\n".join(held))
+
+
+def file_corpus(path: Path) -> Corpus:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise KBError(f"dataset file not found: {path}") from None
+    except IsADirectoryError:
+        raise KBError(f"dataset path is a directory, not a text file: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise KBError(f"dataset file {path} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise KBError(f"cannot read dataset file {path}: {exc.strerror}") from None
+    if not text.strip():
+        raise KBError(f"dataset file {path} is empty")
+    lines = text.splitlines(keepends=True)
+    if len(lines) >= 2:
+        cut, seen = 0, 0
+        while cut < len(lines) - 1 and seen < 0.75 * len(text):
+            seen += len(lines[cut])
+            cut += 1
+        return Corpus(str(path), "".join(lines[:cut]), "".join(lines[cut:]))
+    cut = int(len(text) * 0.75)
+    return Corpus(str(path), text[:cut], text[cut:])
+
+
+def hub_corpus(name: str) -> Corpus:
+    try:
+        import datasets  # noqa: F401
+        from datasets import load_dataset
+    except ImportError:
+        raise KBError(f"--dataset {name} needs the optional 'datasets' package (pip install datasets)") from None
+    try:
+        if name == "wikitext2":
+            train = load_dataset("wikitext", "wikitext-2-raw-v1", split="train")
+            test = load_dataset("wikitext", "wikitext-2-raw-v1", split="test")
+            return Corpus(name, "\n\n".join(train["text"]), "\n\n".join(test["text"]))
+        files = {"train": "en/c4-train.00000-of-01024.json.gz", "validation": "en/c4-validation.00000-of-00008.json.gz"}
+        c4 = load_dataset("allenai/c4", data_files=files)
+        return Corpus(name, "\n\n".join(c4["train"]["text"][:20000]), "\n\n".join(c4["validation"]["text"][:3000]))
+    except Exception as exc:  # datasets raises many types when offline
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise KBError(f"cannot load dataset {name} (offline?): {first}") from None
+
+
+def load_corpus(spec: str) -> Corpus:
+    if spec == "pydoc":
+        return pydoc_corpus()
+    if spec in ("wikitext2", "c4"):
+        return hub_corpus(spec)
+    return file_corpus(Path(spec).expanduser())
+
+
+def tokenize(tokenizer: Any, text: str) -> torch.Tensor:
+    """One long 1-D int64 stream, no special tokens added."""
+    ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def token_data(
+    tokenizer: Any, corpus: Corpus, *, nsamples: int, seqlen: int, eval_tokens: int, seed: int
+) -> TokenData:
+    """Tokenise both halves and cut calibration windows and evaluation windows (see the module docstring)."""
+    calib_stream = tokenize(tokenizer, corpus.calib_text)
+    eval_stream = tokenize(tokenizer, corpus.eval_text)
+    if calib_stream.numel() <= seqlen:
+        raise KBError(
+            f"dataset {corpus.name}: calibration part has {calib_stream.numel()} tokens, need more than seqlen={seqlen}"
+        )
+    windows = min(eval_tokens, eval_stream.numel()) // seqlen
+    if windows < 1:
+        raise KBError(
+            f"dataset {corpus.name}: evaluation part has {eval_stream.numel()} tokens, need at least seqlen={seqlen}"
+        )
+    rng = random.Random(seed)
+    starts = [rng.randrange(0, calib_stream.numel() - seqlen) for _ in range(nsamples)]
+    calib = torch.stack([calib_stream[s : s + seqlen] for s in starts])
+    evaluation = eval_stream[: windows * seqlen].reshape(windows, seqlen)
+    return TokenData(corpus.name, calib, evaluation, calib_stream.numel(), eval_stream.numel())

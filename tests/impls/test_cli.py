@@ -1,0 +1,165 @@
+"""`kb reproduce` / `kb prune` through `kb.cli.main`: results, saved models, and every bad-input path."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from kb.cli import main
+
+SMALL = ["--model", "random-llama", "--nsamples", "4", "--seqlen", "64", "--eval-tokens", "256"]
+
+
+def _one_line_error(capsys, argv, *, code=2):
+    rc = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == code
+    errors = [line for line in err if line.startswith("kb: error: ")]
+    assert len(errors) == 1 and err[-1] == errors[0] and "Traceback" not in "".join(err), err  # progress may precede
+    return errors[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["reproduce", "nonesuch"], "runnable papers: sparsegpt, wanda"),
+        (["reproduce", "owl"], "no runnable implementation yet"),
+        (["reproduce", "wanda", "--pattern", "3:2"], "0 < N < M"),
+        (["reproduce", "wanda", "--pattern", "a:b"], "malformed"),
+        (["reproduce", "wanda", "--pattern", "0:4"], "0 < N < M"),
+        (["reproduce", "wanda", "--sparsity", "1"], "[0, 1)"),
+        (["reproduce", "wanda", "--sparsity", "-0.2"], "[0, 1)"),
+        (["reproduce", "wanda", "--sparsity", "half"], "invalid float"),
+        (["reproduce", "wanda", "--set", "nonsense=1"], "wanda option nonsense"),
+        (["reproduce", "wanda", "--set", "scope=column"], "wanda option scope"),
+        (["reproduce", "sparsegpt", "--set", "blocksize=0"], "sparsegpt option blocksize"),
+        (["reproduce", "wanda", "--nsamples", "0"], "--nsamples"),
+        (["reproduce", "wanda", "--seqlen", "512", "--eval-tokens", "100"], "--eval-tokens"),
+        (["reproduce", "wanda", "--pattern", "2:4", "--sparsity", "0.5"], "not allowed with"),
+        (["prune", "nonesuch", "--save", "x"], "unknown method"),
+        (["prune", "wanda"], "--save"),
+    ],
+)
+def test_bad_arguments_fail_fast_with_one_line(capsys, argv, needle):
+    assert needle in _one_line_error(capsys, argv)
+
+
+def test_bad_dataset_files(capsys, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    binary = tmp_path / "latin1.txt"
+    binary.write_bytes("caf\xe9 ".encode("latin-1") * 100)
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("just a few words\nand another line\n")
+    out = tmp_path / "r.json"
+    for path, needle in [(empty, "is empty"), (binary, "not UTF-8"), (tmp_path / "missing.txt", "neither"),
+                         (tmp_path, "neither"), (tiny, "tokens")]:  # fmt: skip
+        line = _one_line_error(capsys, ["reproduce", "wanda", *SMALL, "--dataset", str(path), "--json", str(out)])
+        assert needle in line
+    assert not out.exists()
+
+
+def test_seqlen_beyond_model_context(capsys, tmp_path):
+    argv = ["reproduce", "wanda", "--model", "random-llama", "--seqlen", "2048", "--eval-tokens", "4096", "--no-save"]
+    assert "context of 1024" in _one_line_error(capsys, argv)
+
+
+def test_unknown_model_paths(capsys, tmp_path):
+    assert "does not exist" in _one_line_error(capsys, ["prune", "wanda", "--model", "./no/such", "--save", str(tmp_path / "o")])
+    assert "no config.json" in _one_line_error(capsys, ["prune", "wanda", "--model", str(tmp_path), "--save", str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists()
+
+
+def test_reproduce_writes_result_record(capsys, tmp_path):
+    out = tmp_path / "sub" / "r.json"
+    rc = main(["reproduce", "wanda", *SMALL, "--json", str(out)])
+    captured = capsys.readouterr()
+    assert rc in (0, 1)  # random weights: the claim may or may not hold, the exit code says which
+    record = json.loads(out.read_text())
+    assert set(record) == {"paper", "model", "dataset", "config", "versions", "total_seconds", "results", "claim"}
+    assert [r["method"] for r in record["results"]] == ["dense", "magnitude", "wanda"]
+    assert set(record["versions"]) >= {"python", "torch", "transformers", "kb"}
+    assert record["claim"]["holds"] == (rc == 0)
+    for r in record["results"][1:]:
+        assert r["sparsity_target"] == 0.5 and r["sparsity_actual"] == pytest.approx(0.5)
+        assert {"method", "sparsity_target", "sparsity_actual", "ppl", "prune_seconds"} <= set(r)
+    assert "wanda" in captured.out and "ppl" in captured.out and "holds:" in captured.out
+    assert str(out) in captured.err
+
+
+def test_reproduce_pattern_and_set(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    main(["reproduce", "wanda", *SMALL, "--pattern", "2:4", "--set", "scope=matrix", "--json", str(out)])
+    record = json.loads(out.read_text())
+    wanda = record["results"][-1]
+    assert wanda["config"] == {"sparsity": 0.5, "pattern": [2, 4], "scope": "matrix"}
+    assert record["results"][1]["config"]["scope"] == "matrix"  # magnitude keeps its own default
+    capsys.readouterr()
+
+
+def test_interrupted_json_write_leaves_nothing(tmp_path, capsys, monkeypatch):
+    import kb.fsutil
+
+    def interrupt(_fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(kb.fsutil.os, "fsync", interrupt)
+    out = tmp_path / "r.json"
+    assert main(["reproduce", "wanda", *SMALL, "--json", str(out)]) == 130
+    assert list(tmp_path.iterdir()) == []
+    capsys.readouterr()
+
+
+def test_prune_saves_loadable_model_and_refuses_overwrite(tmp_path, capsys):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    save = tmp_path / "pruned"
+    assert main(["prune", "sparsegpt", *SMALL, "--pattern", "2:4", "--save", str(save)]) == 0
+    model = AutoModelForCausalLM.from_pretrained(save)
+    tok = AutoTokenizer.from_pretrained(save)
+    assert tok("hi")["input_ids"] == [104, 105]
+    for layer in model.model.layers:
+        w = layer.mlp.down_proj.weight
+        assert ((w == 0).reshape(w.shape[0], -1, 4).sum(-1) == 2).all()
+    assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()
+    capsys.readouterr()
+    assert "already exists" in _one_line_error(capsys, ["prune", "wanda", *SMALL, "--save", str(save)])
+    assert main(["prune", "magnitude", *SMALL, "--sparsity", "0.3", "--save", str(save), "--force"]) == 0
+    w = AutoModelForCausalLM.from_pretrained(save).model.layers[0].self_attn.q_proj.weight
+    assert int((w == 0).sum()) == int(w.numel() * 0.3)
+
+
+def test_interrupted_prune_leaves_no_directory(tmp_path, capsys, monkeypatch):
+    from transformers import PreTrainedTokenizerFast
+
+    def interrupt(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PreTrainedTokenizerFast, "save_pretrained", interrupt)
+    assert main(["prune", "wanda", *SMALL, "--save", str(tmp_path / "pruned")]) == 130
+    assert list(tmp_path.iterdir()) == []
+    capsys.readouterr()
+
+
+def test_hub_dataset_without_datasets_package_is_one_line(capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_datasets(name, *args, **kwargs):
+        if name == "datasets" or name.startswith("datasets."):
+            raise ImportError("no datasets")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_datasets)
+    line = _one_line_error(capsys, ["reproduce", "wanda", *SMALL, "--dataset", "wikitext2", "--no-save"])
+    assert "datasets" in line
+
+
+def test_registry_run_command():
+    from reference_impls import registry
+
+    assert registry.run_command("wanda") == "kb reproduce wanda --model tiny-llama"
+    assert registry.run_command("owl") is None
