@@ -42,13 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kb {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"kb.commands.{name}")
-        except ModuleNotFoundError as exc:  # a command whose module is not written yet
-            if exc.name == f"kb.commands.{name}":
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(f"kb.commands.{name}").register(sub)
     return parser
 
 

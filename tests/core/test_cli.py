@@ -126,3 +126,14 @@ def test_schema_check_detects_staleness(tmp_kb, capsys):
     assert main(["schema", "--check"]) == 1
     assert main(["schema"]) == 0
     assert main(["schema", "--check"]) == 0
+
+
+def test_every_command_is_documented_in_the_readme():
+    from kb.cli import build_parser
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    for name, command in sub.choices.items():
+        assert f"`kb {name}" in readme, f"README's command table lacks kb {name}"
+        assert command.description or any(a.help for a in sub._choices_actions if a.dest == name), name
