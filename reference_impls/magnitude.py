@@ -9,17 +9,17 @@ Differs:  exact counts (`floor(numel * s)` per matrix, or per row with `scope="r
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
 import torch
 from torch import nn
 
-from .config import SparsityConfig
-from .layerwise import decoder_layers, prunable_linears, set_weight, small_ops
-from .masks import matrix_mask, nm_mask, row_mask
+from kb.results import Outcome
 
-NEEDS_CALIBRATION = False
+from .harness.contract import Context
+from .harness.layerwise import decoder_layers, prunable_linears, set_weight, small_ops
+from .harness.options import SparsityConfig
+from .primitives.masks import matrix_mask, nm_mask, row_mask
 
 
 class Config(SparsityConfig):
@@ -36,15 +36,9 @@ def magnitude_mask(weight: torch.Tensor, config: Config) -> torch.Tensor:
 
 
 # ---- model driver (mutates `model` in place) ----------------------------------------------
-def prune(
-    model: nn.Module,
-    calib: torch.Tensor | None,
-    config: Config,
-    *,
-    batch_size: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> None:
+def prune(model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None) -> Outcome:
     """Prune every decoder linear of `model` in place; `calib` is ignored."""
+    ctx = ctx or Context()
     layers = decoder_layers(model)
     with torch.inference_mode():
         for i, layer in enumerate(layers):
@@ -52,5 +46,6 @@ def prune(
                 with small_ops(linear.weight.numel()):
                     weight = linear.weight.float()
                     set_weight(linear, weight.masked_fill(magnitude_mask(weight, config), 0.0))
-            if progress is not None:
-                progress(i + 1, len(layers))
+            if ctx.progress is not None:
+                ctx.progress(i + 1, len(layers))
+    return Outcome(kind="weight-sparsity")

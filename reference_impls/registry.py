@@ -1,115 +1,251 @@
-"""Which paper has a runnable implementation, what its headline comparison runs, and what it claims.
+"""What the harness can run: one spec per method, one spec per runnable paper, and each paper's claim.
 
-Torch-free on purpose: `kb validate` imports this module to check each paper record's `implementation`
-field, and `kb reproduce` reads it to reject unknown ids before loading anything heavy.
+Torch-free on purpose: `kb validate` reads it to check every record's `implementation:` field, and the
+command line reads it for help text and to reject bad input before anything heavy is imported.
 
-Adding a method: write `reference_impls/<method>.py` exposing `Config` (a frozen pydantic model),
-`NEEDS_CALIBRATION` (bool) and `prune(model, calib, config, *, progress) -> None`; add it to `METHODS`; add a
-`PaperSpec` to `PAPERS` when it is a paper's headline method.
+- A `MethodSpec` names a method, the module that implements it, its kind (which decides the invariants
+  the harness checks after it ran), whether it needs calibration data, and which target options of the
+  command line apply to it (`sparsity`, `pattern`, `layers`). The method's own knobs and their defaults
+  live in the module's `Config` class.
+- A `PaperSpec` is a paper's headline comparison: a list of labelled `Run`s (method + fixed options) run
+  after the dense baseline, each from a fresh copy of the dense model; paper-level defaults (its target,
+  data budget, metrics) that the command line may override; and the claim with the check that decides it
+  from every run's metrics.
+- The list of paper ids is read from `papers/*.yaml`, never typed here.
+
+Adding a paper: see "Add a paper of any kind" in the README.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
-# The knowledge base's paper record ids (papers/*.yaml), with or without an implementation.
-KNOWN_PAPERS: tuple[str, ...] = (
-    "sparsegpt", "wanda", "essential-sparsity", "owl", "ria", "dsnot", "besa", "llm-surgeon",
-    "sparse-scaling-laws", "flash-llm", "bitnet-b158", "llm-pruner", "loraprune", "sheared-llama",
-    "compresso", "k-prune", "minitron", "minitron-approach", "coupled-components", "deeper-layers",
-    "shortened-llama", "shortgpt", "llm-streamline", "what-matters", "reassessing-layer-pruning",
-    "deeper-look-depth", "heterogeneous-sublayers", "h2o", "keyformer",
-)  # fmt: skip
+from kb.errors import KBError
 
-# Pruning methods `kb prune` and the harness can run: name -> importable module.
-METHODS: dict[str, str] = {
-    "magnitude": "reference_impls.magnitude",
-    "wanda": "reference_impls.wanda",
-    "sparsegpt": "reference_impls.sparsegpt",
-}
+if TYPE_CHECKING:
+    from kb.results import Kind, Metrics
+
+Target = Literal["sparsity", "pattern", "layers"]
+TARGETS: tuple[str, ...] = ("sparsity", "pattern", "layers")
+Metric = Literal["ppl", "probe", "speed"]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    module: str  # importable module exposing `Config` and `prune`
+    kind: Kind
+    summary: str  # one line for `--help`
+    needs_calibration: bool
+    targets: tuple[Target, ...] = ()  # command-line target options that apply
+    paper: str | None = None  # the record id when the method is a paper's own
+
+    @property
+    def file(self) -> str:
+        return self.module.replace(".", "/") + ".py"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One arm of a comparison: `method` with `options` fixed for this arm (they win over `--set`)."""
+
+    label: str
+    method: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    speed: bool = False  # measure CPU prefill/decode speed against dense for this arm
+
+
+class Results:
+    """Every run's metrics by label, as a claim check sees them."""
+
+    def __init__(self, metrics: Mapping[str, Metrics]) -> None:
+        self._metrics = dict(metrics)
+
+    def __getitem__(self, label: str) -> Metrics:
+        return self._metrics[label]
+
+    def labels(self, prefix: str = "") -> list[str]:
+        return [k for k in self._metrics if k.startswith(prefix)]
+
+    def ppl(self, label: str) -> float:
+        value = self._metrics[label].ppl
+        return math.nan if value is None else float(value)
+
+    def acc(self, label: str) -> float:
+        probe = self._metrics[label].probe
+        return math.nan if probe is None else float(probe.acc_norm)
+
+    def mean(self, labels: Sequence[str], value: Callable[[str], float]) -> float:
+        values = [value(label) for label in labels]
+        return sum(values) / len(values) if values else math.nan
+
+
+Verdict = tuple[bool, str]
+
+
+@dataclass(frozen=True)
+class PaperSpec:
+    paper: str  # record id
+    method: str  # the paper's own method: `--set` options go to its runs
+    runs: tuple[Run, ...]  # after the dense baseline
+    claim: str  # may name target options, e.g. "{layers}", filled in from the run's target
+    check: Callable[[Results], Verdict]
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # targets and data options the CLI may override
+    metrics: tuple[Metric, ...] = ("ppl",)
+
+    @property
+    def implementation(self) -> str:
+        return METHODS[self.method].file
+
+    def statement(self, target: Mapping[str, Any]) -> str:
+        return self.claim.format(**{t: target.get(t) for t in TARGETS})
 
 
 def _finite(*values: float) -> bool:
     return all(math.isfinite(v) for v in values)
 
 
-def _wanda_claim(ppl: Mapping[str, float]) -> bool:
-    return _finite(ppl["wanda"], ppl["magnitude"]) and ppl["wanda"] < 0.5 * ppl["magnitude"]
+# ---- methods ----------------------------------------------------------------------------------
+_METHOD_LIST = (
+    MethodSpec("magnitude", "reference_impls.magnitude", "weight-sparsity",
+               "smallest |W| per matrix (baseline, no data)", False, ("sparsity", "pattern")),
+    MethodSpec("wanda", "reference_impls.wanda", "weight-sparsity",
+               "|W| x input-feature norm, per output row", True, ("sparsity", "pattern"), paper="wanda"),
+    MethodSpec("sparsegpt", "reference_impls.sparsegpt", "weight-sparsity",
+               "second-order (OBS) mask and weight update", True, ("sparsity", "pattern"), paper="sparsegpt"),
+    MethodSpec("owl", "reference_impls.owl", "allocation",
+               "outlier-weighted per-layer sparsity, then Wanda or SparseGPT", True, ("sparsity",), paper="owl"),
+    MethodSpec("shortgpt", "reference_impls.shortgpt", "depth",
+               "remove the layers with the lowest Block Influence", True, ("layers",), paper="shortgpt"),
+)  # fmt: skip
+METHODS: dict[str, MethodSpec] = {m.name: m for m in _METHOD_LIST}
 
 
-def _sparsegpt_claim(ppl: Mapping[str, float]) -> bool:
-    return (
-        _finite(ppl["sparsegpt"], ppl["wanda"], ppl["magnitude"])
-        and ppl["sparsegpt"] < 0.7 * ppl["magnitude"]
-        and ppl["sparsegpt"] <= 1.1 * ppl["wanda"]
-    )
+# ---- claims -----------------------------------------------------------------------------------
+def _wanda_claim(r: Results) -> Verdict:
+    w, m = r.ppl("wanda"), r.ppl("magnitude")
+    return _finite(w, m) and w < 0.5 * m, f"wanda {w:.2f} vs 0.5 x magnitude {0.5 * m:.2f}"
 
 
-@dataclass(frozen=True)
-class PaperSpec:
-    """A paper's runnable headline comparison.
-
-    `methods` run in order after the dense baseline, all at the same sparsity target; `check` receives
-    `{"dense": ppl, method: ppl, ...}` and says whether `claim` holds on this run.
-    """
-
-    paper: str
-    implementation: str  # module path relative to the repository root
-    method: str  # the paper's own method (receives `--set` options)
-    methods: tuple[str, ...]
-    claim: str
-    check: Callable[[Mapping[str, float]], bool]
+def _sparsegpt_claim(r: Results) -> Verdict:
+    s, w, m = r.ppl("sparsegpt"), r.ppl("wanda"), r.ppl("magnitude")
+    holds = _finite(s, w, m) and s < 0.7 * m and s <= 1.1 * w
+    return holds, f"sparsegpt {s:.2f} vs 0.7 x magnitude {0.7 * m:.2f} and 1.1 x wanda {1.1 * w:.2f}"
 
 
-PAPERS: dict[str, PaperSpec] = {
-    "wanda": PaperSpec(
+def _owl_claim(r: Results) -> Verdict:
+    o, w = r.ppl("owl-wanda"), r.ppl("wanda")
+    return _finite(o, w) and o < 0.8 * w, f"owl-wanda {o:.2f} vs 0.8 x uniform wanda {0.8 * w:.2f}"
+
+
+def _shortgpt_claim(r: Results) -> Verdict:
+    randoms = r.labels("random-")
+    low, high = r.ppl("lowest-bi"), r.ppl("highest-bi")
+    rand = r.mean(randoms, r.ppl)
+    acc_low, acc_high, acc_rand = r.acc("lowest-bi"), r.acc("highest-bi"), r.mean(randoms, r.acc)
+    ppl_ok = _finite(low, rand, high) and low < rand and low < high
+    acc_ok = _finite(acc_low, acc_rand, acc_high) and acc_low > acc_rand and acc_low > acc_high
+    reason = (f"ppl lowest-BI {low:.2f} vs random mean {rand:.2f} and highest-BI {high:.2f}; probe acc_norm "
+              f"lowest-BI {acc_low:.3f} vs random mean {acc_rand:.3f} and highest-BI {acc_high:.3f}")
+    return ppl_ok and acc_ok, reason
+
+
+# ---- papers -----------------------------------------------------------------------------------
+_PAPER_LIST = (
+    PaperSpec(
         paper="wanda",
-        implementation="reference_impls/wanda.py",
         method="wanda",
-        methods=("magnitude", "wanda"),
+        runs=(Run("magnitude", "magnitude"), Run("wanda", "wanda")),
         claim="Wanda's perplexity is less than half of magnitude pruning's at the same sparsity "
         "(Wanda paper: magnitude collapses, Wanda stays near dense)",
         check=_wanda_claim,
+        defaults={"sparsity": 0.5},
     ),
-    "sparsegpt": PaperSpec(
+    PaperSpec(
         paper="sparsegpt",
-        implementation="reference_impls/sparsegpt.py",
         method="sparsegpt",
-        methods=("magnitude", "wanda", "sparsegpt"),
+        runs=(Run("magnitude", "magnitude"), Run("wanda", "wanda"), Run("sparsegpt", "sparsegpt")),
         claim="SparseGPT's perplexity is below 0.7x magnitude's and at most 1.1x Wanda's at the same sparsity "
         "(the Wanda paper reports SparseGPT ahead of or level with Wanda on smaller models)",
         check=_sparsegpt_claim,
+        defaults={"sparsity": 0.5},
     ),
-}
+    PaperSpec(
+        paper="owl",
+        method="owl",
+        runs=(
+            Run("magnitude", "magnitude"),
+            Run("wanda", "wanda"),
+            Run("owl-wanda", "owl", {"base": "wanda"}),
+            Run("sparsegpt", "sparsegpt"),
+            Run("owl-sparsegpt", "owl", {"base": "sparsegpt"}),
+        ),
+        claim="At {sparsity:.0%} sparsity, Wanda with OWL's outlier-weighted per-layer ratios reaches a perplexity below "
+        "0.8x that of Wanda at the same uniform ratio in every layer (OWL paper: 85.8 -> 24.6 on LLaMA-7B)",
+        check=_owl_claim,
+        defaults={"sparsity": 0.7},
+    ),
+    PaperSpec(
+        paper="shortgpt",
+        method="shortgpt",
+        runs=(
+            Run("lowest-bi", "shortgpt", {"selection": "lowest"}, speed=True),
+            *(Run(f"random-{i}", "shortgpt", {"selection": "random", "seed": i}) for i in range(5)),
+            Run("highest-bi", "shortgpt", {"selection": "highest"}),
+        ),
+        claim="Removing the {layers} layers with the lowest Block Influence gives lower perplexity and higher "
+        "multiple-choice probe accuracy than removing {layers} random layers (mean of 5 draws) or the "
+        "{layers} highest-BI layers (ShortGPT: low-BI layers are redundant)",
+        check=_shortgpt_claim,
+        defaults={"layers": 6},
+        metrics=("ppl", "probe"),
+    ),
+)
+PAPERS: dict[str, PaperSpec] = {p.paper: p for p in _PAPER_LIST}
+
+
+# ---- look-ups ---------------------------------------------------------------------------------
+def paper_ids(root: Path | None = None) -> list[str]:
+    """The knowledge base's record ids (file names of `papers/*.yaml`)."""
+    from kb.paths import repo_root
+
+    return sorted(p.stem for p in ((root or repo_root()) / "papers").glob("*.yaml"))
 
 
 def runnable_papers() -> dict[str, str]:
-    """Paper id -> module implementing it, relative to the repository root."""
+    """Paper id -> file implementing its method, relative to the repository root."""
     return {pid: spec.implementation for pid, spec in PAPERS.items()}
 
 
 def run_command(paper: str) -> str | None:
-    """How to run a paper's reproduction (for its record / page), or None when it has no implementation."""
+    """How to run a paper's reproduction, or None when it has no implementation."""
     return f"kb reproduce {paper} --model tiny-llama" if paper in PAPERS else None
 
 
 def paper_spec(paper: str) -> PaperSpec:
     """The spec of a runnable paper; a `KBError` (exit 2) naming the alternatives otherwise."""
-    from kb.errors import KBError
-
     if paper in PAPERS:
         return PAPERS[paper]
     runnable = ", ".join(sorted(PAPERS))
-    if paper in KNOWN_PAPERS:
+    if paper in paper_ids():
         raise KBError(f"paper {paper!r} has no runnable implementation yet; runnable papers: {runnable}")
     raise KBError(f"unknown paper {paper!r}; runnable papers: {runnable}")
 
 
-def method_module(method: str) -> str:
-    from kb.errors import KBError
-
+def method_spec(method: str) -> MethodSpec:
     if method not in METHODS:
         raise KBError(f"unknown method {method!r}; available: {', '.join(sorted(METHODS))}")
     return METHODS[method]
+
+
+def methods_help() -> str:
+    """One line per method for `kb prune --help`."""
+    return "; ".join(f"{m.name} ({m.kind}: {m.summary})" for m in METHODS.values())
+
+
+def papers_help() -> str:
+    return ", ".join(sorted(PAPERS))

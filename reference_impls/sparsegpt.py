@@ -20,17 +20,18 @@ Differs:  (1) exactly floor(block_numel * s) weights per block are pruned (upstr
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Sequence
 
 import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from .config import SparsityConfig
-from .layerwise import InputStats, prune_layerwise, set_weight
-from .masks import count_to_prune, lowest_k_per_row
+from kb.results import Outcome
 
-NEEDS_CALIBRATION = True
+from .harness.contract import Context
+from .harness.layerwise import InputStats, prune_layerwise, set_weight
+from .harness.options import SparsityConfig
+from .primitives.masks import count_to_prune, lowest_k_per_row
 
 
 class Config(SparsityConfig):
@@ -68,10 +69,15 @@ def inverse_hessian_factor(gram: torch.Tensor, percdamp: float) -> tuple[torch.T
     return upper.float(), dead
 
 
-def sparsegpt_prune(weight: torch.Tensor, gram: torch.Tensor, config: Config) -> torch.Tensor:
-    """Prune one weight matrix (out, in) given its input gram matrix (in, in); returns the new weight (float32)."""
+def sparsegpt_prune(
+    weight: torch.Tensor, gram: torch.Tensor, config: Config, sparsity: float | None = None
+) -> torch.Tensor:
+    """Prune one weight matrix (out, in) given its input gram matrix (in, in); returns the new weight (float32).
+
+    `sparsity` overrides the config's (per-layer allocation)."""
     w = weight.float().clone()
-    if config.sparsity == 0 and config.pattern is None:
+    sparsity = config.sparsity if sparsity is None else sparsity
+    if sparsity == 0 and config.pattern is None:
         return w
     upper, dead = inverse_hessian_factor(gram, config.percdamp)
     w[:, dead] = 0.0
@@ -85,7 +91,7 @@ def sparsegpt_prune(weight: torch.Tensor, gram: torch.Tensor, config: Config) ->
         mask = torch.zeros_like(block, dtype=torch.bool)
         if config.pattern is None:
             saliency = block.square() / diag.square()
-            k = count_to_prune(saliency.numel(), config.sparsity)
+            k = count_to_prune(saliency.numel(), sparsity)
             mask = lowest_k_per_row(saliency.reshape(1, -1), k).reshape(block.shape)
         for j in range(end - start):
             if config.pattern is not None and j % config.pattern[1] == 0:
@@ -104,18 +110,20 @@ def sparsegpt_prune(weight: torch.Tensor, gram: torch.Tensor, config: Config) ->
 
 
 # ---- model driver (mutates `model` in place) ----------------------------------------------
-def prune(
-    model: nn.Module,
-    calib: torch.Tensor,
-    config: Config,
-    *,
-    batch_size: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> None:
+def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context | None = None) -> Outcome:
     """Prune every decoder linear of `model` in place from calibration tokens `calib` (samples, seq)."""
+    prune_layers(model, calib, config, None, ctx or Context())
+    return Outcome(kind="weight-sparsity")
 
-    def step(_name: str, linear: nn.Linear, stats: InputStats) -> None:
+
+def prune_layers(
+    model: nn.Module, calib: torch.Tensor, config: Config, ratios: Sequence[float] | None, ctx: Context
+) -> None:
+    """As `prune`, with decoder layer i pruned to `ratios[i]` when given (used by allocation methods)."""
+
+    def step(index: int, _name: str, linear: nn.Linear, stats: InputStats) -> None:
         assert stats.gram is not None
-        set_weight(linear, sparsegpt_prune(linear.weight, stats.gram, config))
+        sparsity = None if ratios is None else ratios[index]
+        set_weight(linear, sparsegpt_prune(linear.weight, stats.gram, config, sparsity))
 
-    prune_layerwise(model, calib, step, stats="gram", batch_size=batch_size, progress=progress)
+    prune_layerwise(model, calib, step, stats="gram", batch_size=ctx.batch_size, progress=ctx.progress)

@@ -18,17 +18,18 @@ Differs:  (1) the shared driver prunes each linear right before its first use in
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 from torch import nn
 
-from .config import SparsityConfig
-from .layerwise import InputStats, prune_layerwise, set_weight
-from .masks import count_to_prune, matrix_mask, nm_mask, row_mask, zero_lowest_per_row
+from kb.results import Outcome
 
-NEEDS_CALIBRATION = True
+from .harness.contract import Context
+from .harness.layerwise import InputStats, prune_layerwise, set_weight
+from .harness.options import SparsityConfig
+from .primitives.masks import count_to_prune, matrix_mask, nm_mask, row_mask, zero_lowest_per_row
 
 
 class Config(SparsityConfig):
@@ -41,34 +42,40 @@ def wanda_scores(weight: torch.Tensor, sq_norm: torch.Tensor) -> torch.Tensor:
     return weight.abs().mul_(sq_norm.sqrt().unsqueeze(0))
 
 
-def wanda_mask(score: torch.Tensor, config: Config) -> torch.Tensor:
-    """Bool (out, in), True = prune."""
+def wanda_mask(score: torch.Tensor, config: Config, sparsity: float | None = None) -> torch.Tensor:
+    """Bool (out, in), True = prune. `sparsity` overrides the config's (per-layer allocation)."""
+    s = config.sparsity if sparsity is None else sparsity
     if config.pattern is not None:
         return nm_mask(score, *config.pattern)
-    return row_mask(score, config.sparsity) if config.scope == "row" else matrix_mask(score, config.sparsity)
+    return row_mask(score, s) if config.scope == "row" else matrix_mask(score, s)
 
 
-def prune_weight(weight: torch.Tensor, sq_norm: torch.Tensor, config: Config) -> torch.Tensor:
+def prune_weight(
+    weight: torch.Tensor, sq_norm: torch.Tensor, config: Config, sparsity: float | None = None
+) -> torch.Tensor:
     """The pruned copy of one weight matrix (float32)."""
     weight = weight.float()
     score = wanda_scores(weight, sq_norm.float())
     if config.pattern is None and config.scope == "row":  # the default: skip the bool mask
-        return zero_lowest_per_row(weight, score, count_to_prune(weight.shape[1], config.sparsity))
-    return weight.masked_fill(wanda_mask(score, config), 0.0)
+        s = config.sparsity if sparsity is None else sparsity
+        return zero_lowest_per_row(weight, score, count_to_prune(weight.shape[1], s))
+    return weight.masked_fill(wanda_mask(score, config, sparsity), 0.0)
 
 
 # ---- model driver (mutates `model` in place) ----------------------------------------------
-def prune(
-    model: nn.Module,
-    calib: torch.Tensor,
-    config: Config,
-    *,
-    batch_size: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> None:
+def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context | None = None) -> Outcome:
     """Prune every decoder linear of `model` in place from calibration tokens `calib` (samples, seq)."""
+    prune_layers(model, calib, config, None, ctx or Context())
+    return Outcome(kind="weight-sparsity")
 
-    def step(_name: str, linear: nn.Linear, stats: InputStats) -> None:
-        set_weight(linear, prune_weight(linear.weight, stats.sq_norm.to(linear.weight.device), config))
 
-    prune_layerwise(model, calib, step, stats="sq_norm", batch_size=batch_size, progress=progress)
+def prune_layers(
+    model: nn.Module, calib: torch.Tensor, config: Config, ratios: Sequence[float] | None, ctx: Context
+) -> None:
+    """As `prune`, with decoder layer i pruned to `ratios[i]` when given (used by allocation methods)."""
+
+    def step(index: int, _name: str, linear: nn.Linear, stats: InputStats) -> None:
+        sparsity = None if ratios is None else ratios[index]
+        set_weight(linear, prune_weight(linear.weight, stats.sq_norm.to(linear.weight.device), config, sparsity))
+
+    prune_layerwise(model, calib, step, stats="sq_norm", batch_size=ctx.batch_size, progress=ctx.progress)

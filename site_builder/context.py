@@ -118,19 +118,31 @@ def _fmt(x: float | None, digits: int) -> str:
 def reproduction_context(rep: Reproduction | None) -> dict[str, Any] | None:
     if rep is None:
         return None
+    runs = rep.runs
     rows = [{
-        "method": r.method,
-        "target": f"{r.sparsity_target:.0%}" if r.sparsity_target == r.sparsity_target else "–",
-        "actual": f"{r.sparsity_actual:.1%}" if r.sparsity_actual == r.sparsity_actual else "–",
-        "ppl": _fmt(r.ppl, 2),
+        "label": r.label,
+        "method": r.method or "–",
+        "layers": r.metrics.size.layers,
+        "params": f"{r.metrics.size.params_decoder / 1e6:.1f}M",
+        "sparsity": f"{r.metrics.size.decoder_sparsity:.1%}",
+        "ppl": _fmt(r.metrics.ppl, 2),
+        "probe": _fmt(r.metrics.probe.acc_norm if r.metrics.probe else None, 3),
+        "prefill": _fmt(r.metrics.speed.prefill_speedup if r.metrics.speed else None, 2),
+        "decode": _fmt(r.metrics.speed.decode_speedup if r.metrics.speed else None, 2),
         "seconds": _fmt(r.prune_seconds, 1),
-    } for r in rep.results]
+    } for r in runs]
     return {
         "model": rep.model,
         "dataset": str(rep.dataset),
         "rows": rows,
-        "claim": rep.claim.statement if rep.claim else None,
-        "holds": rep.claim.holds if rep.claim else None,
+        "show": {
+            "ppl": any(r.metrics.ppl is not None for r in runs),
+            "probe": any(r.metrics.probe is not None for r in runs),
+            "speed": any(r.metrics.speed is not None for r in runs),
+        },
+        "claim": rep.claim.statement,
+        "holds": rep.claim.holds,
+        "reason": rep.claim.reason,
         "versions": [{"name": k, "version": v} for k, v in sorted(rep.versions.items())],
         "total_seconds": _fmt(rep.total_seconds, 0) if rep.total_seconds is not None else None,
     }

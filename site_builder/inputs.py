@@ -1,5 +1,7 @@
 """Optional inputs other tools write: GitHub metadata and reproduction results.
 
+Reproduction records are validated with `kb.results.Reproduction`, the model the harness writes with.
+
 Both are optional (the site builds without them) but, when present, must be well formed: a broken
 file stops the build with one line naming it, rather than silently dropping a number from the site.
 """
@@ -9,24 +11,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kb.errors import KBError
+from kb.results import Reproduction
 
 META_PATH = "data/meta/github.json"
 REPRODUCTIONS_DIR = "reproductions"
-
-
-def _number(value: Any) -> Any:
-    """JSON has no inf/nan; the harness writes them as strings. Keep them as floats here."""
-    if isinstance(value, str) and value.strip().lower() in {"inf", "-inf", "nan", "infinity", "-infinity"}:
-        return float(value)
-    return value
-
-
-Number = Annotated[float, BeforeValidator(_number)]
 
 
 class _Open(BaseModel):
@@ -43,46 +36,6 @@ class RepoMeta(_Open):
 class GithubMeta(_Open):
     fetched: dt.date
     repos: dict[str, RepoMeta] = {}
-
-
-class MethodResult(_Open):
-    method: str
-    sparsity_target: Number
-    sparsity_actual: Number
-    ppl: Number
-    prune_seconds: Number | None = None
-
-
-class Claim(_Open):
-    statement: str
-    holds: bool
-
-
-class TokenSplit(_Open):
-    tokens: int = Field(ge=0)
-
-
-class DatasetInfo(_Open):
-    """What `kb reproduce` writes: the corpus and the calibration/evaluation token counts."""
-
-    corpus: str
-    calibration: TokenSplit
-    evaluation: TokenSplit
-
-    def __str__(self) -> str:
-        return (f"{self.corpus} (calibration {self.calibration.tokens:,} tokens, "
-                f"evaluation {self.evaluation.tokens:,} tokens)")
-
-
-class Reproduction(_Open):
-    paper: str
-    model: str
-    dataset: str | DatasetInfo
-    config: dict[str, Any] = {}
-    versions: dict[str, str] = {}
-    total_seconds: Number | None = None
-    results: list[MethodResult] = Field(min_length=1)
-    claim: Claim | None = None
 
 
 def load_github_meta(root: Path) -> GithubMeta | None:

@@ -1,14 +1,16 @@
 """`kb reproduce PAPER` and `kb prune METHOD`: run the reference implementations.
 
-`kb reproduce` runs a paper's headline comparison (dense, the paper's baselines, the paper's method, all at
-one sparsity target), prints a table on stdout and progress on stderr, and writes the result record
-atomically to `--json PATH` (default: `results/<paper>-<model>.json` in the checkout). Exit 0 when the
-paper's claim holds on this run, 1 when it does not (the numbers are still written), 2 on bad input.
+`kb reproduce` runs a paper's headline comparison (the dense model, then each labelled run from a fresh
+copy of it), prints a table on stdout and progress on stderr, and writes the result record atomically to
+`--json PATH` (default: `results/<paper>-<model>.json` in the checkout). Exit 0 when the paper's claim
+holds on this run, 1 when it does not (the numbers are still written), 2 on bad input.
 
-`kb prune` prunes a model with one method and saves a model + tokenizer directory that `from_pretrained`
-loads; the directory appears only when complete (temporary sibling, then rename).
+`kb prune` runs one method and saves a model + tokenizer directory that `from_pretrained` loads; the
+directory appears only when complete (temporary sibling, then rename).
 
-torch, transformers and `reference_impls` are imported inside the command functions, never here.
+Target options (`--sparsity`, `--pattern`, `--layers`) default to the paper's own setting; each method
+accepts only those listed in the registry. torch, transformers and the harness are imported inside the
+command functions, never at module level.
 """
 
 from __future__ import annotations
@@ -21,18 +23,22 @@ from typing import Any
 
 from kb.errors import KBError
 
-_DEFAULTS = {"nsamples": 16, "seqlen": 512, "eval_tokens": 4096}
+_DATA = {"nsamples": 16, "seqlen": 512, "eval_tokens": 4096, "probe_items": 300}
 
 
 def register(subparsers: Any) -> None:
+    from reference_impls import registry
+
     rep = subparsers.add_parser(
         "reproduce",
         help="run a paper's headline comparison on a model and check its claim",
-        description="Run a paper's headline comparison (dense, baselines, the paper's method) and check its claim. "
-        "Exit 0 if the claim holds, 1 if not, 2 on bad input.",
+        description="Run a paper's headline comparison (dense, then each labelled run from a fresh copy of the "
+        "dense model) and check its claim. Exit 0 if the claim holds, 1 if not, 2 on bad input.",
     )
-    rep.add_argument("paper", help="paper id, e.g. wanda or sparsegpt")
+    rep.add_argument("paper", help=f"paper id: {registry.papers_help()}")
     _common(rep)
+    rep.add_argument("--probe-items", type=int, help="items of the multiple-choice probe, where a paper uses it "
+                     f"(default {_DATA['probe_items']})")  # fmt: skip
     rep.add_argument("--json", metavar="PATH", help="result file (default: results/<paper>-<model>.json)")
     rep.add_argument("--no-save", action="store_true", help="do not write the result file")
     rep.set_defaults(func=_run_reproduce)
@@ -40,9 +46,10 @@ def register(subparsers: Any) -> None:
     pr = subparsers.add_parser(
         "prune",
         help="prune a model with one method and save it",
-        description="Prune a model with one method and save a from_pretrained-loadable directory.",
+        description="Prune a model with one method and save a from_pretrained-loadable directory. Methods: "
+        + registry.methods_help(),
     )
-    pr.add_argument("method", help="magnitude, wanda or sparsegpt")
+    pr.add_argument("method", help=", ".join(registry.METHODS))
     _common(pr)
     pr.add_argument("--save", metavar="DIR", required=True, help="output directory (must not exist)")
     pr.add_argument("--force", action="store_true", help="replace an existing --save directory")
@@ -52,47 +59,57 @@ def register(subparsers: Any) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="tiny-llama", help="tiny-llama (default), random-llama, a hub id or a path")
     target = p.add_mutually_exclusive_group()
-    target.add_argument("--sparsity", type=float, default=0.5, help="fraction of weights to prune (default 0.5)")
+    target.add_argument("--sparsity", type=float, help="fraction of weights to prune (default: the paper's; 0.5)")
     target.add_argument("--pattern", metavar="N:M", help="semi-structured: prune N of every M weights, e.g. 2:4")
+    p.add_argument("--layers", type=int, help="decoder layers to remove (depth methods; default: the paper's)")
     p.add_argument("--dataset", default="pydoc", help="pydoc (offline, default), wikitext2, c4, or a UTF-8 file")
-    p.add_argument("--nsamples", type=int, default=_DEFAULTS["nsamples"], help="calibration sequences (default 16)")
-    p.add_argument("--seqlen", type=int, default=_DEFAULTS["seqlen"], help="tokens per sequence (default 512)")
-    p.add_argument("--eval-tokens", type=int, default=_DEFAULTS["eval_tokens"],
-                   help="evaluation tokens, cut into seqlen windows (default 4096)")  # fmt: skip
+    p.add_argument("--nsamples", type=int, help=f"calibration sequences (default {_DATA['nsamples']})")
+    p.add_argument("--seqlen", type=int, help=f"tokens per sequence (default {_DATA['seqlen']})")
+    p.add_argument("--eval-tokens", type=int,
+                   help=f"evaluation tokens, cut into seqlen windows (default {_DATA['eval_tokens']})")  # fmt: skip
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), help="default: cuda if available, else cpu")
     p.add_argument("--seed", type=int, default=0, help="calibration sampling seed (default 0)")
     p.add_argument("--batch-size", type=int, help="calibration chunk (default: all at once, one pass per layer)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
-                   help="method option, validated by the method's config (repeatable)")  # fmt: skip
+                   help="option of the paper's own method, validated by its config (repeatable)")  # fmt: skip
 
 
-def _options(args: argparse.Namespace) -> Any:
-    """Validate cheap things before importing torch, then build `RunOptions`."""
-    from reference_impls.config import check_sparsity, parse_assignments, parse_pattern
+def _explicit(args: argparse.Namespace) -> dict[str, Any]:
+    """The options the user gave, validated cheaply before torch is imported."""
+    from reference_impls.harness.options import check_sparsity, parse_assignments, parse_pattern
 
-    pattern = parse_pattern(args.pattern) if args.pattern is not None else None
-    check_sparsity(args.sparsity)
-    for name in ("nsamples", "seqlen", "eval_tokens"):
-        if getattr(args, name) < 1:
-            raise KBError(f"--{name.replace('_', '-')} must be a positive integer")
-    if args.seqlen < 2:
-        raise KBError("--seqlen must be at least 2")
-    if args.eval_tokens < args.seqlen:
-        raise KBError(f"--eval-tokens ({args.eval_tokens}) must be at least --seqlen ({args.seqlen})")
+    target: dict[str, Any] = {}
+    if args.pattern is not None:
+        target["pattern"] = parse_pattern(args.pattern)
+    if args.sparsity is not None:
+        target["sparsity"] = check_sparsity(args.sparsity)
+    if args.layers is not None:
+        if args.layers < 1:
+            raise KBError("--layers must be a positive integer")
+        target["layers"] = args.layers
+    out: dict[str, Any] = {"model": args.model, "dataset": args.dataset, "device": args.device, "seed": args.seed,
+                           "batch_size": args.batch_size, "target": target,
+                           "overrides": parse_assignments(args.set)}  # fmt: skip
+    for name in ("nsamples", "seqlen", "eval_tokens", "probe_items"):
+        value = getattr(args, name, None)
+        if value is not None:
+            if value < 1:
+                raise KBError(f"--{name.replace('_', '-')} must be a positive integer")
+            out[name] = value
     if args.batch_size is not None and args.batch_size < 1:
         raise KBError("--batch-size must be a positive integer")
-    overrides = parse_assignments(args.set)
     if args.dataset not in ("pydoc", "wikitext2", "c4"):
         path = Path(args.dataset).expanduser()
         if not path.is_file():
             raise KBError(f"dataset {args.dataset!r} is neither pydoc, wikitext2, c4 nor a readable file")
-    from reference_impls.harness import RunOptions
+    return out
 
-    return RunOptions(
-        model=args.model, dataset=args.dataset, nsamples=args.nsamples, seqlen=args.seqlen,
-        eval_tokens=args.eval_tokens, device=args.device, seed=args.seed, sparsity=args.sparsity,
-        pattern=pattern, overrides=overrides, batch_size=args.batch_size,
-    )  # fmt: skip
+
+def _check_lengths(options: Any) -> None:
+    if options.seqlen < 2:
+        raise KBError("--seqlen must be at least 2")
+    if options.eval_tokens < options.seqlen:
+        raise KBError(f"--eval-tokens ({options.eval_tokens}) must be at least --seqlen ({options.seqlen})")
 
 
 def _slug(text: str) -> str:
@@ -103,62 +120,79 @@ def _run_reproduce(args: argparse.Namespace) -> int:
     from reference_impls import registry
 
     spec = registry.paper_spec(args.paper)  # unknown / not-yet-implemented paper: exit 2 before heavy imports
-    options = _options(args)
+    explicit = _explicit(args)
     from kb.paths import repo_root
-    from reference_impls.harness import reproduce
-    from reference_impls.report import write_report
+    from reference_impls.harness.report import write_report
+    from reference_impls.harness.runner import paper_options, reproduce
 
+    options = paper_options(spec, explicit)
+    _check_lengths(options)
     out = None if args.no_save else Path(args.json or repo_root() / "results" / f"{spec.paper}-{_slug(args.model)}.json")
     record = reproduce(spec.paper, options)
     print(format_table(record))
     if out is not None:
         write_report(out, record)
         print(f"kb: results written to {out}", file=sys.stderr)
-    return 0 if record["claim"]["holds"] else 1
+    return 0 if record.claim.holds else 1
 
 
-def format_table(record: dict[str, Any]) -> str:
-    rows = [("method", "target", "actual", "ppl", "prune s")]
-    for r in record["results"]:
-        target = "-" if r["method"] == "dense" else _target_text(r)
-        ppl = r["ppl"]
-        rows.append((r["method"], target, f"{r['sparsity_actual']:.3f}", f"{ppl:.2f}" if isinstance(ppl, float) else str(ppl),
-                     f"{r['prune_seconds']:.1f}"))  # fmt: skip
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
+def _num(value: float | None, digits: int) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}" if value == value and abs(value) != float("inf") else str(value)
+
+
+def format_table(record: Any) -> str:
+    """The comparison as aligned text: one row per run, only the columns some run measured."""
+    runs = record.runs
+    cols: list[tuple[str, Any]] = [
+        ("run", lambda r: r.label),
+        ("method", lambda r: r.method or "-"),
+        ("layers", lambda r: str(r.metrics.size.layers)),
+        ("params", lambda r: f"{r.metrics.size.params_decoder / 1e6:.1f}M"),
+        ("sparsity", lambda r: f"{r.metrics.size.decoder_sparsity:.3f}"),
+    ]
+    if any(r.metrics.ppl is not None for r in runs):
+        cols.append(("ppl", lambda r: _num(r.metrics.ppl, 2)))
+    if any(r.metrics.probe is not None for r in runs):
+        cols.append(("probe", lambda r: _num(r.metrics.probe.acc_norm if r.metrics.probe else None, 3)))
+    if any(r.metrics.speed is not None for r in runs):
+        cols.append(("prefill x", lambda r: _num(r.metrics.speed.prefill_speedup if r.metrics.speed else None, 2)))
+        cols.append(("decode x", lambda r: _num(r.metrics.speed.decode_speedup if r.metrics.speed else None, 2)))
+    cols.append(("prune s", lambda r: f"{r.prune_seconds:.1f}"))
+    rows = [tuple(name for name, _ in cols)] + [tuple(f(r) for _, f in cols) for r in runs]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+             for row in rows]  # fmt: skip
     lines.insert(1, "  ".join("-" * w for w in widths))
-    claim = record["claim"]
-    ds = record["dataset"]
-    lines.append("")
-    lines.append(
-        f"{record['paper']} on {record['model']}, {ds['corpus']}: calibration {ds['calibration']['tokens']} tokens, "
-        f"evaluation {ds['evaluation']['tokens']} tokens, {record['total_seconds']:.0f} s"
-    )
-    lines.append(f"claim: {claim['statement']}")
-    lines.append(f"holds: {'yes' if claim['holds'] else 'NO'}")
+    ds = record.dataset
+    lines += [
+        "",
+        f"{record.paper} on {record.model}, {ds.corpus}: calibration {ds.calibration.tokens} tokens, "
+        f"evaluation {ds.evaluation.tokens} tokens, {record.total_seconds:.0f} s",
+        f"claim: {record.claim.statement}",
+        f"holds: {'yes' if record.claim.holds else 'NO'} ({record.claim.reason})",
+    ]
     return "\n".join(lines)
-
-
-def _target_text(result: dict[str, Any]) -> str:
-    pattern = result.get("config", {}).get("pattern")
-    if pattern:
-        return f"{pattern[0]}:{pattern[1]}"
-    return f"{result['sparsity_target']:.2f}"
 
 
 def _run_prune(args: argparse.Namespace) -> int:
     from reference_impls import registry
 
-    registry.method_module(args.method)  # unknown method: exit 2 before heavy imports
-    options = _options(args)
+    registry.method_spec(args.method)  # unknown method: exit 2 before heavy imports
+    explicit = _explicit(args)
     save = Path(args.save).expanduser()
     if save.exists() and not args.force:
         raise KBError(f"{save} already exists; pass --force to replace it")
-    from reference_impls.harness import prune_to_dir
+    from reference_impls.harness.runner import RunOptions, prune_to_dir
 
-    summary = prune_to_dir(args.method, options, save, force=args.force)
+    options = RunOptions(**explicit)
+    _check_lengths(options)
+    s = prune_to_dir(args.method, options, save, force=args.force)
+    before, after = s["before"], s["after"]
     print(
-        f"{summary['method']}: {summary['model']} pruned to {summary['sparsity_actual']:.3f} decoder sparsity "
-        f"in {summary['prune_seconds']:.1f} s; saved to {summary['saved']}"
+        f"{s['method']} ({s['kind']}): {s['model']} {before['layers']} -> {after['layers']} layers, "
+        f"{before['params_total'] / 1e6:.2f}M -> {after['params_total'] / 1e6:.2f}M parameters, decoder sparsity "
+        f"{after['decoder_sparsity']:.3f}, in {s['prune_seconds']:.1f} s; saved to {s['saved']}"
     )
     return 0

@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from reference_impls import models  # noqa: E402
+from reference_impls.harness import models  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -43,7 +43,7 @@ def calib_ids():
 @pytest.fixture(scope="session")
 def tiny_llama():
     """SmolLM2-135M plus small pydoc token streams, loaded once per session."""
-    from reference_impls.data import pydoc_corpus, token_data
+    from reference_impls.harness.data import pydoc_corpus, token_data
 
     loaded = models.load_model("tiny-llama", "cpu")
     data = token_data(loaded.tokenizer, pydoc_corpus(), nsamples=16, seqlen=256, eval_tokens=2048, seed=0)

@@ -7,7 +7,9 @@ import copy
 import pytest
 import torch
 
-from reference_impls import evaluate, layerwise, sparsegpt, wanda
+from reference_impls import sparsegpt, wanda
+from reference_impls.harness import evaluate, layerwise
+from reference_impls.harness.contract import Context
 
 
 def test_capture_keeps_every_kwarg_the_model_passes(random_model, calib_ids):
@@ -31,7 +33,7 @@ def test_layer2_calibrates_on_pruned_layer1_outputs(random_model, calib_ids, met
     with torch.inference_mode():
         dense_out = random_model(calib_ids, output_hidden_states=True, use_cache=False).hidden_states[1]
     seen.clear()
-    method.prune(random_model, calib_ids, method.Config(sparsity=0.5), batch_size=batch_size)
+    method.prune(random_model, calib_ids, method.Config(sparsity=0.5), Context(batch_size=batch_size))
     hook.remove()
     fed = torch.cat(seen[-len(calib_ids.split(batch_size or 8)) :])  # the last call(s) produced layer 2's inputs
     with torch.inference_mode():
@@ -41,7 +43,7 @@ def test_layer2_calibrates_on_pruned_layer1_outputs(random_model, calib_ids, met
 
 
 def test_two_pass_mode_reaches_exact_sparsity(random_model, calib_ids):
-    wanda.prune(random_model, calib_ids, wanda.Config(sparsity=0.5), batch_size=3)
+    wanda.prune(random_model, calib_ids, wanda.Config(sparsity=0.5), Context(batch_size=3))
     for _name, lin in layerwise.iter_decoder_linears(random_model):
         assert ((lin.weight == 0).sum(1) == lin.weight.shape[1] // 2).all()
 

@@ -24,8 +24,16 @@ def _one_line_error(capsys, argv, *, code=2):
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["reproduce", "nonesuch"], "runnable papers: sparsegpt, wanda"),
-        (["reproduce", "owl"], "no runnable implementation yet"),
+        (["reproduce", "nonesuch"], "runnable papers: owl, shortgpt, sparsegpt, wanda"),
+        (["reproduce", "h2o"], "no runnable implementation yet"),
+        (["reproduce", "wanda", "--layers", "2"], "--layers does not apply to wanda (weight-sparsity)"),
+        (["reproduce", "shortgpt", "--sparsity", "0.5"], "--sparsity does not apply to shortgpt (depth)"),
+        (["reproduce", "owl", "--pattern", "2:4"], "--pattern does not apply to owl"),
+        (["reproduce", "shortgpt", "--layers", "0"], "--layers must be a positive integer"),
+        (["reproduce", "shortgpt", "--set", "selection=middle"], "shortgpt option selection"),
+        (["reproduce", "owl", "--set", "base=magnitude"], "owl option base"),
+        (["reproduce", "owl", "--set", "base=sparsegpt"], "fixed by run 'owl-wanda'"),
+        (["prune", "magnitude", "--layers", "3", "--save", "x"], "--layers does not apply to magnitude"),
         (["reproduce", "wanda", "--pattern", "3:2"], "0 < N < M"),
         (["reproduce", "wanda", "--pattern", "a:b"], "malformed"),
         (["reproduce", "wanda", "--pattern", "0:4"], "0 < N < M"),
@@ -73,18 +81,21 @@ def test_unknown_model_paths(capsys, tmp_path):
 
 
 def test_reproduce_writes_result_record(capsys, tmp_path):
+    from kb.results import Reproduction
+
     out = tmp_path / "sub" / "r.json"
     rc = main(["reproduce", "wanda", *SMALL, "--json", str(out)])
     captured = capsys.readouterr()
     assert rc in (0, 1)  # random weights: the claim may or may not hold, the exit code says which
     record = json.loads(out.read_text())
-    assert set(record) == {"paper", "model", "dataset", "config", "versions", "total_seconds", "results", "claim"}
-    assert [r["method"] for r in record["results"]] == ["dense", "magnitude", "wanda"]
+    Reproduction.model_validate(record)  # the reader's model accepts what the writer wrote
+    assert [r["label"] for r in record["runs"]] == ["dense", "magnitude", "wanda"]
     assert set(record["versions"]) >= {"python", "torch", "transformers", "kb"}
-    assert record["claim"]["holds"] == (rc == 0)
-    for r in record["results"][1:]:
-        assert r["sparsity_target"] == 0.5 and r["sparsity_actual"] == pytest.approx(0.5)
-        assert {"method", "sparsity_target", "sparsity_actual", "ppl", "prune_seconds"} <= set(r)
+    assert record["claim"]["holds"] == (rc == 0) and "wanda" in record["claim"]["reason"]
+    assert record["config"]["target"] == {"sparsity": 0.5}  # the paper's default target
+    for r in record["runs"][1:]:
+        assert r["config"]["sparsity"] == 0.5 and r["metrics"]["size"]["decoder_sparsity"] == pytest.approx(0.5)
+        assert r["outcome"]["kind"] == "weight-sparsity" and r["metrics"]["speed"] is None
     assert "wanda" in captured.out and "ppl" in captured.out and "holds:" in captured.out
     assert str(out) in captured.err
 
@@ -93,9 +104,28 @@ def test_reproduce_pattern_and_set(tmp_path, capsys):
     out = tmp_path / "r.json"
     main(["reproduce", "wanda", *SMALL, "--pattern", "2:4", "--set", "scope=matrix", "--json", str(out)])
     record = json.loads(out.read_text())
-    wanda = record["results"][-1]
+    wanda = record["runs"][-1]
     assert wanda["config"] == {"sparsity": 0.5, "pattern": [2, 4], "scope": "matrix"}
-    assert record["results"][1]["config"]["scope"] == "matrix"  # magnitude keeps its own default
+    assert record["runs"][1]["config"]["scope"] == "matrix"  # magnitude keeps its own default
+    capsys.readouterr()
+
+
+def test_reproduce_depth_paper_records_structure_probe_and_speed(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    rc = main(["reproduce", "shortgpt", *SMALL, "--layers", "1", "--probe-items", "20", "--json", str(out)])
+    assert rc in (0, 1)
+    record = json.loads(out.read_text())
+    labels = [r["label"] for r in record["runs"]]
+    assert labels == ["dense", "lowest-bi", *(f"random-{i}" for i in range(5)), "highest-bi"]
+    assert "the 1 layers with the lowest Block Influence" in record["claim"]["statement"]
+    dense, low = record["runs"][0], record["runs"][1]
+    assert dense["metrics"]["size"]["layers"] == 2 and low["metrics"]["size"]["layers"] == 1
+    assert len(low["outcome"]["removed_layers"]) == 1 and len(low["outcome"]["details"]["block_influence"]) == 2
+    assert low["metrics"]["size"]["params_decoder"] == dense["metrics"]["size"]["params_decoder"] // 2
+    assert low["metrics"]["probe"]["items"] == 20 and dense["metrics"]["probe"]["choices"] == 4
+    assert low["metrics"]["speed"]["prefill_speedup"] > 0 and record["runs"][2]["metrics"]["speed"] is None
+    # half the layers: half the KV cache, measured
+    assert low["metrics"]["speed"]["kv_cache_bytes"] * 2 == dense["metrics"]["speed"]["kv_cache_bytes"]
     capsys.readouterr()
 
 
@@ -162,4 +192,5 @@ def test_registry_run_command():
     from reference_impls import registry
 
     assert registry.run_command("wanda") == "kb reproduce wanda --model tiny-llama"
-    assert registry.run_command("owl") is None
+    assert registry.run_command("owl") == "kb reproduce owl --model tiny-llama"
+    assert registry.run_command("h2o") is None

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reference_impls import layerwise, masks, sparsegpt
+from reference_impls import sparsegpt
+from reference_impls.harness import layerwise
+from reference_impls.primitives import masks
 
 
 def _layer_problem(out=24, cols=80, tokens=400, seed=0):

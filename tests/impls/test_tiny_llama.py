@@ -10,7 +10,8 @@ import math
 import pytest
 import torch
 
-from reference_impls import evaluate, layerwise, magnitude, sparsegpt, wanda
+from reference_impls import magnitude, sparsegpt, wanda
+from reference_impls.harness import evaluate, layerwise
 
 pytestmark = pytest.mark.slow
 

@@ -81,8 +81,9 @@ class InputStats:
         self.tokens += x.shape[0]
 
 
-# A method's per-linear step: (qualified name, the linear, its input statistics) -> prunes in place.
-PruneLinear = Callable[[str, nn.Linear, InputStats], None]
+# A method's per-linear step: (decoder layer index, qualified name, the linear, its input statistics) -> prunes
+# in place. A step that only records statistics (and changes nothing) turns the driver into a dense pass.
+PruneLinear = Callable[[int, str, nn.Linear, InputStats], None]
 
 
 @dataclass
@@ -187,15 +188,16 @@ def prune_layerwise(
         for index, layer in enumerate(layers):
             linears = {f"layers.{index}.{name}": mod for name, mod in prunable_linears(layer).items()}
             if len(chunks) == 1:
-                outputs = [_single_pass(layer, chunks[0], linears, prune_linear, stats)]
+                outputs = [_single_pass(index, layer, chunks[0], linears, prune_linear, stats)]
             else:
-                outputs = _two_pass(layer, chunks, linears, prune_linear, stats)
+                outputs = _two_pass(index, layer, chunks, linears, prune_linear, stats)
             chunks = [LayerInputs(out, c.kwargs) for out, c in zip(outputs, chunks)]
             if progress is not None:
                 progress(index + 1, len(layers))
 
 
 def _single_pass(
+    index: int,
     layer: nn.Module,
     chunk: LayerInputs,
     linears: dict[str, nn.Linear],
@@ -218,7 +220,7 @@ def _single_pass(
                     st.add(x)
                 last[0], last[1] = x, st
             with small_ops(module.weight.numel()):
-                prune_linear(name, module, last[1])
+                prune_linear(index, name, module, last[1])
 
         return before
 
@@ -232,6 +234,7 @@ def _single_pass(
 
 
 def _two_pass(
+    index: int,
     layer: nn.Module,
     chunks: list[LayerInputs],
     linears: dict[str, nn.Linear],
@@ -259,7 +262,7 @@ def _two_pass(
             h.remove()
     for name, mod in linears.items():
         with small_ops(mod.weight.numel()):
-            prune_linear(name, mod, collected.pop(name))
+            prune_linear(index, name, mod, collected.pop(name))
     return [run_layer(layer, chunk) for chunk in chunks]
 
 

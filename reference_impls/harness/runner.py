@@ -1,0 +1,318 @@
+"""Runs built from the pieces: reproduce a paper's headline comparison, or prune a model and save it.
+
+`reproduce(paper, options)`:
+1. resolve the options (command line > the paper's defaults > harness defaults) and validate the config
+   of every run before anything heavy is loaded;
+2. load the model and the token data once; measure the dense model (perplexity, and where the paper
+   asks for them the probe and CPU speed);
+3. for every labelled run: take a fresh copy of the dense model (runs never see each other's edits),
+   call the method, check its outcome against the contract, measure;
+4. decide the claim from every run's metrics and return a `kb.results.Reproduction`.
+
+Fresh copies are `copy.deepcopy` of the dense model kept in memory: `benchmarks/bench_fresh_copy.py`
+measures it against reloading from the cache (the copy is faster and needs no disk), at the price of
+holding one extra model in memory.
+
+`prune_to_dir(method, options, save)` runs one method and saves a `from_pretrained`-loadable directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from kb.errors import KBError
+from kb.results import Claim, DatasetInfo, Outcome, Reproduction, RunResult
+
+from .. import registry
+from ..registry import MethodSpec, PaperSpec, Results, Run
+from .contract import Context, check_outcome, model_facts
+from .data import TokenData, load_corpus, token_data
+from .layerwise import decoder_layers
+from .metrics import measure, model_size
+from .models import LoadedModel, load_model
+from .options import build_config
+from .probe import BUILTIN, continuation_task
+from .report import versions
+from .structure import save_model
+
+Log = Callable[[str], None]
+
+
+def stderr_log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything a run depends on; echoed into the result record."""
+
+    model: str = "tiny-llama"
+    dataset: str = "pydoc"
+    nsamples: int = 16
+    seqlen: int = 512
+    eval_tokens: int = 4096
+    device: str | None = None
+    seed: int = 0
+    target: dict[str, Any] = field(default_factory=dict)  # sparsity / pattern / layers
+    overrides: dict[str, Any] = field(default_factory=dict)  # --set, for the paper's own method
+    batch_size: int | None = None  # calibration chunk; None = whole set in one pass per layer
+    eval_batch_size: int = 1  # one window at a time: the (seqlen x vocab) logits dominate peak memory
+    threads: int | None = None
+    probe_items: int = 300
+    speed_repeats: int = 5
+    speed_prompt_tokens: int = 128
+
+
+# Options a paper may set in `PaperSpec.defaults` besides its target.
+_DATA_FIELDS = ("nsamples", "seqlen", "eval_tokens", "probe_items")
+
+
+def paper_options(spec: PaperSpec, explicit: dict[str, Any]) -> RunOptions:
+    """Harness defaults, then the paper's defaults, then what the command line set explicitly."""
+    unknown = set(explicit) - {f.name for f in dataclasses.fields(RunOptions)}
+    if unknown:
+        raise KBError(f"unknown run options: {', '.join(sorted(unknown))}")
+    target = {k: v for k, v in spec.defaults.items() if k in registry.TARGETS}
+    given = dict(explicit.get("target") or {})
+    own = registry.METHODS[spec.method]
+    for key in given:
+        if key not in own.targets:
+            accepts = ", ".join(f"--{t}" for t in own.targets) or "no target option"
+            raise KBError(f"--{key} does not apply to {spec.paper} ({own.kind}); it takes {accepts}")
+    if "pattern" in given:
+        target.pop("sparsity", None)
+    target.update(given)
+    data = {k: v for k, v in spec.defaults.items() if k in _DATA_FIELDS}
+    return RunOptions(**{**data, **explicit, "target": target})
+
+
+def set_threads(threads: int | None) -> int:
+    """Use every core this process may run on (or `$KB_THREADS`); returns the number chosen."""
+    if threads is None:
+        env = os.environ.get("KB_THREADS")
+        threads = int(env) if env and env.isdigit() else len(os.sched_getaffinity(0))
+    torch.set_num_threads(max(1, threads))
+    return torch.get_num_threads()
+
+
+def method_module(method: str) -> Any:
+    return importlib.import_module(registry.method_spec(method).module)
+
+
+def method_config(spec: MethodSpec, target: dict[str, Any], *extra: dict[str, Any]) -> BaseModel:
+    """The method's validated config: the target options it accepts, then `extra` layers in order."""
+    values = {k: v for k, v in target.items() if k in spec.targets}
+    for layer in extra:
+        values.update(layer)
+    return build_config(method_module(spec.name).Config, values)
+
+
+@dataclass(frozen=True)
+class Plan:
+    run: Run
+    spec: MethodSpec
+    config: BaseModel
+
+
+def plan_runs(paper: PaperSpec, options: RunOptions) -> list[Plan]:
+    """Every run's validated config; `--set` options go to the paper's own method and may not change what
+    defines a run (e.g. ShortGPT's `selection` arms)."""
+    own_spec = registry.method_spec(paper.method)
+    method_config(own_spec, options.target, options.overrides)  # bad values are named as options
+    for run in paper.runs:
+        clash = sorted(set(options.overrides) & set(run.options)) if run.method == paper.method else []
+        if clash:
+            raise KBError(f"--set {clash[0]} is fixed by run {run.label!r} of the {paper.paper} comparison; "
+                          f"use kb prune {paper.method} --set {clash[0]}=... for other values")  # fmt: skip
+    plans = []
+    for run in paper.runs:
+        mspec = registry.method_spec(run.method)
+        own = options.overrides if run.method == paper.method else {}
+        plans.append(Plan(run, mspec, method_config(mspec, options.target, own, dict(run.options))))
+    return plans
+
+
+def layer_progress(label: str, log: Log) -> Callable[[int, int], None]:
+    """Per-layer progress: a rewritten line on a terminal, a few lines otherwise."""
+    tty = sys.stderr.isatty()
+    start = time.perf_counter()
+
+    def report(done: int, total: int) -> None:
+        elapsed = time.perf_counter() - start
+        text = f"  {label}: {done}/{total} ({elapsed:.1f} s)"
+        if tty:
+            print("\r" + text, end="\n" if done == total else "", file=sys.stderr, flush=True)
+        elif done == total or done % max(1, total // 3) == 0:
+            log(text)
+
+    return report
+
+
+def load_inputs(options: RunOptions, log: Log) -> tuple[LoadedModel, TokenData]:
+    """Model, tokenizer and token streams for a run (data is read before the model, so bad input fails fast)."""
+    corpus = load_corpus(options.dataset)
+    start = time.perf_counter()
+    loaded = load_model(options.model, options.device, seed=options.seed)
+    log(f"kb: loaded {options.model} from {loaded.source} in {time.perf_counter() - start:.1f} s")
+    limit = getattr(loaded.model.config, "max_position_embeddings", None)
+    if limit is not None and options.seqlen > limit:
+        raise KBError(f"--seqlen {options.seqlen} exceeds {options.model}'s context of {limit} tokens")
+    data = token_data(
+        loaded.tokenizer, corpus, nsamples=options.nsamples, seqlen=options.seqlen,
+        eval_tokens=options.eval_tokens, seed=options.seed,
+    )  # fmt: skip
+    d = data.describe()
+    log(
+        f"kb: corpus {data.corpus}: calibration {d['calibration']['samples']} x {options.seqlen} tokens, "
+        f"evaluation {d['evaluation']['windows']} x {options.seqlen} tokens"
+    )
+    return loaded, data
+
+
+def _target_of(spec: MethodSpec, config: BaseModel) -> dict[str, Any]:
+    return {t: getattr(config, t) for t in spec.targets if getattr(config, t, None) is not None}
+
+
+def apply_method(
+    model: nn.Module, plan_spec: MethodSpec, config: BaseModel, calib: torch.Tensor | None, ctx: Context
+) -> tuple[Outcome, float]:
+    """Run one method on `model` in place and check its outcome; returns (outcome, seconds)."""
+    before = model_facts(model)
+    start = time.perf_counter()
+    outcome = method_module(plan_spec.name).prune(model, calib if plan_spec.needs_calibration else None, config, ctx)
+    seconds = time.perf_counter() - start
+    check_outcome(plan_spec.name, plan_spec.kind, before, model_facts(model), outcome, _target_of(plan_spec, config))
+    return outcome, seconds
+
+
+def compare(
+    dense: nn.Module,
+    tokenizer: Any,
+    data: TokenData,
+    plans: list[Plan],
+    options: RunOptions,
+    *,
+    probe: bool = False,
+    log: Log = stderr_log,
+) -> list[RunResult]:
+    """The dense baseline and every planned run, each run on a fresh copy of `dense` (never modified)."""
+    task = None
+    if probe:
+        task = continuation_task(data.heldout, tokenizer, items=options.probe_items)
+    want_speed = any(p.run.speed for p in plans)
+    prompt = _speed_prompt(data, options.speed_prompt_tokens) if want_speed else None
+    dense_metrics, dense_speed, seconds = measure(
+        dense, eval_windows=data.eval, eval_batch_size=options.eval_batch_size, task=task, speed_prompt=prompt,
+        speed_repeats=options.speed_repeats,
+    )  # fmt: skip
+    log(f"kb: dense {_summary(dense_metrics)} ({seconds:.1f} s)")
+    results = [RunResult(label="dense", kind="dense", metrics=dense_metrics, eval_seconds=seconds)]
+    for plan in plans:
+        model = copy.deepcopy(dense)
+        ctx = Context(batch_size=options.batch_size, progress=layer_progress(plan.run.label, log), seed=options.seed,
+                      log=log)  # fmt: skip
+        log(f"kb: {plan.run.label}: {plan.spec.name} {_options_text(plan.config)}")
+        outcome, prune_seconds = apply_method(model, plan.spec, plan.config, data.calib, ctx)
+        metrics, _sample, eval_seconds = measure(
+            model, eval_windows=data.eval, eval_batch_size=options.eval_batch_size, task=task,
+            speed_prompt=prompt if plan.run.speed else None, dense_speed=dense_speed,
+            speed_repeats=options.speed_repeats,
+        )  # fmt: skip
+        log(f"kb: {plan.run.label}: {_summary(metrics)} (pruned in {prune_seconds:.1f} s)")
+        results.append(RunResult(
+            label=plan.run.label, method=plan.spec.name, kind=plan.spec.kind,
+            config=plan.config.model_dump(mode="json"), outcome=outcome, metrics=metrics,
+            prune_seconds=prune_seconds, eval_seconds=eval_seconds,
+        ))  # fmt: skip
+        del model
+    return results
+
+
+def _speed_prompt(data: TokenData, tokens: int) -> torch.Tensor:
+    stream = data.heldout if data.heldout.numel() >= tokens else data.eval.reshape(-1)
+    return stream[:tokens].unsqueeze(0)
+
+
+def _summary(metrics: Any) -> str:
+    parts = []
+    if metrics.ppl is not None:
+        parts.append(f"ppl {metrics.ppl:.2f}")
+    if metrics.probe is not None:
+        parts.append(f"probe acc_norm {metrics.probe.acc_norm:.3f}")
+    if metrics.speed is not None and metrics.speed.prefill_speedup is not None:
+        parts.append(f"prefill x{metrics.speed.prefill_speedup:.2f}, decode x{metrics.speed.decode_speedup:.2f}")
+    parts.append(f"{metrics.size.layers} layers, {metrics.size.params_decoder / 1e6:.1f}M decoder params")
+    return ", ".join(parts)
+
+
+def _options_text(config: BaseModel) -> str:
+    return " ".join(f"{k}={v}" for k, v in config.model_dump(mode="json").items())
+
+
+def reproduce(paper: str, options: RunOptions, log: Log = stderr_log) -> Reproduction:
+    """Run a paper's headline comparison; the record says whether the claim holds and why."""
+    spec = registry.paper_spec(paper)
+    plans = plan_runs(spec, options)  # every config validated before anything heavy happens
+    threads = set_threads(options.threads)
+    t0 = time.perf_counter()
+    loaded, data = load_inputs(options, log)
+    layers = options.target.get("layers")
+    if layers is not None and layers >= len(decoder_layers(loaded.model)):
+        raise KBError(f"cannot remove {layers} of {len(decoder_layers(loaded.model))} decoder layers of "
+                      f"{options.model}; ask for fewer with --layers")  # fmt: skip
+    runs = compare(loaded.model, loaded.tokenizer, data, plans, options, probe="probe" in spec.metrics, log=log)
+    holds, reason = spec.check(Results({r.label: r.metrics for r in runs}))
+    device = str(loaded.model.get_input_embeddings().weight.device)
+    return Reproduction(
+        paper=paper, model=options.model, dataset=DatasetInfo.model_validate(data.describe()),
+        config={**dataclasses.asdict(options), "threads": threads, "device": device,
+                "probe": BUILTIN if "probe" in spec.metrics else None},
+        versions=versions(), total_seconds=round(time.perf_counter() - t0, 2), runs=runs,
+        claim=Claim(statement=spec.statement(options.target), holds=bool(holds), reason=reason),
+    )  # fmt: skip
+
+
+def prune_to_dir(
+    method: str, options: RunOptions, save: Path, *, force: bool = False, log: Log = stderr_log
+) -> dict[str, Any]:
+    """Prune `options.model` with `method` and save model + tokenizer to `save` (atomically)."""
+    mspec = registry.method_spec(method)
+    for key in options.target:
+        if key not in mspec.targets:
+            accepts = ", ".join(f"--{t}" for t in mspec.targets) or "no target option"
+            raise KBError(f"--{key} does not apply to {method} ({mspec.kind}); it takes {accepts}")
+    config = method_config(mspec, options.target, options.overrides)
+    save = Path(save).expanduser()
+    if save.exists() and not force:
+        raise KBError(f"{save} already exists; pass --force to replace it")
+    threads = set_threads(options.threads)
+    if mspec.needs_calibration:
+        loaded, data = load_inputs(options, log)
+        calib: torch.Tensor | None = data.calib
+    else:
+        loaded = load_model(options.model, options.device, seed=options.seed)
+        calib = None
+    before = model_size(loaded.model)
+    log(f"kb: pruning {options.model} with {method} ({_options_text(config)})")
+    ctx = Context(batch_size=options.batch_size, progress=layer_progress(method, log), seed=options.seed, log=log)
+    outcome, seconds = apply_method(loaded.model, mspec, config, calib, ctx)
+    after = model_size(loaded.model)
+    save_model(loaded.model, loaded.tokenizer, save, replace=force)
+    return {
+        "method": method, "kind": mspec.kind, "model": options.model, "config": config.model_dump(mode="json"),
+        "outcome": outcome.model_dump(mode="json"), "before": before.model_dump(), "after": after.model_dump(),
+        "prune_seconds": round(seconds, 2), "threads": threads, "saved": str(save),
+    }  # fmt: skip

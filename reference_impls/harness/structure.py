@@ -1,0 +1,125 @@
+"""Structural edits that keep a standard, saveable model: remove decoder layers, skip sublayers, save.
+
+- `remove_layers(model, indices)`: delete decoder layers, renumber every `layer_idx` inside the kept
+  layers (the KV cache is indexed by it: forgetting this breaks `generate`), update `num_hidden_layers`
+  and any per-layer config list (`layer_types`). The result is a stock model with fewer layers.
+- `skip_sublayers(model, attention=[...], mlp=[...])`: replace a layer's attention or MLP (and its
+  pre-norm) by a parameter-free stand-in that adds nothing; recorded in the config so a save can
+  rebuild it (see `pruned_llama`). LLaMA-style layers (`self_attn`, `mlp`) only.
+- `save_model(model, tokenizer, directory)`: `save_pretrained` into an atomic directory, plus the
+  modeling file when sublayers are skipped. Every saved model is checked by the tests to load in a fresh
+  process and `generate`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from kb.errors import KBError
+from kb.fsutil import atomic_directory
+
+from . import pruned_llama
+from .layerwise import decoder_layers
+
+
+def _renumber(layer: nn.Module, index: int) -> None:
+    for module in layer.modules():
+        if isinstance(getattr(module, "layer_idx", None), int):
+            module.layer_idx = index
+
+
+def remove_layers(model: nn.Module, indices: Iterable[int]) -> list[int]:
+    """Delete the decoder layers at `indices` (of the current model); returns them sorted."""
+    layers = decoder_layers(model)
+    drop = sorted(set(int(i) for i in indices))
+    if any(not 0 <= i < len(layers) for i in drop):
+        raise KBError(f"layer indices {drop} out of range for {len(layers)} layers")
+    if len(drop) >= len(layers):
+        raise KBError(f"cannot remove all {len(layers)} decoder layers")
+    kept = [i for i in range(len(layers)) if i not in drop]
+    new_index = {old: new for new, old in enumerate(kept)}
+    modules = [layers[i] for i in kept]
+    for new, layer in enumerate(modules):
+        _renumber(layer, new)
+    for i in reversed(range(len(layers))):
+        del layers[i]
+    layers.extend(modules)
+    config = model.config
+    config.num_hidden_layers = len(kept)
+    for name in ("layer_types",):
+        values = getattr(config, name, None)
+        if isinstance(values, list) and len(values) == len(kept) + len(drop):
+            setattr(config, name, [values[i] for i in kept])
+    for name in ("skipped_attention", "skipped_mlp"):
+        values = getattr(config, name, None)
+        if values:
+            setattr(config, name, [new_index[i] for i in values if i in new_index])
+    return drop
+
+
+def skip_sublayers(model: nn.Module, *, attention: Iterable[int] = (), mlp: Iterable[int] = ()) -> None:
+    """Skip the attention and/or MLP sublayer of the listed layers (current indices), in place."""
+    layers = decoder_layers(model)
+    attention, mlp = sorted(set(attention)), sorted(set(mlp))
+    for i in (*attention, *mlp):
+        if not 0 <= i < len(layers):
+            raise KBError(f"layer index {i} out of range for {len(layers)} layers")
+        if not (hasattr(layers[i], "self_attn") and hasattr(layers[i], "mlp")):
+            raise KBError(f"{type(layers[i]).__name__} has no self_attn/mlp: sublayer skipping needs a LLaMA-style layer")
+    config = model.config
+    before_attn = set(getattr(config, "skipped_attention", None) or [])
+    before_mlp = set(getattr(config, "skipped_mlp", None) or [])
+    pruned_llama.skip_sublayers(model, [i for i in attention if i not in before_attn],
+                                [i for i in mlp if i not in before_mlp])  # fmt: skip
+    config.skipped_attention = sorted(before_attn | set(attention))
+    config.skipped_mlp = sorted(before_mlp | set(mlp))
+
+
+def skipped(model: nn.Module) -> dict[str, list[int]]:
+    return {"attention": list(getattr(model.config, "skipped_attention", None) or []),
+            "mlp": list(getattr(model.config, "skipped_mlp", None) or [])}  # fmt: skip
+
+
+def save_model(model: nn.Module, tokenizer: Any, directory: Path, *, replace: bool = False) -> None:
+    """Save model + tokenizer so that `from_pretrained` loads them; the directory appears only when complete."""
+    gone = skipped(model)
+    with atomic_directory(directory, replace=replace) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if gone["attention"] or gone["mlp"]:
+            _make_remote_code(tmp, gone)
+        os.chmod(tmp, 0o755)
+
+
+def _make_remote_code(directory: Path, gone: dict[str, list[int]]) -> None:
+    config_path = directory / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if config.get("model_type") != "llama":
+        raise KBError(f"sublayer skipping is saved for LLaMA models only, not {config.get('model_type')!r}")
+    module = Path(pruned_llama.__file__).stem
+    config.update({
+        "model_type": pruned_llama.MODEL_TYPE,
+        "architectures": ["KBPrunedLlamaForCausalLM"],
+        "auto_map": {"AutoConfig": f"{module}.KBPrunedLlamaConfig",
+                     "AutoModelForCausalLM": f"{module}.KBPrunedLlamaForCausalLM"},
+        "skipped_attention": gone["attention"],
+        "skipped_mlp": gone["mlp"],
+    })  # fmt: skip
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    shutil.copyfile(pruned_llama.__file__, directory / f"{module}.py")
+
+
+def needs_remote_code(directory: Path) -> bool:
+    """True for a directory this project saved with skipped sublayers (its own modeling file)."""
+    try:
+        config = json.loads((Path(directory) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("model_type") == pruned_llama.MODEL_TYPE

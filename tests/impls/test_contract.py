@@ -1,0 +1,120 @@
+"""The method contract, for every registered method on `random-llama`, and the runner's guarantees.
+
+A new method that breaks the contract (wrong outcome kind, a silent no-op, layers removed without
+renumbering) fails here, without any paper-specific test.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from kb.results import Outcome
+from reference_impls import registry
+from reference_impls.harness import runner
+from reference_impls.harness.contract import Context, ContractError, check_outcome, model_facts
+from reference_impls.harness.data import pydoc_corpus, token_data
+from reference_impls.harness.models import byte_tokenizer, random_llama
+from reference_impls.registry import Run
+
+
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", sorted(registry.METHODS))
+def test_every_method_keeps_the_contract_and_is_deterministic(name, calib_ids):
+    spec = registry.METHODS[name]
+    dense = random_llama(seed=0, layers=4)
+    results = []
+    for _ in range(2):
+        model = copy.deepcopy(dense)
+        config = runner.method_config(spec, {})
+        outcome, _seconds = runner.apply_method(model, spec, config, calib_ids, Context())  # checks invariants
+        assert outcome.kind == spec.kind
+        with torch.inference_mode():
+            logits = model(calib_ids[:2]).logits
+        assert torch.isfinite(logits).all()
+        results.append((outcome, _weights(model)))
+    (first, w1), (second, w2) = results
+    assert first == second and w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def _facts_after(model: nn.Module, edit) -> tuple:
+    before = model_facts(model)
+    edit(model)
+    return before, model_facts(model)
+
+
+def test_a_silent_no_op_breaks_the_contract(random_model):
+    before, after = _facts_after(random_model, lambda m: None)
+    with pytest.raises(ContractError, match="no weight was zeroed|decoder sparsity"):
+        check_outcome("fake", "weight-sparsity", before, after, Outcome(kind="weight-sparsity"), {"sparsity": 0.5})
+
+
+def test_wrong_kind_and_wrong_return_type_break_the_contract(random_model):
+    facts = model_facts(random_model)
+    with pytest.raises(ContractError, match="kind"):
+        check_outcome("fake", "depth", facts, facts, Outcome(kind="weight-sparsity"), {})
+    with pytest.raises(ContractError, match="not an Outcome"):
+        check_outcome("fake", "depth", facts, facts, None, {})  # type: ignore[arg-type]
+
+
+def test_removing_layers_without_renumbering_breaks_the_contract():
+    model = random_llama(seed=0, layers=4)
+
+    def careless(m: nn.Module) -> None:
+        del m.model.layers[1]
+        m.config.num_hidden_layers = 3
+
+    before, after = _facts_after(model, careless)
+    with pytest.raises(ContractError, match="layer_idx"):
+        check_outcome("fake", "depth", before, after, Outcome(kind="depth", removed_layers=[1]), {"layers": 1})
+
+
+def test_allocation_ratios_must_average_the_target(random_model, calib_ids):
+    from reference_impls import wanda
+
+    before = model_facts(random_model)
+    wanda.prune_layers(random_model, calib_ids, wanda.Config(sparsity=0.5), [0.5, 0.5], Context())
+    after = model_facts(random_model)
+    with pytest.raises(ContractError, match="average"):
+        check_outcome("fake", "allocation", before, after, Outcome(kind="allocation", layer_sparsity=[0.4, 0.5]),
+                      {"sparsity": 0.5})  # fmt: skip
+
+
+def test_methods_without_sparsity_or_pattern_fields_get_only_their_targets():
+    shortgpt = registry.METHODS["shortgpt"]
+    config = runner.method_config(shortgpt, {"sparsity": 0.5, "pattern": (2, 4), "layers": 1})
+    assert config.model_dump() == {"layers": 1, "selection": "lowest", "seed": 0}
+
+
+def _data():
+    return token_data(byte_tokenizer(), pydoc_corpus(), nsamples=4, seqlen=64, eval_tokens=256, seed=0)
+
+
+def _plans(*runs: Run, target: dict) -> list[runner.Plan]:
+    return [runner.Plan(r, registry.METHODS[r.method],
+                        runner.method_config(registry.METHODS[r.method], target, dict(r.options))) for r in runs]  # fmt: skip
+
+
+def test_every_run_starts_from_the_dense_model():
+    """A structure-changing run followed by a weight run gives the same numbers as each run alone."""
+    dense = random_llama(seed=0, layers=4)
+    before = _weights(dense)
+    data, options = _data(), runner.RunOptions(model="random-llama")
+    target = {"sparsity": 0.5, "layers": 2}
+    drop, prune = Run("drop", "shortgpt"), Run("prune", "wanda")
+    quiet = lambda _msg: None  # noqa: E731
+    both = runner.compare(dense, byte_tokenizer(), data, _plans(drop, prune, target=target), options, log=quiet)
+    alone_prune = runner.compare(dense, byte_tokenizer(), data, _plans(prune, target=target), options, log=quiet)
+    alone_drop = runner.compare(dense, byte_tokenizer(), data, _plans(drop, target=target), options, log=quiet)
+    by_label = {r.label: r for r in both}
+    assert by_label["prune"].metrics.ppl == alone_prune[1].metrics.ppl
+    assert by_label["prune"].metrics.size == alone_prune[1].metrics.size
+    assert by_label["prune"].metrics.size.layers == 4  # not run on the shrunken model
+    assert by_label["drop"].metrics.ppl == alone_drop[1].metrics.ppl and by_label["drop"].metrics.size.layers == 2
+    assert all(torch.equal(before[k], v) for k, v in dense.state_dict().items())  # dense never modified
