@@ -7,6 +7,7 @@ import difflib
 import re
 from collections.abc import Iterator
 
+from . import provenance as prov
 from .schema import Paper, sentence_count
 from .store import KnowledgeBase, Problem, Record
 from .yamlio import Loaded
@@ -26,6 +27,8 @@ def check_all(kb: KnowledgeBase) -> list[Problem]:
             problems.extend(check_record(rec, kb.vocab))
         for file, loaded in kb.unloadable:  # still tell the contributor about every tag
             problems.extend(check_tags(file, loaded, kb.vocab))
+    for rec in kb.records:
+        problems.extend(check_provenance(rec, _raw_lines(kb, rec)))
     for file, loaded in [*((r.file, r.loaded) for r in kb.records), *kb.unloadable]:
         problems.extend(check_todos(file, loaded))
     problems.extend(check_cross(kb))
@@ -46,13 +49,76 @@ def check_record(rec: Record, vocab: Vocabulary) -> Iterator[Problem]:
         yield Problem(rec.file, rec.line("takeaway"), "takeaway", f"{n} sentences; keep it to 1-3")
     yield from check_tags(rec.file, rec.loaded, vocab)
     for path in p.unverified:
-        if not _resolves(p, path):
+        number_key = prov.NUMBER_KEY.match(path)
+        if number_key:
+            field, token = number_key.groups()
+            text = getattr(p, field) or ""
+            if not any(n.canonical == prov.canonical(token) for n in prov.find_numbers(text)):
+                yield Problem(rec.file, rec.line("unverified", path), f"unverified.{path}",
+                              f"{token!r} is not a number quoted in {field}")
+        elif not _resolves(p, path):
             yield Problem(rec.file, rec.line("unverified", path), f"unverified.{path}", "names no field of this record")
     if p.repo and not any(f"github.com/{p.repo.lower()}" in c.url.lower() for c in p.links.code):
         yield Problem(rec.file, rec.line("repo"), "repo", f"{p.repo!r} is not among links.code")
     for i, code in enumerate(p.links.code):
         if code.url == p.links.paper:
             yield Problem(rec.file, rec.line("links", "code", i, "url"), f"links.code[{i}].url", "same as links.paper")
+
+
+def _raw_lines(kb: KnowledgeBase, rec: Record) -> list[str]:
+    try:
+        return (kb.root / rec.file).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+
+
+def check_provenance(rec: Record, raw_lines: list[str]) -> Iterator[Problem]:
+    """Venue, identifiers and earlier versions have a source or an unverified reason, and so has
+    every number in the take-away and notes (see `kb.provenance` for what counts as a number)."""
+    p = rec.paper
+    for i, src in enumerate(p.sources):
+        for j, claim in enumerate(src.supports):
+            if not _resolves(p, claim):
+                yield Problem(rec.file, rec.line("sources", i, "supports", j), f"sources[{i}].supports[{j}]",
+                              f"{claim!r} names no field of this record")
+        for j, token in enumerate(src.numbers):
+            loc = ("sources", i, "numbers", j)
+            if not prov.is_single_number(token):
+                yield Problem(rec.file, rec.line(*loc), f"sources[{i}].numbers[{j}]",
+                              f"{token!r} is not one number as the validator reads it (e.g. '6.51', '25%', '2.1x', '20-30%')")
+            elif not any(prov.canonical(token) == n.canonical or prov.canonical(token) in n.ends
+                         for field in prov.TEXT_FIELDS for n in prov.find_numbers(getattr(p, field) or "")):
+                yield Problem(rec.file, rec.line(*loc), f"sources[{i}].numbers[{j}]",
+                              f"{token!r} is not quoted in the take-away or notes")
+    claims = [c for s in p.sources for c in s.supports]
+    for fact in prov.required_facts(p):
+        if not any(prov.covers(c, fact) for c in [*claims, *p.unverified]):
+            name = prov.dotted(fact)
+            yield Problem(rec.file, rec.line(*(int(x) if x.isdigit() else x for x in fact)), name,
+                          f"no source: add a sources entry that supports {name!r}, or an unverified reason")
+    sourced = prov.sourced_numbers(p)
+    for field in prov.TEXT_FIELDS:
+        text = getattr(p, field) or ""
+        excused = {prov.canonical(m.group(2)) for key in p.unverified
+                   if (m := prov.NUMBER_KEY.match(key)) and m.group(1) == field}
+        for n in prov.find_numbers(text):
+            if prov.covered(n, sourced) or n.canonical in excused:
+                continue
+            yield Problem(rec.file, _text_line(rec, raw_lines, field, n.text), field,
+                          f"number {n.text!r} has no source: list it under a source's numbers, "
+                          f"or add unverified '{field}[{n.canonical}]' with a reason")
+
+
+def _text_line(rec: Record, raw_lines: list[str], field: str, token: str) -> int:
+    """The line of `token` inside a (possibly folded) text field; the field's own line otherwise."""
+    start = rec.line(field)
+    for n in range(start, min(len(raw_lines), start + 60) + 1):
+        line = raw_lines[n - 1]
+        if n > start and line and not line.startswith((" ", "\t")):
+            break  # the next top-level key: the token was wrapped across lines
+        if token in line:
+            return n
+    return start
 
 
 def check_todos(file: str, loaded: Loaded) -> Iterator[Problem]:

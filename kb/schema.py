@@ -64,6 +64,34 @@ class Venue(_Strict):
     track: Annotated[str, Field(max_length=60)] | None = None  # e.g. "Findings", "Oral"
 
 
+class EarlierVersion(_Strict):
+    """A title (and venue status) the paper carried before, e.g. its arXiv title before a journal
+    renamed it. Shown on the paper's page and kept in the search index and `papers.json`."""
+
+    title: Line
+    venue: Venue | None = None  # the status it had under that title, e.g. an arXiv preprint
+    note: Annotated[str, Field(min_length=3, max_length=200)] | None = None
+
+
+class Source(_Strict):
+    """Where a fact comes from: a primary page (official repository file, proceedings or OpenReview
+    page, arXiv abstract) and where in it. `supports` names the record fields it backs (`venue`,
+    `identifiers`, `identifiers.arxiv`, `title`, `earlier_versions[0]`, ...); `numbers` lists the
+    numbers of the take-away or notes it backs, written as they appear there (`6.51`, `2.1x`, `25%`)."""
+
+    url: Url
+    locator: Annotated[str, BeforeValidator(_strip), Field(min_length=3, max_length=200, pattern=r"^[^\n]*$")]
+    supports: list[Annotated[str, Field(min_length=1, max_length=80)]] = []
+    numbers: list[Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, (int, float)) else v),
+                            Field(min_length=1, max_length=30)]] = []
+
+    @model_validator(mode="after")
+    def _backs_something(self) -> Source:
+        if not self.supports and not self.numbers:
+            raise ValueError("a source must list the fields it supports or the numbers it backs")
+        return self
+
+
 class Identifiers(_Strict):
     arxiv: Annotated[str, Field(pattern=r"^\d{4}\.\d{4,5}$")] | None = None  # no version suffix
     openreview: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{6,20}$")] | None = None
@@ -134,6 +162,7 @@ class Paper(_Strict):
     authors: Annotated[list[Annotated[str, Field(min_length=2, max_length=80)]], Field(min_length=1, max_length=200)]
     year: Year  # first public appearance (arXiv or venue, whichever came first)
     venue: Venue
+    earlier_versions: list[EarlierVersion] = []  # oldest first
     scope: Literal["weight-pruning", "structured-pruning", "depth-pruning", "kv-cache", "system", "quantization", "analysis"]
     identifiers: Identifiers
     links: Links
@@ -144,6 +173,7 @@ class Paper(_Strict):
     related: list[Annotated[str, Field(pattern=ID_PATTERN)]] = []
     implementation: Annotated[str, Field(pattern=r"^reference_impls/[a-z0-9_/]+\.py$")] | None = None
     unverified: dict[str, Annotated[str, Field(min_length=3, max_length=300)]] = {}
+    sources: list[Source] = []
 
 
 def sentence_count(text: str) -> int:

@@ -173,6 +173,10 @@ def paper_context(rec: Record, kb: KnowledgeBase, meta: GithubMeta | None,
         "year": p.year,
         "venue": {"name": p.venue.name, "year": p.venue.year, "kind": p.venue.kind, "track": p.venue.track,
                   "label": venue_label(p)},
+        "earlier_versions": [{"title": e.title, "note": e.note,
+                              "venue": (f"{e.venue.name} {e.venue.year} ({e.venue.kind}"
+                                        f"{', ' + e.venue.track if e.venue.track else ''})") if e.venue else None}
+                             for e in p.earlier_versions],
         "scope": p.scope,
         "identifiers": [{"name": k, "value": v} for k, v in p.identifiers.model_dump(exclude_none=True).items()],
         "paper_url": links.paper,
@@ -190,6 +194,8 @@ def paper_context(rec: Record, kb: KnowledgeBase, meta: GithubMeta | None,
         "reproduce": f"kb reproduce {p.id} --model tiny-llama" if p.implementation else None,
         "reproduction": reproduction_context(reps.get(p.id)) if p.implementation or p.id in reps else None,
         "unverified": [{"field": k, "reason": v} for k, v in sorted(p.unverified.items())],
+        "sources": [{"url": s.url, "locator": s.locator, "supports": list(s.supports), "numbers": list(s.numbers)}
+                    for s in p.sources],
         "bibtex": bibtex.entry(p),
         "file": rec.file,
     }

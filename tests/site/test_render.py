@@ -115,3 +115,18 @@ def test_splice_refuses_broken_markers() -> None:
         splice(f"{END}\n{BEGIN}\n", "x")
     with pytest.raises(KBError):
         splice(f"{BEGIN}\n{BEGIN}\n{END}\n", "x")
+
+
+def test_earlier_titles_and_sources_are_shown_escaped_and_exported(pages) -> None:
+    import json
+
+    page = pages["papers/fixture-depth.md"]
+    assert "| Earlier title | Fixture &#60;em&#62;older&#60;/em&#62; depth title (arXiv 2024 (preprint)) |" in page
+    assert "<em>older" not in page
+    assert "## Sources" in page and "fixture abstract page &#60;b&#62;v1&#60;/b&#62;" in page
+    assert "supports `venue`, `identifiers`, `earlier_versions`" in page
+    assert "Earlier title" not in pages["papers/wanda.md"]
+    # the earlier title stays findable in the export the site's filter and other tools read
+    record = next(p for p in json.loads(pages["papers.json"])["papers"] if p["id"] == "fixture-depth")
+    assert record["earlier_versions"][0]["title"] == "Fixture <em>older</em> depth title"
+    assert record["sources"][0]["supports"] == ["venue", "identifiers", "earlier_versions"]
