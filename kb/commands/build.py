@@ -45,7 +45,7 @@ def _build(args: argparse.Namespace) -> int:
         raise KBError("--check writes nothing; it cannot be combined with --out, --docs-out, --no-mkdocs or --site-only")
     root = repo_root()
     kb = load_kb(root)
-    problems = check_all(kb)
+    problems = check_all(kb, _runnable())
     if problems:
         more = f" (and {len(problems) - 1} more; run `kb validate`)" if len(problems) > 1 else ""
         raise KBError(f"refusing to build: {problems[0]}{more}", code=1)
@@ -71,3 +71,12 @@ def _show(path: Path, root: Path) -> str:
         return str(path.relative_to(root.resolve())) + "/"
     except ValueError:
         return str(path)
+
+
+def _runnable() -> dict[str, str] | None:
+    """Paper id -> implementation file, from the harness registry (torch-free), if it is installed."""
+    try:
+        from reference_impls.registry import runnable_papers
+    except ImportError:
+        return None
+    return runnable_papers()

@@ -31,7 +31,7 @@ def _validate(args: argparse.Namespace) -> int:
     if not (root / "papers").is_dir():
         raise KBError(f"no papers/ directory under {root} (set KB_ROOT or run inside the repository)")
     kb = load_kb(root)
-    problems = check_all(kb)
+    problems = check_all(kb, _runnable())
     if args.json:
         print(json.dumps([p.__dict__ for p in problems], indent=2))
     else:
@@ -65,3 +65,12 @@ def _schema(args: argparse.Namespace) -> int:
         write_text_atomic(target, text)
         print(f"wrote {SCHEMA_PATH}", file=sys.stderr)
     return 0
+
+
+def _runnable() -> dict[str, str] | None:
+    """Paper id -> implementation file, from the harness registry (torch-free), if it is installed."""
+    try:
+        from reference_impls.registry import runnable_papers
+    except ImportError:
+        return None
+    return runnable_papers()
