@@ -80,7 +80,8 @@ def outlier_ratios(model: nn.Module, calib: torch.Tensor, hyper_m: float, ctx: C
 def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context | None = None) -> Outcome:
     """Allocate per-layer sparsities from outlier ratios, then prune with the base method at those ratios."""
     ctx = ctx or Context()
-    ratios = outlier_ratios(model, calib, config.hyper_m, ctx)
+    key = ("owl-outlier-ratios", config.hyper_m, calib.data_ptr(), tuple(calib.shape))  # of the dense model
+    ratios = ctx.dense_statistic(key, lambda: outlier_ratios(model, calib, config.hyper_m, ctx))
     sparsities = layer_sparsities(ratios, config.sparsity, config.lam)
     if any(not 0.0 <= s < 1.0 for s in sparsities):
         ctx.log(f"owl: clamping per-layer sparsities {min(sparsities):.3f}..{max(sparsities):.3f} into [0, 1)")

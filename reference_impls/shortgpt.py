@@ -70,7 +70,9 @@ def prune(model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Con
     else:
         if calib is None:
             raise ValueError("Block Influence needs calibration tokens")
-        scores = block_influences(model, calib, ctx.batch_size)
+        # the same dense model and calibration give the same scores: sibling runs (lowest / highest) share them
+        key = ("shortgpt-block-influence", calib.data_ptr(), tuple(calib.shape))
+        scores = ctx.dense_statistic(key, lambda: block_influences(model, calib, ctx.batch_size))
         drop = select_layers(scores, k, config.selection)
         details["block_influence"] = [round(s, 6) for s in scores]
     remove_layers(model, drop)

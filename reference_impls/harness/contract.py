@@ -40,6 +40,16 @@ class Context:
     progress: Progress | None = None
     seed: int = 0
     log: Callable[[str], None] = field(default=lambda _msg: None)
+    # Shared by every run of one comparison, which all start from the same dense model and calibration
+    # tokens: a method may keep statistics of the *unmodified dense model* here (keyed by what they depend
+    # on) so that sibling runs reuse them. Never store anything computed after the model was changed.
+    dense_stats: dict[Any, Any] = field(default_factory=dict)
+
+    def dense_statistic(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """`compute()` once per comparison for `key`; later runs get the stored value."""
+        if key not in self.dense_stats:
+            self.dense_stats[key] = compute()
+        return self.dense_stats[key]
 
 
 class Method(Protocol):

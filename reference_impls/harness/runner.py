@@ -220,10 +220,11 @@ def compare(
     )  # fmt: skip
     log(f"kb: dense {_summary(dense_metrics)} ({seconds:.1f} s)")
     results = [RunResult(label="dense", kind="dense", metrics=dense_metrics, eval_seconds=seconds)]
+    shared: dict[Any, Any] = {}  # dense-model statistics reused across runs (see Context.dense_stats)
     for plan in plans:
         model = copy.deepcopy(dense)
         ctx = Context(batch_size=options.batch_size, progress=layer_progress(plan.run.label, log), seed=options.seed,
-                      log=log)  # fmt: skip
+                      log=log, dense_stats=shared)  # fmt: skip
         log(f"kb: {plan.run.label}: {plan.spec.name} {_options_text(plan.config)}")
         outcome, prune_seconds = apply_method(model, plan.spec, plan.config, data.calib, ctx)
         metrics, _sample, eval_seconds = measure(

@@ -68,3 +68,25 @@ def test_prune_removes_the_k_lowest_and_keeps_the_rest_untouched(calib_ids):
     for new, old in enumerate(survivors):
         state = model.model.layers[new].state_dict()
         assert all(torch.equal(state[k], kept_before[old][k]) for k in state)
+
+
+def test_sibling_runs_share_the_dense_scores(monkeypatch):
+    """lowest-BI and highest-BI arms of one comparison compute Block Influence once, on the dense model."""
+    from reference_impls import registry
+    from reference_impls.harness import runner
+    from reference_impls.harness.data import pydoc_corpus, token_data
+    from reference_impls.harness.models import byte_tokenizer
+    from reference_impls.registry import Run
+
+    calls = []
+    real = shortgpt.block_influences
+    monkeypatch.setattr(shortgpt, "block_influences", lambda *a, **k: calls.append(1) or real(*a, **k))
+    data = token_data(byte_tokenizer(), pydoc_corpus(), nsamples=4, seqlen=64, eval_tokens=256, seed=0)
+    dense = random_llama(seed=0, layers=6)
+    spec = registry.METHODS["shortgpt"]
+    plans = [runner.Plan(Run(s, "shortgpt"), spec, shortgpt.Config(layers=2, selection=s)) for s in ("lowest", "highest")]
+    low, high = runner.compare(dense, byte_tokenizer(), data, plans, runner.RunOptions(), log=lambda _m: None)[1:]
+    assert len(calls) == 1
+    bi = real(dense, data.calib)
+    assert low.outcome.removed_layers == shortgpt.select_layers(bi, 2, "lowest")
+    assert high.outcome.removed_layers == shortgpt.select_layers(bi, 2, "highest")
