@@ -115,3 +115,12 @@ def test_splice_refuses_broken_markers() -> None:
         splice(f"{END}\n{BEGIN}\n", "x")
     with pytest.raises(KBError):
         splice(f"{BEGIN}\n{BEGIN}\n{END}\n", "x")
+
+
+def test_every_badge_colour_pairs_with_a_text_colour_of_at_least_4_5_to_1(kb) -> None:
+    from site_builder.badges import AXIS_LABEL_BG, contrast, text_colour
+
+    for axis in kb.vocab.ordered():
+        colour = axis.colour.lower()
+        assert contrast(colour, text_colour(colour)) >= 4.5, f"{axis.axis}: {colour}"
+    assert contrast(AXIS_LABEL_BG, "#ffffff") >= 4.5
