@@ -250,9 +250,11 @@ def site_context(kb: KnowledgeBase, meta: GithubMeta | None = None,
         years.setdefault(p["venue"]["year"], []).append(p)
     board = [p for p in papers if p["implementation"]]
     with_notes = [p for p in papers if p["challenge_html"]]
+    scopes = dict(SCOPE_LABELS)  # a scope the labels do not know yet still gets its group
+    scopes.update({p["scope"]: p["scope"].replace("-", " ").capitalize() for p in with_notes if p["scope"] not in scopes})
     groups = [{"id": scope, "label": label,
                "papers": sorted((p for p in with_notes if p["scope"] == scope), key=lambda p: p["heading"].lower())}
-              for scope, label in SCOPE_LABELS.items()]
+              for scope, label in scopes.items()]
     repo = repository_url(mkdocs_config)
     return {
         "axes": axes,
