@@ -11,8 +11,11 @@ both stay as they were. `check_committed` compares the committed files without w
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from kb.errors import KBError
 from kb.fsutil import atomic_directory, write_text_atomic
@@ -35,12 +38,24 @@ class Rendered:
     pages: dict[str, str]
     committed: dict[str, str]  # path relative to the root -> wanted text
     stale_badges: list[str]  # badge files on disk that no value uses any more
+    paper_nav: list[dict[str, list[str]]] = field(default_factory=list)  # {year: [papers/<id>.md, ...]}
+
+
+def read_mkdocs_config(root: Path) -> dict[str, Any]:
+    """mkdocs.yml as plain data, for the few settings the pages need (`repo_url`). A file that
+    plain YAML cannot read (mkdocs allows `!!python/name` tags) counts as empty here; mkdocs itself
+    reports real problems when it builds."""
+    try:
+        data = yaml.safe_load((root / MKDOCS_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def render_all(kb: KnowledgeBase) -> Rendered:
     """Everything `kb build` produces, in memory."""
     root = kb.root
-    ctx = site_context(kb, load_github_meta(root), load_reproductions(root))
+    ctx = site_context(kb, load_github_meta(root), load_reproductions(root), read_mkdocs_config(root))
     pages = render_pages(ctx, papers_json(kb, ctx), render_bibliography(kb.papers))
     for src in sorted((root / HANDWRITTEN_DIR).glob("*.md")):
         name = src.name
@@ -55,7 +70,8 @@ def render_all(kb: KnowledgeBase) -> Rendered:
         committed[f"{BADGES_DIR}/{name}"] = svg
     on_disk = sorted(p.name for p in (root / BADGES_DIR).glob("*.svg"))
     stale = [f"{BADGES_DIR}/{n}" for n in on_disk if n not in badges]
-    return Rendered(pages=pages, committed=committed, stale_badges=stale)
+    nav = [{str(y["year"]): [f"papers/{p['id']}.md" for p in y["papers"]]} for y in ctx["years"]]
+    return Rendered(pages=pages, committed=committed, stale_badges=stale, paper_nav=nav)
 
 
 def stale_committed(root: Path, rendered: Rendered) -> list[str]:
@@ -97,7 +113,7 @@ def build(kb: KnowledgeBase, docs_out: Path, site_out: Path | None, *, write_rep
         write_docs(rendered.pages, tmp_docs)
         if site_out is not None:
             with atomic_directory(site_out, replace=True) as tmp_site:
-                run_mkdocs(kb.root / MKDOCS_CONFIG, tmp_docs, tmp_site)
+                run_mkdocs(kb.root / MKDOCS_CONFIG, tmp_docs, tmp_site, rendered.paper_nav)
     return write_committed(kb.root, rendered) if write_repo_files else []
 
 
@@ -110,8 +126,27 @@ class _Collect(logging.Handler):
         self.messages.append(record.getMessage().splitlines()[0])
 
 
-def run_mkdocs(config: Path, docs_dir: Path, site_dir: Path) -> None:
-    """`mkdocs build --strict` with the docs and site folders overridden; one-line errors."""
+PAPERS_NAV_TITLE = "Papers"
+PAPERS_NAV_AFTER = "all-papers.md"
+
+
+def with_paper_nav(nav: Any, papers: list[dict[str, list[str]]]) -> Any:
+    """mkdocs.yml's `nav` with a "Papers" section (one sub-section per year) after the all-papers
+    entry, or at the end. The entries carry no titles: mkdocs takes each page's own (escaped) title.
+    A config without `nav` (mkdocs then lists every page itself) is left alone."""
+    if not isinstance(nav, list) or not papers:
+        return nav
+    out = list(nav)
+    at = next((i + 1 for i, item in enumerate(out)
+               if isinstance(item, dict) and PAPERS_NAV_AFTER in item.values()), len(out))
+    out.insert(at, {PAPERS_NAV_TITLE: papers})
+    return out
+
+
+def run_mkdocs(config: Path, docs_dir: Path, site_dir: Path,
+               paper_nav: list[dict[str, list[str]]] | None = None) -> None:
+    """`mkdocs build --strict` with the docs and site folders overridden and the paper pages added
+    to the navigation; one-line errors."""
     if not config.is_file():
         raise KBError(f"{config.name} not found in {config.parent}; the site cannot be built (try --no-mkdocs)", code=2)
     try:
@@ -125,6 +160,7 @@ def run_mkdocs(config: Path, docs_dir: Path, site_dir: Path) -> None:
     log.addHandler(handler)
     try:
         cfg = load_config(config_file=str(config), docs_dir=str(docs_dir), site_dir=str(site_dir), strict=True)
+        cfg["nav"] = with_paper_nav(cfg["nav"], paper_nav or [])
         mkdocs_build(cfg)
     except (Abort, ConfigurationError, MkDocsException) as exc:
         first = handler.messages[0] if handler.messages else str(exc).splitlines()[0]

@@ -19,6 +19,25 @@ from .inputs import GithubMeta, Reproduction
 from .text import markdown_html
 
 NOTE_KINDS = ("blog", "reviews", "summary", "discussion")
+# Where the catalogue's own repository lives. mkdocs.yml's `repo_url` wins when it is set (see
+# `repository_url`); it is deliberately not set there, because mkdocs-material then asks the GitHub
+# API for star counts from every visitor's browser, and the site makes no outside requests.
+REPOSITORY_URL = "https://github.com/pruning-kb/pruning-kb"
+# A venue's kind, as the status facet and the paper pages name it.
+STATUS_LABELS = {"conference": "Conference", "journal": "Journal", "workshop": "Workshop",
+                 "preprint": "Preprint", "under-review": "Under review"}
+# The record's `scope`, as the open-challenges page groups the notes (in this order).
+SCOPE_LABELS = {"weight-pruning": "Weight pruning", "structured-pruning": "Structured (width) pruning",
+                "depth-pruning": "Depth (layer) pruning", "kv-cache": "Key-value cache",
+                "system": "Systems and kernels", "quantization": "Quantisation", "analysis": "Analyses"}
+# Identifier -> (label, address pattern). Identifiers are validated by the schema, so they are
+# safe to put into a URL as they are.
+IDENTIFIER_LINKS = {
+    "arxiv": ("arXiv", "https://arxiv.org/abs/{}"),
+    "openreview": ("OpenReview", "https://openreview.net/forum?id={}"),
+    "acl": ("ACL Anthology", "https://aclanthology.org/{}/"),
+    "doi": ("DOI", "https://doi.org/{}"),
+}
 FRAMEWORK_LABELS = {"pytorch": "PyTorch", "jax": "JAX", "tensorflow": "TensorFlow", "cuda": "CUDA",
                     "c++": "C++", "other": "Code"}
 
@@ -39,6 +58,21 @@ def venue_label(p: Paper) -> str:
     if v.kind == "under-review":
         label += " (under review)"
     return label
+
+
+def heading(p: Paper) -> str:
+    """The page heading: the title, led by the short name when the title does not already start
+    with it ("Wanda: A Simple and Effective ..."), so that searching a short name finds its page."""
+    if p.short_name and not p.title.lower().startswith(p.short_name.lower()):
+        return f"{p.short_name}: {p.title}"
+    return p.title
+
+
+def repository_url(mkdocs_config: dict[str, Any] | None) -> str:
+    """The catalogue's repository: `repo_url` from mkdocs.yml when set, else `REPOSITORY_URL`."""
+    configured = (mkdocs_config or {}).get("repo_url")
+    return configured if isinstance(configured, str) and configured.startswith(("https://", "http://")) \
+        else REPOSITORY_URL
 
 
 def short_count(n: int) -> str:
@@ -169,16 +203,18 @@ def paper_context(rec: Record, kb: KnowledgeBase, meta: GithubMeta | None,
         "title": p.title,
         "short_name": p.short_name,
         "name": p.short_name or p.title,
+        "heading": heading(p),
         "authors": list(p.authors),
         "year": p.year,
         "venue": {"name": p.venue.name, "year": p.venue.year, "kind": p.venue.kind, "track": p.venue.track,
-                  "label": venue_label(p)},
+                  "label": venue_label(p), "status": STATUS_LABELS[p.venue.kind]},
         "earlier_versions": [{"title": e.title, "note": e.note,
                               "venue": (f"{e.venue.name} {e.venue.year} ({e.venue.kind}"
                                         f"{', ' + e.venue.track if e.venue.track else ''})") if e.venue else None}
                              for e in p.earlier_versions],
         "scope": p.scope,
-        "identifiers": [{"name": k, "value": v} for k, v in p.identifiers.model_dump(exclude_none=True).items()],
+        "identifiers": [{"name": IDENTIFIER_LINKS[k][0], "value": v, "url": IDENTIFIER_LINKS[k][1].format(v)}
+                        for k, v in p.identifiers.model_dump(exclude_none=True).items()],
         "paper_url": links.paper,
         "code": code,
         "notes": notes,
@@ -190,6 +226,7 @@ def paper_context(rec: Record, kb: KnowledgeBase, meta: GithubMeta | None,
         "notes_html": markdown_html(p.notes) if p.notes else None,
         "challenge_html": markdown_html(challenge) if challenge else None,
         "related": [{"id": r, "title": titles.get(r, r)} for r in p.related],
+        "related_by": [],  # filled in by `site_context`: the records that name this one in `related`
         "implementation": p.implementation,
         "reproduce": f"kb reproduce {p.id} --model tiny-llama" if p.implementation else None,
         "reproduction": reproduction_context(reps.get(p.id)) if p.implementation or p.id in reps else None,
@@ -202,7 +239,8 @@ def paper_context(rec: Record, kb: KnowledgeBase, meta: GithubMeta | None,
 
 
 def site_context(kb: KnowledgeBase, meta: GithubMeta | None = None,
-                 reps: dict[str, Reproduction] | None = None) -> dict[str, Any]:
+                 reps: dict[str, Reproduction] | None = None,
+                 mkdocs_config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything the templates need, derived from validated records."""
     if kb.vocab is None:
         raise ValueError("the vocabulary did not load")
@@ -210,6 +248,13 @@ def site_context(kb: KnowledgeBase, meta: GithubMeta | None = None,
     records = sorted(kb.records, key=lambda r: paper_order(r.paper))
     titles = {r.paper.id: (r.paper.short_name or r.paper.title) for r in records}
     papers = [paper_context(r, kb, meta, reps, titles) for r in records]
+    by_id = {p["id"]: p for p in papers}
+    for p in papers:  # `related` is written on one side; show it on both
+        for r in p["related"]:
+            if r["id"] in by_id and p["id"] not in {x["id"] for x in by_id[r["id"]]["related"]}:
+                by_id[r["id"]]["related_by"].append({"id": p["id"], "title": p["name"]})
+    for p in papers:
+        p["related_by"].sort(key=lambda r: (r["title"].lower(), r["id"]))
     axes = [axis_context(a) for a in kb.vocab.ordered()]
     for axis in axes:
         for value in axis["values"]:
@@ -217,24 +262,62 @@ def site_context(kb: KnowledgeBase, meta: GithubMeta | None = None,
                                for p in papers
                                if any(v["id"] == value["id"] for g in p["tags"] if g["axis"] == axis["id"]
                                       for v in g["values"])]
+            value["query"] = f"{axis['id']}={value['id']}"  # the all-papers filter for this value
     years: dict[int, list[dict[str, Any]]] = {}
     for p in papers:
         years.setdefault(p["venue"]["year"], []).append(p)
     board = [p for p in papers if p["implementation"]]
+    with_notes = [p for p in papers if p["challenge_html"]]
+    scopes = dict(SCOPE_LABELS)  # a scope the labels do not know yet still gets its group
+    scopes.update({p["scope"]: p["scope"].replace("-", " ").capitalize() for p in with_notes if p["scope"] not in scopes})
+    groups = [{"id": scope, "label": label,
+               "papers": sorted((p for p in with_notes if p["scope"] == scope), key=lambda p: p["heading"].lower())}
+              for scope, label in scopes.items()]
+    repo = repository_url(mkdocs_config)
     return {
         "axes": axes,
         "papers": papers,
         "years": [{"year": y, "papers": ps} for y, ps in sorted(years.items(), reverse=True)],
         "board": sorted(board, key=lambda p: p["name"].lower()),
-        "challenges": sorted((p for p in papers if p["challenge_html"]), key=lambda p: p["name"].lower()),
+        "challenges": sorted(with_notes, key=lambda p: p["name"].lower()),
+        "challenge_groups": [g for g in groups if g["papers"]],
+        "has_stars": any(p["stars"] for p in papers),
         "meta_fetched": meta.fetched.isoformat() if meta else None,
         "schema_version": SCHEMA_VERSION,
+        "repository": repo,
+        "citation": catalogue_citation(repo, len(papers)),
     }
+
+
+def catalogue_citation(repo: str, count: int) -> str:
+    """A BibTeX entry for the catalogue itself (each paper's own entry is on its page)."""
+    return ("@misc{pruning-kb,\n"
+            "  title        = {pruning-kb: a validated knowledge base of large-language-model pruning papers},\n"
+            "  author       = {{pruning-kb contributors}},\n"
+            f"  howpublished = {{\\url{{{repo}}}}},\n"
+            f"  note         = {{A catalogue of {count} papers with tags, take-aways and open challenges}}\n"
+            "}\n")
+
+
+def choice_qualifiers(axis: dict[str, Any]) -> list[dict[str, Any]]:
+    """An axis's choice qualifiers (e.g. `granularity` of type `structured`), merged by name over
+    the values that allow them: what the filter offers as extra facets. Amount qualifiers (sizes)
+    are free text and are searched, not faceted."""
+    merged: dict[str, dict[str, Any]] = {}
+    for v in axis["values"]:
+        for q in v["qualifiers"]:
+            if q["kind"] != "choice":
+                continue
+            m = merged.setdefault(q["name"], {"name": q["name"], "values": [], "of": []})
+            m["of"].append(v["id"])
+            m["values"] += [c for c in q["choices"] if c not in m["values"]]
+    return list(merged.values())
 
 
 def papers_json(kb: KnowledgeBase, ctx: dict[str, Any]) -> dict[str, Any]:
     """The `papers.json` export: every record (as `kb show --json` prints it) plus what the site's
-    filter needs: the page address, the venue label, stars, and the vocabulary's labels and colours."""
+    filter needs: the page address, heading, venue label and status, stars, papers that name this one
+    as related, and the vocabulary's labels, colours and choice qualifiers."""
     by_id = {p["id"]: p for p in ctx["papers"]}
     items = []
     for rec in sorted(kb.records, key=lambda r: r.paper.id):
@@ -242,14 +325,19 @@ def papers_json(kb: KnowledgeBase, ctx: dict[str, Any]) -> dict[str, Any]:
         page = by_id[rec.paper.id]
         data["site"] = {
             "page": f"papers/{rec.paper.id}/",
+            "heading": page["heading"],
             "venue_label": page["venue"]["label"],
+            "status": rec.paper.venue.kind,
             "stars": page["stars"]["count"] if page["stars"] else None,
             "stars_as_of": page["stars"]["as_of"] if page["stars"] else None,
+            "related_by": [r["id"] for r in page["related_by"]],
         }
         items.append(data)
     return {
         "schema_version": ctx["schema_version"],
         "axes": [{"id": a["id"], "label": a["label"], "colour": a["colour"],
-                  "values": [{"id": v["id"], "label": v["label"]} for v in a["values"]]} for a in ctx["axes"]],
+                  "values": [{"id": v["id"], "label": v["label"]} for v in a["values"]],
+                  "qualifiers": choice_qualifiers(a)} for a in ctx["axes"]],
+        "statuses": [{"id": k, "label": v} for k, v in STATUS_LABELS.items()],
         "papers": items,
     }

@@ -21,7 +21,7 @@ from . import bibtex
 from .badges import badge_files
 from .text import code, html_text, inline, inline_markdown_html, url
 
-ASSETS = ("kb.css", "kb-filter.js")
+ASSETS = ("kb.css", "kb.js", "kb-filter.js")
 _HERE = Path(__file__).resolve().parent
 
 

@@ -2,8 +2,10 @@
 
     python -m site_builder.screenshots site docs/screenshots
 
-Writes home-{light,dark}.png and filter-{light,dark}.png. The filtered view is the all-papers page
-with `type = structured` and `retrain = without` ticked, opened from its shareable address.
+Writes, at desktop width (1400 px), home-{light,dark}.png and filter-{light,dark}.png, and at phone
+width (390 px), filter-phone-light.png and paper-phone-dark.png. The filtered view is the all-papers
+page with `type = structured` and `retrain = without` ticked, opened from its shareable address.
+Each shot is one window high, so the files stay small.
 """
 
 from __future__ import annotations
@@ -16,9 +18,18 @@ from .serve import serve
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FILTERED = "all-papers/?type=structured&retrain=without"
+READY = "#kb-filter[data-ready]"
+DESKTOP = (1400, 900)
+PHONE = (390, 844)
+# (file name, address, selector to wait for, viewport, colour scheme)
 SHOTS = (
-    ("home", "", None),
-    ("filter", "all-papers/?type=structured&retrain=without", "#kb-filter[data-ready]"),
+    ("home-light", "", None, DESKTOP, "light"),
+    ("home-dark", "", None, DESKTOP, "dark"),
+    ("filter-light", FILTERED, READY, DESKTOP, "light"),
+    ("filter-dark", FILTERED, READY, DESKTOP, "dark"),
+    ("filter-phone-light", FILTERED, READY, PHONE, "light"),
+    ("paper-phone-dark", "papers/wanda/", None, PHONE, "dark"),
 )
 
 
@@ -30,16 +41,17 @@ def take(site_dir: Path, out_dir: Path) -> list[Path]:
     with serve(site_dir) as base, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            for scheme in ("light", "dark"):
-                page = browser.new_page(viewport={"width": 1280, "height": 900}, color_scheme=scheme)
-                for name, path, ready in SHOTS:
+            for name, path, ready, (width, height), scheme in SHOTS:
+                page = browser.new_page(viewport={"width": width, "height": height}, color_scheme=scheme)
+                try:
                     page.goto(base + path)
                     if ready:
                         page.wait_for_selector(ready)
-                    target = out_dir / f"{name}-{scheme}.png"
+                    target = out_dir / f"{name}.png"
                     page.screenshot(path=str(target))
                     written.append(target)
-                page.close()
+                finally:
+                    page.close()
         finally:
             browser.close()
     return written

@@ -1,12 +1,15 @@
 """The built site in a real browser: Debian's Chromium, headless, driven by Playwright.
 
 Builds the repository's own knowledge base (expected counts come from the records, not constants),
-serves it on 127.0.0.1 and checks the all-papers filter and a paper page. Skips with the reason when
-Chromium or Playwright is missing (CI installs the `chromium` apt package; see .ci/run).
+serves it on 127.0.0.1 and checks the all-papers filter, search, paper pages, and the site as
+phone and keyboard users meet it: no sideways scrolling at 390 px, a visible focus ring on every
+control, badge text contrast in both colour schemes. Skips with the reason when Chromium or
+Playwright is missing (CI installs the `chromium` apt package; see .ci/run).
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -64,18 +67,37 @@ def browser(site):
         b.close()
 
 
+@pytest.fixture(scope="module")
+def base(site):
+    with serve(site) as url:
+        yield url
+
+
 @pytest.fixture
-def page(browser, site):
-    """A page that records console errors and uncaught exceptions; asserts none at the end."""
+def open_page(browser, base):
+    """A factory for pages (viewport and colour scheme of choice) that record console errors,
+    uncaught exceptions and requests to any other host; asserts none of them at the end."""
     errors: list[str] = []
-    with serve(site) as base:
-        pg = browser.new_page()
+    pages = []
+
+    def make(width: int = 1400, height: int = 900, scheme: str = "light"):
+        pg = browser.new_page(viewport={"width": width, "height": height}, color_scheme=scheme)
         pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         pg.on("pageerror", lambda exc: errors.append(str(exc)))
+        pg.on("request", lambda r: None if r.url.startswith(base) else errors.append(f"outside request: {r.url}"))
         pg.base = base  # type: ignore[attr-defined]
-        yield pg
+        pages.append(pg)
+        return pg
+
+    yield make
+    for pg in pages:
         pg.close()
     assert errors == []
+
+
+@pytest.fixture
+def page(open_page):
+    return open_page()
 
 
 def _rows(pg) -> list[str]:
@@ -154,3 +176,316 @@ def test_home_page_search_and_dark_mode_toggle(page) -> None:
     scheme = page.get_attribute("body", "data-md-color-scheme")
     page.click("label.md-header__button[for^='__palette']")
     assert page.get_attribute("body", "data-md-color-scheme") != scheme
+
+
+# ---------------------------------------------------------------------------------------------
+# The filter's facets, computed from the records the way the page should compute them.
+
+def _facets(records, vocab) -> dict[str, dict[str, set[str]]]:
+    """facet id -> paper id -> the facet's values on that paper (axes, choice qualifiers such as
+    `type-granularity`, venue, status, year)."""
+    from kb.vocab import ChoiceQualifier
+
+    out: dict[str, dict[str, set[str]]] = {}
+    for axis in vocab.ordered():
+        out[axis.axis] = {r.paper.id: {e.value for e in getattr(r.paper.tags, axis.axis)} for r in records}
+        names = sorted({n for v in axis.values for n, q in axis.qualifiers_for(v.id).items()
+                        if isinstance(q, ChoiceQualifier)})
+        for name in names:
+            values: dict[str, set[str]] = {}
+            for r in records:
+                got: set[str] = set()
+                for e in getattr(r.paper.tags, axis.axis):
+                    q = axis.qualifiers_for(e.value).get(name)
+                    raw = e.qualifiers.get(name)
+                    if isinstance(q, ChoiceQualifier) and raw is not None:
+                        got |= set(raw if isinstance(raw, list) else [raw])
+                values[r.paper.id] = got
+            out[f"{axis.axis}-{name}"] = values
+    out["venue"] = {r.paper.id: {r.paper.venue.name} for r in records}
+    out["status"] = {r.paper.id: {r.paper.venue.kind} for r in records}
+    out["year"] = {r.paper.id: {str(r.paper.venue.year)} for r in records}
+    return out
+
+
+def _select(facets, selected: dict[str, set[str]], skip: str | None = None) -> set[str]:
+    ids = set(next(iter(facets.values())))
+    return {i for i in ids if all(f == skip or not want or facets[f][i] & want for f, want in selected.items())}
+
+
+def _counts_on_page(pg) -> dict[tuple[str, str], int]:
+    rows = pg.eval_on_selector_all(
+        "#kb-filter label[data-n]",
+        "ls => ls.map(l => { const b = l.querySelector('input'); return [b.dataset.facet, b.value, +l.dataset.n]; })")
+    return {(f, v): n for f, v, n in rows}
+
+
+def _expected_counts(facets, selected) -> dict[tuple[str, str], int]:
+    out = {}
+    for f, per_paper in facets.items():
+        pool = _select(facets, selected, skip=f)
+        for v in sorted(set().union(*per_paper.values())):
+            out[(f, v)] = sum(1 for i in pool if v in per_paper[i])
+    return out
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    from kb.store import load_kb
+
+    return load_kb(REPO).vocab
+
+
+def test_facet_counts_follow_the_filter_state(page, records, vocab) -> None:
+    facets = _facets(records, vocab)
+    _open_filter(page)
+    assert _counts_on_page(page) == _expected_counts(facets, {})
+    page.check("#kb-f-type-structured")
+    selected = {"type": {"structured"}}
+    assert _counts_on_page(page) == _expected_counts(facets, selected)
+    # A second facet: the retrain value that leaves the fewest (but some) structured papers.
+    pool = _select(facets, selected)
+    value = min((v for v in set().union(*facets["retrain"].values())
+                 if 0 < sum(1 for i in pool if v in facets["retrain"][i]) < len(pool)),
+                key=lambda v: (sum(1 for i in pool if v in facets["retrain"][i]), v))
+    page.check(f"#kb-f-retrain-{value}")
+    selected["retrain"] = {value}
+    counts = _counts_on_page(page)
+    assert counts == _expected_counts(facets, selected)
+    assert any(n == 0 for n in counts.values()), "expected some value to drop to zero"
+    assert set(_rows(page)) == _select(facets, selected)
+
+
+def test_an_empty_combination_says_so_and_recovers(page, records, vocab) -> None:
+    facets = _facets(records, vocab)
+    # Two values of different facets that no single paper carries together.
+    pair = None
+    for f1 in ("type", "criteria", "budget"):
+        for f2 in ("retrain", "weight", "status"):
+            for v1 in sorted(set().union(*facets[f1].values())):
+                for v2 in sorted(set().union(*facets[f2].values())):
+                    if not _select(facets, {f1: {v1}, f2: {v2}}):
+                        pair = (f1, v1, f2, v2)
+                        break
+                if pair:
+                    break
+            if pair:
+                break
+        if pair:
+            break
+    assert pair, "every pair of values co-occurs; cannot build an empty combination"
+    f1, v1, f2, v2 = pair
+    _open_filter(page, f"?{f1}={v1}&{f2}={v2}")
+    assert page.is_visible("#kb-empty")
+    assert not page.is_visible("#kb-filter table")
+    assert page.get_attribute("#kb-filter", "data-count") == "0"
+    page.uncheck(f"#kb-f-{f2}-{v2}")
+    assert not page.is_visible("#kb-empty")
+    assert set(_rows(page)) == _select(facets, {f1: {v1}})
+    page.check(f"#kb-f-{f2}-{v2}")
+    page.click("#kb-empty button")
+    assert set(_rows(page)) == {r.paper.id for r in records}
+
+
+def test_granularity_and_status_facets_select_the_right_papers(page, records, vocab) -> None:
+    facets = _facets(records, vocab)
+    gran = facets["type-granularity"]
+    for value in ("depth", "head"):
+        expected = {i for i, vs in gran.items() if value in vs}
+        assert expected, f"no record has granularity {value}"
+        _open_filter(page, f"?type-granularity={value}")
+        assert set(_rows(page)) == expected
+    status = facets["status"]
+    for value in sorted(set().union(*status.values())):
+        _open_filter(page)
+        page.check(f"#kb-f-status-{value}")
+        assert set(_rows(page)) == {i for i, vs in status.items() if value in vs}
+    assert "status=" in page.url
+
+
+def test_filter_search_looks_at_tags_and_take_aways(page, records) -> None:
+    import json
+
+    from kb.commands.records import record_json
+
+    _open_filter(page)
+    page.fill("#kb-search", "cosine")
+    shown = set(_rows(page))
+    tagged = {r.paper.id for r in records if _has(r, "criteria", "cosine-similarity")}
+    assert tagged and tagged <= shown
+    assert all("cosine" in json.dumps(record_json(r)).lower() for r in records if r.paper.id in shown)
+
+
+def test_searching_a_short_name_ranks_its_paper_first(page, records) -> None:
+    named = [r for r in records if r.paper.short_name]
+    assert named
+    page.goto(page.base)
+    box = "input.md-search__input"
+    for rec in named:
+        first = None
+        for _ in range(20):  # the search worker may still be loading the index
+            page.eval_on_selector(".md-search-result__list", "l => l.replaceChildren()")
+            page.fill(box, rec.paper.short_name)
+            page.press(box, "End")  # mkdocs-material searches on key events
+            try:
+                first = page.wait_for_function(
+                    "() => { const a = document.querySelector('.md-search-result__item > a');"
+                    " return a && a.getAttribute('href'); }", timeout=1500).json_value()
+                break
+            except Exception:  # noqa: BLE001 - Playwright's timeout; try again
+                continue
+        assert first and f"/papers/{rec.paper.id}/" in first, (rec.paper.short_name, first)
+    # Result snippets carry no badge or screen-reader text run together.
+    text = page.inner_text(".md-search-result")
+    assert not re.search(r"(Type|Criteria|Budget|Data|Retrain|Weight)\1", text)
+
+
+def _site_pages(site: Path) -> list[str]:
+    return sorted(str(p.parent.relative_to(site)) + "/" if p.parent != site else ""
+                  for p in site.rglob("index.html"))
+
+
+def test_no_page_scrolls_sideways_at_phone_width(open_page, site) -> None:
+    pg = open_page(390, 844)
+    paths = _site_pages(site)
+    kinds = {p.split("/")[0] for p in paths}
+    assert {"", "papers", "concepts", "tables", "all-papers", "challenges"} <= kinds
+    for path in paths:
+        pg.goto(pg.base + path)
+        if path == "all-papers/":
+            pg.wait_for_selector("#kb-filter[data-ready]")
+        width = pg.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"/{path} is {width} px wide at 390 px"
+        off = pg.evaluate("""() => Array.from(document.querySelectorAll('body *')).filter(e => {
+            if (getComputedStyle(e).position !== 'fixed') return false;
+            const r = e.getBoundingClientRect();
+            return r.width > 0 && r.height > 0 && r.right > innerWidth + 1;  // drawers wait off-screen to the left
+        }).map(e => e.className)""")
+        assert off == [], f"/{path}: fixed elements off screen: {off}"
+
+
+def test_all_papers_on_a_phone_shows_results_first_and_whole_badges(open_page, records) -> None:
+    pg = open_page(390, 844)
+    _open_filter(pg)
+    assert not pg.eval_on_selector(".kb-filter__panel", "d => d.open")  # facets folded
+    top = pg.eval_on_selector("#kb-filter tbody tr", "r => r.getBoundingClientRect().top")
+    assert top < 844, f"first result at {top} px"
+    split = pg.eval_on_selector_all("#kb-filter tbody .kb-badge", """bs => bs.filter(b => {
+        const [axis, first] = b.children; return Math.abs(axis.getBoundingClientRect().top - first.getBoundingClientRect().top) > 2;
+    }).length""")
+    assert split == 0
+    broken = pg.eval_on_selector_all("#kb-filter td.kb-title > a, #kb-filter td.kb-title > small", """els => {
+        const out = [];
+        els.forEach(el => { const node = el.firstChild; let at = 0;
+          node.textContent.split(/(\\s+|(?<=-))/).forEach(part => {  // spaces and hyphens may break a line
+            if (part.trim()) { const r = document.createRange(); r.setStart(node, at); r.setEnd(node, at + part.length);
+              if (r.getClientRects().length > 1) out.push(part); }
+            at += part.length; }); });
+        return out; }""")
+    assert broken == []  # no word of a title is split across two lines
+    pg.click(".kb-filter__panel > summary")
+    pg.check("#kb-f-type-structured")
+    assert set(_rows(pg)) == {r.paper.id for r in records if _has(r, "type", "structured")}
+    desk = open_page(1400, 900)
+    _open_filter(desk)
+    assert desk.eval_on_selector(".kb-filter__panel", "d => d.open")
+    assert desk.eval_on_selector("#kb-filter tbody tr", "r => r.getBoundingClientRect().top") < 900
+
+
+_FOCUS_JS = """() => {
+  const e = document.activeElement;
+  if (!e || e === document.body) return null;
+  const ring = x => { const s = getComputedStyle(x);
+    return (s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) >= 1) || s.boxShadow !== 'none'; };
+  // A visually hidden input (mkdocs-material's palette toggle) shows its focus on its label.
+  const next = e.nextElementSibling;
+  const label = next && next.tagName === 'LABEL' ? next : null;
+  const shown = ring(e) || (label !== null && ring(label));
+  return {key: e.tagName + '#' + e.id + '.' + e.className + ':' + (e.textContent || '').trim().slice(0, 40) + '@' + (e.getAttribute('href') || ''), shown};
+}"""
+
+
+@pytest.mark.parametrize("path", ["", "all-papers/", "papers/wanda/", "challenges/", "concepts/type/"])
+def test_every_control_shows_a_focus_ring(open_page, path) -> None:
+    pg = open_page()
+    pg.goto(pg.base + path)
+    if path == "all-papers/":
+        pg.wait_for_selector("#kb-filter[data-ready]")
+    seen: dict[str, bool] = {}
+    for _ in range(1500):
+        pg.keyboard.press("Tab")
+        info = pg.evaluate(_FOCUS_JS)
+        if info is None or info["key"] in seen:
+            break
+        seen[info["key"]] = info["shown"]
+    assert len(seen) > 10
+    missing = [k for k, shown in seen.items() if not shown]
+    assert missing == [], missing
+    if path == "all-papers/":
+        assert any(k.startswith("INPUT#kb-f-") for k in seen)  # the checkboxes were reached
+
+
+_CONTRAST_JS = """() => {
+  const parse = c => { const p = c.match(/[\\d.]+/g).map(Number); return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1]; };
+  const over = (top, bottom) => [0, 1, 2].map(i => top[i] * top[3] + bottom[i] * (1 - top[3])).concat([1]);
+  const lum = c => { const f = v => { v /= 255; return v <= 0.04045 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]); };
+  const out = [];
+  document.querySelectorAll('.kb-badge *, .kb-badge').forEach(el => {
+    if (el.closest('.kb-sr')) return;
+    const text = Array.from(el.childNodes).filter(n => n.nodeType === 3 && n.textContent.trim()).map(n => n.textContent).join('');
+    if (!text.trim() || el.getBoundingClientRect().width === 0) return;
+    const chain = []; for (let e = el; e; e = e.parentElement) chain.unshift(e);
+    let bg = [255, 255, 255, 1], opacity = 1;
+    chain.forEach(e => { const s = getComputedStyle(e); const c = parse(s.backgroundColor);
+      if (c[3] > 0) bg = over(c, bg); opacity *= parseFloat(s.opacity); });
+    const fg = parse(getComputedStyle(el).color); fg[3] *= opacity;
+    const shown = over(fg, bg);
+    const [a, b] = [lum(shown), lum(bg)].sort((x, y) => y - x);
+    out.push({text: text.trim(), ratio: (a + 0.05) / (b + 0.05)});
+  });
+  return out;
+}"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_badge_text_contrast_is_at_least_4_5(open_page, scheme) -> None:
+    pg = open_page(scheme=scheme)
+    checked = 0
+    for path in ("", "tables/", "all-papers/", "papers/wanda/", "concepts/data/"):
+        pg.goto(pg.base + path)
+        if path == "all-papers/":
+            pg.wait_for_selector("#kb-filter[data-ready]")
+        expected = "slate" if scheme == "dark" else "default"
+        assert pg.get_attribute("body", "data-md-color-scheme") == expected
+        found = pg.evaluate(_CONTRAST_JS)
+        low = sorted({(f["text"], round(f["ratio"], 2)) for f in found if f["ratio"] < 4.5})
+        assert low == [], f"/{path} ({scheme}): {low[:10]}"
+        checked += len(found)
+    assert checked > 100
+
+
+def test_paper_page_links_both_ways_and_copies_its_bibtex(browser, base, records) -> None:
+    ctx = browser.new_context(permissions=["clipboard-read", "clipboard-write"])
+    try:
+        pg = ctx.new_page()
+        named_by = sorted(r.paper.id for r in records if "wanda" in r.paper.related)
+        assert named_by
+        pg.goto(base + "papers/wanda/")
+        hrefs = set(pg.eval_on_selector_all(".md-content a", "as => as.map(a => a.getAttribute('href'))"))
+        assert {f"../{i}/" for i in named_by} <= hrefs
+        assert "https://arxiv.org/abs/2306.11695" in hrefs
+        assert "../../all-papers/?criteria=wanda" in hrefs
+        nav = set(pg.eval_on_selector_all(".md-nav a", "as => as.map(a => a.getAttribute('href'))"))
+        assert {f"../{r.paper.id}/" for r in records} - {"../wanda/"} <= nav  # every paper in the navigation
+        pg.click("button.kb-copy")
+        copied = pg.evaluate("navigator.clipboard.readText()")
+        assert copied.startswith("@inproceedings{wanda,") and copied == pg.inner_text("pre.kb-bibtex")
+    finally:
+        ctx.close()
+
+
+def test_challenge_links_open_the_folded_note(page) -> None:
+    page.goto(page.base + "challenges/#wanda")
+    assert page.eval_on_selector("details#wanda", "d => d.open")
+    assert not page.eval_on_selector("details#sparsegpt", "d => d.open")

@@ -64,3 +64,17 @@ def test_papers_json_has_schema_version_every_record_and_the_vocabulary(kb) -> N
 
 def test_short_count() -> None:
     assert [short_count(n) for n in (0, 999, 1000, 1234, 9999, 12345)] == ["0", "999", "1k", "1.2k", "10k", "12k"]
+
+
+def test_papers_json_carries_choice_qualifiers_statuses_and_reverse_related(kb) -> None:
+    data = papers_json(kb, _ctx(kb))
+    axes = {a["id"]: a for a in data["axes"]}
+    gran = next(q for q in axes["type"]["qualifiers"] if q["name"] == "granularity")
+    assert gran["of"] == ["structured"] and "depth" in gran["values"]
+    assert [q["name"] for q in axes["data"]["qualifiers"]] == []  # amounts (sizes) are not facets
+    retrain = {q["name"]: q for q in axes["retrain"]["qualifiers"]}
+    assert retrain["method"]["of"] == ["efficient", "extensive"]  # merged over the values that allow it
+    assert {s["id"] for s in data["statuses"]} >= {"conference", "preprint", "under-review"}
+    papers = {p["id"]: p for p in data["papers"]}
+    assert papers["fixture-depth"]["site"]["status"] == "preprint"
+    assert papers["wanda"]["site"]["related_by"] == ["fixture-width"]

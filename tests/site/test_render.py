@@ -17,7 +17,7 @@ def pages(kb) -> dict[str, str]:
 
 def test_every_page_and_export_is_rendered(pages, kb) -> None:
     expected = {"index.md", "tables.md", "all-papers.md", "challenges.md", "reproductions.md", "about.md",
-                "papers.json", "papers.bib", "assets/axes.css", "assets/kb.css", "assets/kb-filter.js"}
+                "papers.json", "papers.bib", "assets/axes.css", "assets/kb.css", "assets/kb.js", "assets/kb-filter.js"}
     expected |= {f"concepts/{a}.md" for a in ("type", "criteria", "budget", "data", "retrain", "weight")}
     expected |= {f"papers/{r.paper.id}.md" for r in kb.records}
     assert set(pages) == expected
@@ -28,7 +28,9 @@ def test_paper_page_shows_six_badges_in_axis_order_linking_to_value_anchors(page
     axes = re.findall(r'<span class="kb-badge kb-axis-([a-z]+)" data-axis=', page.split("## Tags")[0])
     assert axes == ["type", "criteria", "budget", "data", "retrain", "weight"]
     assert "](../concepts/type.md#semi-structured){.kb-badge__value}" in page
-    assert '<span class="kb-sr">Type: </span>Unstructured' in page
+    assert '<span class="kb-sr" data-search-exclude>Type: </span>Unstructured' in page
+    # The badge strip is left out of the search index (the tag table below carries the same words).
+    assert '<div class="kb-paper-badges" data-paper="wanda" data-search-exclude markdown>' in page
 
 
 def test_paper_page_carries_links_bibtex_implementation_and_reproduction(pages) -> None:
@@ -130,3 +132,87 @@ def test_earlier_titles_and_sources_are_shown_escaped_and_exported(pages) -> Non
     record = next(p for p in json.loads(pages["papers.json"])["papers"] if p["id"] == "fixture-depth")
     assert record["earlier_versions"][0]["title"] == "Fixture <em>older</em> depth title"
     assert record["sources"][0]["supports"] == ["venue", "identifiers", "earlier_versions"]
+
+
+def test_paper_page_heading_leads_with_the_short_name_and_search_boost(pages) -> None:
+    wanda = pages["papers/wanda.md"]
+    assert "\n# Wanda: Fixture: activation-aware magnitude pruning\n" in wanda
+    assert "search:\n  boost:" in wanda.split("---")[1]
+    width = pages["papers/fixture-width.md"]
+    assert "\n# Fixture structured width pruning with recovery\n" in width  # no short name: the title alone
+
+
+def test_identifiers_link_out_and_related_links_go_both_ways(pages) -> None:
+    wanda = pages["papers/wanda.md"]
+    assert "| arXiv | [2306.11695](https://arxiv.org/abs/2306.11695) |" in wanda
+    assert "| Named as related by | [Fixture structured width pruning with recovery](fixture-width.md) |" in wanda
+    width = pages["papers/fixture-width.md"]
+    assert "| Related | [Wanda](wanda.md) |" in width
+    assert "Named as related by" not in width
+    assert "| Status | Preprint |" in pages["papers/fixture-depth.md"]
+
+
+def test_tag_values_link_to_the_filtered_list(pages) -> None:
+    wanda = pages["papers/wanda.md"]
+    assert "[all](../all-papers.md?criteria=wanda " in wanda
+    concept = pages["concepts/type.md"]
+    assert "| [Structured](#structured) | 2 | [list them](../all-papers.md?type=structured) |" in concept
+    home = pages["index.md"]
+    assert "[2](all-papers.md?type=structured " in home
+
+
+def test_home_page_counts_values_marks_unused_ones_and_says_how_to_cite(pages, kb) -> None:
+    home = pages["index.md"]
+    used = {e.value for r in kb.records for e in r.paper.tags.criteria}
+    unused = [v for v in kb.vocab["criteria"].values if v.id not in used]
+    assert unused, "the fixture uses every criteria value"
+    assert home.count('<span class="kb-none">none yet</span>') == sum(
+        1 for a in kb.vocab.ordered() for v in a.values
+        if not any(e.value == v.id for r in kb.records for e in getattr(r.paper.tags, a.axis)))
+    from site_builder.context import REPOSITORY_URL
+
+    assert f"[{REPOSITORY_URL}]({REPOSITORY_URL})" in home
+    assert "@misc{pruning-kb," in home and 'data-copy-label="Copy citation"' in home
+
+
+def test_repository_url_comes_from_mkdocs_repo_url_when_set() -> None:
+    from site_builder.context import REPOSITORY_URL, repository_url
+
+    assert repository_url({}) == REPOSITORY_URL
+    assert repository_url({"repo_url": "https://example.org/kb"}) == "https://example.org/kb"
+    assert repository_url({"repo_url": "javascript:alert(1)"}) == REPOSITORY_URL
+
+
+def test_challenges_are_grouped_and_folded_one_per_paper(pages, kb) -> None:
+    page = pages["challenges.md"]
+    ids = re.findall(r'<details class="kb-challenge" id="([a-z0-9-]+)" markdown>', page)
+    assert sorted(ids) == sorted(r.paper.id for r in kb.records)
+    assert "## Weight pruning {: #scope-weight-pruning }" in page
+    assert "<summary markdown=\"span\">**Wanda: Fixture: activation-aware magnitude pruning**" in page
+
+
+def test_stars_are_promised_only_when_there_are_stars(kb_root) -> None:
+    from kb.store import load_kb
+
+    (kb_root / "data" / "meta" / "github.json").unlink()
+    rendered = render_all(load_kb(kb_root))
+    assert "stars" not in rendered.pages["tables.md"].split("## ")[0].lower()
+    assert "Stars as of" not in rendered.committed["README.md"]
+
+
+def test_paper_pages_join_the_navigation() -> None:
+    from site_builder.build import with_paper_nav
+
+    nav = [{"Home": "index.md"}, {"All papers (filter)": "all-papers.md"}, {"About": "about.md"}]
+    papers = [{"2024": ["papers/b.md"]}, {"2023": ["papers/a.md"]}]
+    assert with_paper_nav(nav, papers) == [nav[0], nav[1], {"Papers": papers}, nav[2]]
+    assert with_paper_nav(None, papers) is None
+
+
+def test_every_badge_colour_pairs_with_a_text_colour_of_at_least_4_5_to_1(kb) -> None:
+    from site_builder.badges import AXIS_LABEL_BG, contrast, text_colour
+
+    for axis in kb.vocab.ordered():
+        colour = axis.colour.lower()
+        assert contrast(colour, text_colour(colour)) >= 4.5, f"{axis.axis}: {colour}"
+    assert contrast(AXIS_LABEL_BG, "#ffffff") >= 4.5
