@@ -149,8 +149,9 @@ def _shortgpt_claim(r: Results) -> Verdict:
     acc_low, acc_high, acc_rand = r.acc("lowest-bi"), r.acc("highest-bi"), r.mean(randoms, r.acc)
     ppl_ok = _finite(low, rand, high) and low < rand and low < high
     acc_ok = _finite(acc_low, acc_rand, acc_high) and acc_low > acc_rand and acc_low > acc_high
-    reason = (f"ppl lowest-BI {low:.2f} vs random mean {rand:.2f} and highest-BI {high:.2f}; probe acc_norm "
-              f"lowest-BI {acc_low:.3f} vs random mean {acc_rand:.3f} and highest-BI {acc_high:.3f}")
+    best = min((r.ppl(label) for label in randoms), default=math.nan)
+    reason = (f"ppl lowest-BI {low:.2f} vs random mean {rand:.2f} (best draw {best:.2f}) and highest-BI {high:.2f}; "
+              f"probe acc_norm lowest-BI {acc_low:.3f} vs random mean {acc_rand:.3f} and highest-BI {acc_high:.3f}")
     return ppl_ok and acc_ok, reason
 
 

@@ -102,7 +102,7 @@ def _pick(scores: torch.Tensor, answer: torch.Tensor) -> float:
     return float((scores.argmax(-1) == answer).float().mean())
 
 
-def score_task(model: nn.Module, task: TokenTask, *, batch_size: int = 32) -> ProbeScore:
+def score_task(model: nn.Module, task: TokenTask, *, batch_size: int = 64) -> ProbeScore:
     """Accuracy of `model` on the built-in task; log-likelihoods are summed in float32."""
     device = model.get_input_embeddings().weight.device
     k, length = task.choices.shape[1], task.choices.shape[2]

@@ -95,7 +95,17 @@ def save_model(model: nn.Module, tokenizer: Any, directory: Path, *, replace: bo
         tokenizer.save_pretrained(tmp)
         if gone["attention"] or gone["mlp"]:
             _make_remote_code(tmp, gone)
-        os.chmod(tmp, 0o755)
+        _readable(tmp)
+
+
+def _readable(directory: Path) -> None:
+    """Temporary directories and some writers create owner-only modes; a saved model is for everyone to read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(directory, 0o777 & ~umask)
+    for path in directory.iterdir():
+        if path.is_file():
+            os.chmod(path, 0o666 & ~umask)
 
 
 def _make_remote_code(directory: Path, gone: dict[str, list[int]]) -> None:

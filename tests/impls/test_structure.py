@@ -4,6 +4,7 @@ and saved directories that load in a fresh process and generate the same tokens.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -119,6 +120,9 @@ def test_saved_model_loads_in_a_fresh_process_and_generates_the_same(tmp_path, e
         assert config["skipped_attention"] == [0, 2] and config["skipped_mlp"] == [3]
     else:
         assert config["model_type"] == "llama" and config["num_hidden_layers"] == 3
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all(f.stat().st_mode & 0o777 == 0o666 & ~umask for f in (tmp_path / "out").iterdir())  # readable by all
     got = _fresh_process(tmp_path / "out", tmp_path)
     assert got["tokens"] == expected
     assert got["params"] == model_size(model).params_total
