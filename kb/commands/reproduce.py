@@ -36,7 +36,7 @@ def register(subparsers: Any) -> None:
         "dense model) and check its claim. Exit 0 if the claim holds, 1 if not, 2 on bad input.",
     )
     rep.add_argument("paper", help=f"paper id: {registry.papers_help()}")
-    _common(rep)
+    _common(rep, "the paper's setting")
     rep.add_argument("--probe-items", type=int, help="items of the multiple-choice probe, where a paper uses it "
                      f"(default {_DATA['probe_items']})")  # fmt: skip
     rep.add_argument("--json", metavar="PATH", help="result file (default: results/<paper>-<model>.json)")
@@ -50,18 +50,18 @@ def register(subparsers: Any) -> None:
         + registry.methods_help(),
     )
     pr.add_argument("method", help=", ".join(registry.METHODS))
-    _common(pr)
+    _common(pr, "the method's default")
     pr.add_argument("--save", metavar="DIR", required=True, help="output directory (must not exist)")
     pr.add_argument("--force", action="store_true", help="replace an existing --save directory")
     pr.set_defaults(func=_run_prune)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--model", default="tiny-llama", help="tiny-llama (default), random-llama, a hub id or a path")
     target = p.add_mutually_exclusive_group()
-    target.add_argument("--sparsity", type=float, help="fraction of weights to prune (default: the paper's; 0.5)")
+    target.add_argument("--sparsity", type=float, help=f"fraction of weights to prune (default: {default})")
     target.add_argument("--pattern", metavar="N:M", help="semi-structured: prune N of every M weights, e.g. 2:4")
-    p.add_argument("--layers", type=int, help="decoder layers to remove (depth methods; default: the paper's)")
+    p.add_argument("--layers", type=int, help=f"decoder layers to remove, depth methods (default: {default})")
     p.add_argument("--dataset", default="pydoc", help="pydoc (offline, default), wikitext2, c4, or a UTF-8 file")
     p.add_argument("--nsamples", type=int, help=f"calibration sequences (default {_DATA['nsamples']})")
     p.add_argument("--seqlen", type=int, help=f"tokens per sequence (default {_DATA['seqlen']})")
