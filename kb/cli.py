@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "build",
     "reproduce",
     "net",
+    "cache",
 )
 
 
