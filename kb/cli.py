@@ -1,6 +1,8 @@
 """`kb`: the command line. Thin: parse options, call one library function, map errors to exit codes.
 
-Exit codes: 0 success, 1 a check found problems, 2 bad usage or input, 130 interrupted.
+Exit codes: 0 success, 1 a check found problems, 2 bad usage or input, 130 interrupted (Ctrl-C), 143
+terminated (SIGTERM; 129 for SIGHUP). Both signals unwind the stack like Ctrl-C does, so every atomic
+write in progress removes its temporary file or directory and nothing half-written is left behind.
 Each command lives in `kb/commands/<name>.py` and exposes `register(subparsers)`; a command's
 parser sets `func(args) -> int`. Command modules import heavy libraries (torch, transformers,
 httpx, jinja2) inside `func`, never at module level, so `kb --help` stays fast.
@@ -9,8 +11,11 @@ httpx, jinja2) inside `func`, never at module level, so `kb --help` stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 
 from . import __version__
 from .errors import KBError
@@ -22,6 +27,7 @@ _COMMAND_MODULES = (
     "build",
     "reproduce",
     "net",
+    "cache",
 )
 
 
@@ -46,7 +52,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """A termination signal turned into an exception, so `finally` blocks and cleanups run."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, _frame: object) -> None:
+    signal.signal(signum, signal.SIG_DFL)  # a second signal during cleanup ends the process at once
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _signals_unwind() -> Iterator[None]:
+    """Inside the block, SIGTERM and SIGHUP raise `Terminated` (main thread only; restored afterwards)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    wanted = (signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, _raise_terminated) for s in wanted}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        with _signals_unwind():
+            return _main(argv)
+    except Terminated as exc:  # a signal between the command's end and the handlers' restoration
+        return _terminated(exc)
+
+
+def _terminated(exc: Terminated) -> int:
+    print(f"kb: terminated ({signal.Signals(exc.signum).name})", file=sys.stderr)
+    return 128 + exc.signum
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -57,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KBError as exc:
         print(f"kb: error: {exc.message}", file=sys.stderr)
         return exc.code
+    except Terminated as exc:
+        return _terminated(exc)
     except KeyboardInterrupt:
         print("kb: interrupted", file=sys.stderr)
         return 130

@@ -11,7 +11,7 @@ from pathlib import Path
 from string import Template
 
 from .errors import KBError
-from .fsutil import write_text_atomic
+from .fsutil import check_writable, write_text_atomic
 from .schema import ID_PATTERN
 
 
@@ -61,7 +61,8 @@ def render(paper_id: str, draft: Draft) -> tuple[str, str]:
 
 
 def target_paths(root: Path, paper_id: str) -> tuple[Path, Path]:
-    """papers/<id>.yaml and challenge/<id>.md, after checking the id and that neither file exists.
+    """papers/<id>.yaml and challenge/<id>.md, after checking the id, that neither file exists and that
+    both can be written.
 
     `kb new --arxiv` calls this before any network request, and `scaffold` again before writing.
     """
@@ -72,6 +73,8 @@ def target_paths(root: Path, paper_id: str) -> tuple[Path, Path]:
     for path in (paper_path, note_path):
         if path.exists():
             raise KBError(f"{path.relative_to(root)} already exists; not overwriting")
+    for path in (paper_path, note_path):
+        check_writable(path, what="new file")
     return paper_path, note_path
 
 

@@ -4,8 +4,8 @@ Three groups of output:
   docs folder   every page, export and asset (default `docs/generated/`, gitignored, never edited);
   site          `mkdocs build --strict` of that folder (default `site/`);
   committed     the README section, `docs/badges/*.svg` and `schema/paper.schema.json`.
-The docs folder and the site are replaced atomically and together: if rendering or mkdocs fails,
-both stay as they were. `check_committed` compares the committed files without writing anything.
+The docs folder and the site are replaced atomically and together: if rendering or mkdocs fails, or
+the build is interrupted (Ctrl-C, SIGTERM), both stay as they were and no temporary directory remains. `check_committed` compares the committed files without writing anything.
 """
 
 from __future__ import annotations
@@ -109,11 +109,15 @@ def build(kb: KnowledgeBase, docs_out: Path, site_out: Path | None, *, write_rep
     """Render into `docs_out`, build the site into `site_out` (skipped when None) and, unless told
     otherwise, refresh the committed generated files. Returns the committed files it changed."""
     rendered = render_all(kb)
-    with atomic_directory(docs_out, replace=True) as tmp_docs:
-        write_docs(rendered.pages, tmp_docs)
-        if site_out is not None:
-            with atomic_directory(site_out, replace=True) as tmp_site:
-                run_mkdocs(kb.root / MKDOCS_CONFIG, tmp_docs, tmp_site, rendered.paper_nav)
+    try:
+        with atomic_directory(docs_out, replace=True) as tmp_docs:
+            write_docs(rendered.pages, tmp_docs)
+            if site_out is not None:
+                with atomic_directory(site_out, replace=True) as tmp_site:
+                    run_mkdocs(kb.root / MKDOCS_CONFIG, tmp_docs, tmp_site, rendered.paper_nav)
+    except OSError as exc:  # a full disk or a directory made read-only meanwhile; nothing was replaced
+        where = exc.filename or docs_out
+        raise KBError(f"cannot write the site: {where}: {exc.strerror or exc}", code=2) from None
     return write_committed(kb.root, rendered) if write_repo_files else []
 
 

@@ -2,8 +2,9 @@
 
 Reproduction records are validated with `kb.results.Reproduction`, the model the harness writes with.
 
-Both are optional (the site builds without them) but, when present, must be well formed: a broken
-file stops the build with one line naming it, rather than silently dropping a number from the site.
+Both are optional (the site builds without them) but, when present, must be well formed: a broken or
+hand-edited file stops the build with one line naming the file and the field (exit 2, bad input), rather
+than silently dropping a number from the site.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def load_reproductions(root: Path) -> dict[str, Reproduction]:
     for path in sorted((root / REPRODUCTIONS_DIR).glob("*.json")):
         rep = _load(path, root, Reproduction)
         if rep.paper != path.stem:
-            raise KBError(f"{_rel(path, root)}: paper is {rep.paper!r} but the file is named {path.stem!r}", code=1)
+            raise KBError(f"{_rel(path, root)}: paper is {rep.paper!r} but the file is named {path.stem!r}", code=2)
         out[path.stem] = rep
     return out
 
@@ -61,15 +62,17 @@ def _load(path: Path, root: Path, model: type[BaseModel]) -> Any:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
-        raise KBError(f"{rel}: cannot read: {exc}", code=1) from None
+        raise KBError(f"{rel}: cannot read: {exc}", code=2) from None
     except json.JSONDecodeError as exc:
-        raise KBError(f"{rel}:{exc.lineno}: not valid JSON: {exc.msg}", code=1) from None
+        raise KBError(f"{rel}:{exc.lineno}: not valid JSON: {exc.msg}", code=2) from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "(file)"
-        raise KBError(f"{rel}: {where}: {err['msg']}", code=1) from None
+        got = "" if err["type"] == "missing" else f" (got {json.dumps(err.get('input'))[:60]})"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise KBError(f"{rel}: {where}: {err['msg']}{got}{more}", code=2) from None
 
 
 def _rel(path: Path, root: Path) -> str:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import KBError
+from ..fsutil import check_writable
 from ..paths import repo_root
 
 DEFAULT_DOCS = "docs/generated"
@@ -21,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Validate the knowledge base, render every page into the generated docs folder, build the "
             "site with mkdocs (--strict) and refresh the committed generated files: the README section "
             "between its markers, docs/badges/*.svg and schema/paper.schema.json. The docs folder and the "
-            "site are replaced atomically; a failed build leaves the previous ones intact."
+            "site are replaced atomically; a failed or interrupted build leaves the previous ones intact, and "
+            "output directories that cannot be written are refused before anything is rendered."
         ),
     )
     p.add_argument("--out", metavar="DIR", type=Path, help=f"where the site goes (default: {DEFAULT_SITE}/)")
@@ -44,6 +46,17 @@ def _build(args: argparse.Namespace) -> int:
     if args.check and (args.out or args.docs_out or args.no_mkdocs or args.site_only):
         raise KBError("--check writes nothing; it cannot be combined with --out, --docs-out, --no-mkdocs or --site-only")
     root = repo_root()
+    docs_out = (args.docs_out or root / DEFAULT_DOCS).resolve()
+    site_out = None if args.no_mkdocs else (args.out or root / DEFAULT_SITE).resolve()
+    if not args.check:  # every output path is checked before the records are even read
+        if site_out is not None and (site_out == docs_out or docs_out in site_out.parents
+                                     or site_out in docs_out.parents):
+            raise KBError("--out and --docs-out must not contain one another")
+        check_writable(docs_out, what="--docs-out directory", directory=True)
+        if site_out is not None:
+            check_writable(site_out, what="--out directory", directory=True)
+        if not args.site_only:
+            check_writable(root / "README.md", what="generated file")
     kb = load_kb(root)
     problems = check_all(kb, _runnable())
     if problems:
@@ -54,10 +67,6 @@ def _build(args: argparse.Namespace) -> int:
         for rel in stale:
             print(f"{rel}: stale; run `kb build`", file=sys.stderr)
         return 1 if stale else 0
-    docs_out = (args.docs_out or root / DEFAULT_DOCS).resolve()
-    site_out = None if args.no_mkdocs else (args.out or root / DEFAULT_SITE).resolve()
-    if site_out is not None and (site_out == docs_out or docs_out in site_out.parents or site_out in docs_out.parents):
-        raise KBError("--out and --docs-out must not contain one another")
     changed = build(kb, docs_out, site_out, write_repo_files=not args.site_only)
     for rel in changed:
         print(f"updated {rel}", file=sys.stderr)

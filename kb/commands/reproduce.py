@@ -2,7 +2,8 @@
 
 `kb reproduce` runs a paper's headline comparison (the dense model, then each labelled run from a fresh
 copy of it), prints a table on stdout and progress on stderr, and writes the result record atomically to
-`--json PATH` (default: `results/<paper>-<model>.json` in the checkout). Exit 0 when the paper's claim
+`--json PATH` (default: `results/<paper>-<model>.json` in the checkout). The output path (`--json`, `--save`)
+is checked before the model is loaded: a path that cannot be written is a one-line error, exit 2. Exit 0 when the paper's claim
 holds on this run, 1 when it does not (the numbers are still written), 2 on bad input.
 
 `kb prune` runs one method and saves a model + tokenizer directory that `from_pretrained` loads; the
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kb.errors import KBError
+from kb.fsutil import check_writable
 
 _DATA = {"nsamples": 16, "seqlen": 512, "eval_tokens": 4096, "probe_items": 300}
 
@@ -128,6 +130,8 @@ def _run_reproduce(args: argparse.Namespace) -> int:
     options = paper_options(spec, explicit)
     _check_lengths(options)
     out = None if args.no_save else Path(args.json or repo_root() / "results" / f"{spec.paper}-{_slug(args.model)}.json")
+    if out is not None:
+        out = check_writable(out, what="--json file")  # before the model is loaded, not after the run
     record = reproduce(spec.paper, options)
     print(format_table(record))
     if out is not None:
@@ -184,6 +188,7 @@ def _run_prune(args: argparse.Namespace) -> int:
     save = Path(args.save).expanduser()
     if save.exists() and not args.force:
         raise KBError(f"{save} already exists; pass --force to replace it")
+    check_writable(save, what="--save directory", directory=True)
     from reference_impls.harness.runner import RunOptions, prune_to_dir
 
     options = RunOptions(**explicit)

@@ -7,8 +7,9 @@ Every corpus is split once into two disjoint texts, calibration and evaluation, 
 - `wikitext2` / `c4` (needs the optional `datasets` package and a network): the papers' usual choice,
   calibration from the training split, evaluation from test / validation.
 Calibration samples are `nsamples` random windows of `seqlen` tokens from the calibration stream (drawn
-with `seed`, as upstream does); evaluation uses the first `eval_tokens` tokens of the evaluation stream cut
-into non-overlapping windows of `seqlen` tokens; the rest of the evaluation stream is kept as `heldout`
+with `seed`, as upstream does; they may overlap, so the stream needs only more than `seqlen` tokens);
+evaluation uses the first `eval_tokens` tokens of the evaluation stream cut into non-overlapping windows of
+`seqlen` tokens, and a stream shorter than that is an error, never a smaller evaluation; the rest of the evaluation stream is kept as `heldout`
 (the multiple-choice probe is built from it).
 """
 
@@ -66,7 +67,10 @@ def pydoc_corpus() -> Corpus:
 
 def file_corpus(path: Path) -> Corpus:
     try:
-        text = path.read_bytes().decode("utf-8")
+        raw = path.read_bytes()
+        if b"\x00" in raw[: 1 << 20]:
+            raise KBError(f"dataset file {path} looks binary (it contains NUL bytes); give a UTF-8 text file")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise KBError(f"dataset file not found: {path}") from None
     except IsADirectoryError:
@@ -131,11 +135,14 @@ def token_data(
         raise KBError(
             f"dataset {corpus.name}: calibration part has {calib_stream.numel()} tokens, need more than seqlen={seqlen}"
         )
-    windows = min(eval_tokens, eval_stream.numel()) // seqlen
+    windows = eval_tokens // seqlen
     if windows < 1:
-        raise KBError(
-            f"dataset {corpus.name}: evaluation part has {eval_stream.numel()} tokens, need at least seqlen={seqlen}"
-        )
+        raise KBError(f"eval_tokens ({eval_tokens}) must be at least seqlen ({seqlen})")
+    if eval_stream.numel() < windows * seqlen:
+        fit = eval_stream.numel() // seqlen * seqlen
+        hint = f"ask for --eval-tokens {fit} or fewer" if fit else f"use a longer file or a smaller --seqlen than {seqlen}"
+        raise KBError(f"dataset {corpus.name}: evaluation part has {eval_stream.numel()} tokens, fewer than the "
+                      f"{windows * seqlen} requested ({windows} windows of {seqlen}); {hint}")  # fmt: skip
     rng = random.Random(seed)
     starts = [rng.randrange(0, calib_stream.numel() - seqlen) for _ in range(nsamples)]
     calib = torch.stack([calib_stream[s : s + seqlen] for s in starts])

@@ -90,12 +90,15 @@ def skipped(model: nn.Module) -> dict[str, list[int]]:
 def save_model(model: nn.Module, tokenizer: Any, directory: Path, *, replace: bool = False) -> None:
     """Save model + tokenizer so that `from_pretrained` loads them; the directory appears only when complete."""
     gone = skipped(model)
-    with atomic_directory(directory, replace=replace) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        if gone["attention"] or gone["mlp"]:
-            _make_remote_code(tmp, gone)
-        _readable(tmp)
+    try:
+        with atomic_directory(directory, replace=replace) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            if gone["attention"] or gone["mlp"]:
+                _make_remote_code(tmp, gone)
+            _readable(tmp)
+    except OSError as exc:  # a full disk, a directory made read-only meanwhile: nothing was published
+        raise KBError(f"cannot save the model to {directory}: {exc.strerror or exc}") from None
 
 
 def _readable(directory: Path) -> None:

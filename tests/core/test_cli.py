@@ -113,6 +113,18 @@ def test_new_rejects_bad_ids_and_writes_nothing(tmp_kb, capsys, bad):
     assert list((tmp_kb / "challenge").iterdir()) == []
 
 
+def test_new_refuses_an_unwritable_target_before_asking_arxiv(tmp_kb, capsys, monkeypatch):
+    import kb.arxiv
+
+    (tmp_kb / "challenge").rmdir()
+    (tmp_kb / "challenge").write_text("not a directory")
+    monkeypatch.setattr(kb.arxiv, "draft_from_arxiv", lambda _id: pytest.fail("asked arXiv before checking paths"))
+    for argv in (["new", "my-method"], ["new", "my-method", "--arxiv", "2306.11695"]):
+        assert main(argv) == 2
+        assert "challenge is a file, not a directory" in _one_error_line(capsys.readouterr().err)
+    assert list((tmp_kb / "papers").iterdir()) == []  # not even the record was written
+
+
 def test_validate_json_output(one_paper, capsys):
     path = one_paper / "papers" / "demo-method.yaml"
     path.write_text(path.read_text().replace("criteria: [wanda]", "criteria: [wand]"))

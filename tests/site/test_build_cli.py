@@ -64,9 +64,67 @@ def test_refuses_to_build_a_knowledge_base_with_problems(kb_root: Path, capsys) 
 
 def test_malformed_optional_data_is_one_line_error(kb_root: Path, capsys) -> None:
     (kb_root / "reproductions" / "wanda.json").write_text('{"paper": "wanda", "results": []}', encoding="utf-8")
-    assert main(["build", "--no-mkdocs"]) == 1
+    assert main(["build", "--no-mkdocs"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("kb: error: reproductions/wanda.json: ")
+
+
+def _edit_reproduction(kb_root: Path, edit) -> None:
+    path = kb_root / "reproductions" / "wanda.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    edit(data)
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (lambda d: d.pop("claim"), "reproductions/wanda.json: claim: Field required"),
+        (lambda d: d["runs"][1]["metrics"].update(ppl="thirty"), 'runs.1.metrics.ppl: Input should be a valid number'),
+        (lambda d: d["runs"][0]["metrics"]["size"].pop("layers"), "runs.0.metrics.size.layers: Field required"),
+        (lambda d: d["claim"].update(holds="maybe"), 'claim.holds: Input should be a valid boolean'),
+    ],
+)
+def test_hand_edited_reproduction_names_file_and_field(kb_root: Path, capsys, edit, needle) -> None:
+    _edit_reproduction(kb_root, edit)
+    docs = kb_root / "docs" / "generated"
+    assert main(["build", "--no-mkdocs"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert not docs.exists()
+
+
+def test_unwritable_outputs_are_refused_before_rendering(kb_root: Path, tmp_path: Path, capsys) -> None:
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    for argv in (["build", "--out", str(afile / "site")], ["build", "--no-mkdocs", "--docs-out", str(afile)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is a file, not a directory" in err[0], err
+    assert not (kb_root / "docs" / "generated").exists() and not (kb_root / "site").exists()
+    assert (kb_root / "README.md").read_text(encoding="utf-8") == "# Fixture\n\nHand-written intro.\n"
+
+
+def test_disk_full_during_build_keeps_the_previous_output(kb_root: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    import errno
+
+    import site_builder.build
+
+    docs = tmp_path / "docs"
+    assert main(["build", "--no-mkdocs", "--site-only", "--docs-out", str(docs)]) == 0
+    before = sorted(p.relative_to(docs) for p in docs.rglob("*"))
+
+    def full(pages, target):
+        (target / "half.md").write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device", str(target / "half.md"))
+
+    monkeypatch.setattr(site_builder.build, "write_docs", full)
+    capsys.readouterr()
+    assert main(["build", "--no-mkdocs", "--site-only", "--docs-out", str(docs)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "No space left on device" in err[0], err
+    assert sorted(p.relative_to(docs) for p in docs.rglob("*")) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs", "kb"]  # no temporary directory left
 
 
 def test_usage_errors_exit_2(kb_root: Path, capsys) -> None:
