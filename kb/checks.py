@@ -6,11 +6,12 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 from . import provenance as prov
 from .schema import Paper, sentence_count
 from .store import KnowledgeBase, Problem, Record
-from .yamlio import Loaded
+from .yamlio import Loaded, Path_
 from .vocab import AXES, NOTE_MAX, ChoiceQualifier, Vocabulary, parse_quantity
 
 CHALLENGE_MIN_CHARS = 80
@@ -128,7 +129,7 @@ def _text_line(rec: Record, raw_lines: list[str], field: str, token: str) -> int
 def check_todos(file: str, loaded: Loaded) -> Iterator[Problem]:
     """Template placeholders left in place (outside tags, which say more about it themselves)."""
 
-    def walk(obj, loc):
+    def walk(obj: Any, loc: Path_) -> Iterator[Problem]:
         if isinstance(obj, dict):
             for k, v in obj.items():
                 yield from walk(v, (*loc, k))
@@ -156,7 +157,7 @@ def check_tags(file: str, loaded: Loaded, vocab: Vocabulary) -> Iterator[Problem
             continue
         seen: set[str] = set()
         for i, entry in enumerate(entries):
-            where = ("tags", axis_name, i)
+            where: Path_ = ("tags", axis_name, i)
             if not isinstance(tags.get(axis_name), list):
                 where = ("tags", axis_name)
             field = f"tags.{axis_name}[{i}]"
@@ -187,8 +188,8 @@ def check_tags(file: str, loaded: Loaded, vocab: Vocabulary) -> Iterator[Problem
                 spec = allowed.get(key)
                 if spec is None:
                     names = [*allowed, "note"]
-                    near = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
-                    hint = f" (did you mean {near[0]!r}?)" if near else f" (allowed: {', '.join(names)})"
+                    close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+                    hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(names)})"
                     yield Problem(file, loaded.line_of(qloc), qfield, f"{raw_value!r} takes no qualifier {key!r}{hint}")
                 elif isinstance(spec, ChoiceQualifier):
                     yield from _check_choice(file, loaded, qloc, qfield, spec, given)
@@ -196,7 +197,8 @@ def check_tags(file: str, loaded: Loaded, vocab: Vocabulary) -> Iterator[Problem
                     yield from _check_quantity(file, loaded, qloc, qfield, spec.units, given, value.tokens)
 
 
-def _check_choice(file: str, loaded: Loaded, loc: tuple, field: str, spec: ChoiceQualifier, given) -> Iterator[Problem]:
+def _check_choice(file: str, loaded: Loaded, loc: Path_, field: str, spec: ChoiceQualifier,
+                  given: Any) -> Iterator[Problem]:
     items = given if isinstance(given, list) else [given]
     if isinstance(given, list) and not spec.multiple:
         yield Problem(file, loaded.line_of(loc), field, "takes a single value, not a list")
@@ -209,7 +211,8 @@ def _check_choice(file: str, loaded: Loaded, loc: tuple, field: str, spec: Choic
             yield Problem(file, line, field, f"{item!r} is not allowed{hint}")
 
 
-def _check_quantity(file: str, loaded: Loaded, loc: tuple, field: str, units: list[str], given, bin_tokens) -> Iterator[Problem]:
+def _check_quantity(file: str, loaded: Loaded, loc: Path_, field: str, units: list[str], given: Any,
+                    bin_tokens: tuple[int, int | None] | None) -> Iterator[Problem]:
     if not isinstance(given, str):
         yield Problem(file, loaded.line_of(loc), field, "write the amount as text, like '50K samples'")
         return

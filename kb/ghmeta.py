@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import KBError
 from .fsutil import write_text_atomic
@@ -49,7 +49,7 @@ META_FILE = Path("data/meta/github.json")
 _SERVER_RETRIES = 2
 
 
-def read_meta(path: Path) -> dict:
+def read_meta(path: Path) -> dict[str, Any]:
     """The metadata file, or an empty one when it is missing or unreadable (it is regenerable)."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -61,14 +61,14 @@ def read_meta(path: Path) -> dict:
     return {"fetched": data.get("fetched"), "repos": {k: v for k, v in repos.items() if isinstance(v, dict)}}
 
 
-def write_meta(path: Path, fetched: str, repos: dict[str, dict]) -> None:
+def write_meta(path: Path, fetched: str, repos: dict[str, dict[str, Any]]) -> None:
     body = {"fetched": fetched, "repos": {k: repos[k] for k in sorted(repos, key=str.lower)}}
     write_text_atomic(Path(path), json.dumps(body, indent=2, ensure_ascii=False) + "\n")
 
 
 @dataclass
 class Outcome:
-    repos: dict[str, dict] = field(default_factory=dict)
+    repos: dict[str, dict[str, Any]] = field(default_factory=dict)
     refreshed: list[str] = field(default_factory=list)  # 200 with new values
     unchanged: list[str] = field(default_factory=list)  # 304
     renamed: dict[str, str] = field(default_factory=dict)  # record's name -> GitHub's name
@@ -116,7 +116,7 @@ def refresh(
     *,
     client: httpx.Client,
     api_url: str,
-    stored: dict[str, dict],
+    stored: dict[str, dict[str, Any]],
     today: str,
     max_wait: float = 60.0,
     sleep: Callable[[float], None] = time.sleep,

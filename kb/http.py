@@ -57,8 +57,6 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
         when = email.utils.parsedate_to_datetime(raw)
     except (TypeError, ValueError, IndexError):
         return None
-    if when is None:
-        return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=_dt.timezone.utc)
     current = time.time() if now is None else now
@@ -67,8 +65,8 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
     """Exponential backoff with "equal jitter": half of base * 2**attempt fixed, half random, never above cap."""
-    ceiling = min(cap, base * (2 ** attempt))
-    r = (rng or random).random()
+    ceiling: float = min(cap, base * (2 ** attempt))
+    r: float = (rng or random).random()
     return ceiling / 2 + r * ceiling / 2
 
 

@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from .schema import Paper
-from .vocab import AXES, ChoiceQualifier, Vocabulary
+from .vocab import AXES, Axis, ChoiceQualifier, Vocabulary
 
 SCHEMA_PATH = "schema/paper.schema.json"
 
@@ -34,7 +34,7 @@ def build_schema(vocab: Vocabulary) -> dict[str, Any]:
     return schema
 
 
-def _axis_schema(axis) -> dict[str, Any]:
+def _axis_schema(axis: Axis) -> dict[str, Any]:
     options: list[dict[str, Any]] = []
     for v in axis.values:
         props: dict[str, Any] = {"value": {"const": v.id}, "note": {"type": "string", "maxLength": 80}}

@@ -33,10 +33,10 @@ import re
 import socket
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 from .errors import KBError
@@ -54,6 +54,7 @@ _REDIRECTS = {301, 302, 303, 307, 308}
 _DENIED = {401, 403, 999}  # 999: LinkedIn's answer to bots
 # getaddrinfo codes that mean "this name does not exist" (not "the resolver is unavailable").
 _NO_SUCH_HOST = {getattr(socket, n) for n in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, n)}
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class Target:
 
 def record_targets(rec: Record) -> list[Target]:
     links = rec.paper.links
-    found: list[tuple[str, tuple]] = [(links.paper, ("links", "paper"))]
+    found: list[tuple[str, tuple[str | int, ...]]] = [(links.paper, ("links", "paper"))]
     found += [(c.url, ("links", "code", i, "url")) for i, c in enumerate(links.code)]
     for kind in ("blog", "reviews", "summary", "discussion", "models"):
         found += [(u, ("links", kind, i)) for i, u in enumerate(getattr(links, kind))]
@@ -111,7 +112,7 @@ def changed_paper_files(root: Path, base: str) -> set[str]:
 
     def git(*argv: str) -> str:
         try:
-            done = subprocess.run(["git", *argv], cwd=root, capture_output=True, text=True, timeout=60)
+            done = subprocess.run(["git", *argv], cwd=root, capture_output=True, text=True, timeout=60, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise KBError(f"cannot run git: {exc}") from None
         if done.returncode != 0:
@@ -186,7 +187,7 @@ class LinkCache:
 
     def __init__(self, path: Path | None, ttl: float, now: Callable[[], float] = time.time) -> None:
         self.path, self.ttl, self.now = path, ttl, now
-        self.entries: dict[str, dict] = {}
+        self.entries: dict[str, dict[str, Any]] = {}
         if path is not None and ttl > 0 and path.exists():
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
@@ -195,7 +196,7 @@ class LinkCache:
             except (OSError, ValueError, AttributeError):
                 self.entries = {}
 
-    def _fresh(self, entry: dict) -> bool:
+    def _fresh(self, entry: dict[str, Any]) -> bool:
         checked = entry.get("checked_at")
         return isinstance(checked, (int, float)) and 0 <= self.now() - checked < self.ttl
 
@@ -236,7 +237,7 @@ class Gate:
             self._hosts[name] = asyncio.Semaphore(self._per_host)
         return self._hosts[name]
 
-    async def __call__(self, host: str, fn: Callable[[], Awaitable]) -> object:
+    async def __call__(self, host: str, fn: Callable[[], Awaitable[_T]]) -> _T:
         async with self.host(host), self._total:
             return await fn()
 
@@ -259,7 +260,7 @@ def _no_such_host(exc: BaseException) -> bool:
     return False
 
 
-def _classify(url: str, status: int, headers, final_url: str, hops: int) -> _Pass:
+def _classify(url: str, status: int, headers: Mapping[str, str], final_url: str, hops: int) -> _Pass:
     moved = f"redirects to {final_url}" if hops else ""
     if 200 <= status < 300:
         return _Pass(Result(url, OK, status, moved))
@@ -286,9 +287,9 @@ async def _follow(url: str, client: httpx.AsyncClient, settings: Settings, gate:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             return _Pass(Result(url, BROKEN, None, f"redirect to an unusable URL {current!r}"))
 
-        async def get() -> tuple[int, httpx.Headers]:
+        async def get(target: str = current) -> tuple[int, httpx.Headers]:
             # Stream and close without reading: a server that ignores Range costs us nothing.
-            async with client.stream("GET", current, headers=headers) as response:
+            async with client.stream("GET", target, headers=headers) as response:
                 return response.status_code, response.headers
 
         try:
@@ -374,8 +375,8 @@ async def check_urls(
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         for task in tasks:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # a bug, not a verdict: let it surface
+            if task.done() and not task.cancelled() and (exc := task.exception()) is not None:
+                raise exc  # a bug, not a verdict: let it surface
     for u in unique:
         if u not in results:
             results[u] = Result(u, TRANSIENT, None, f"not checked within the total limit of {settings.total_timeout:g} s")
@@ -422,7 +423,7 @@ class Report:
     def broken(self) -> list[tuple[Target, Result]]:
         return [(t, r) for t, r in self.rows if r.verdict == BROKEN]
 
-    def as_json(self) -> list[dict]:
+    def as_json(self) -> list[dict[str, Any]]:
         return [
             {"url": t.url, "verdict": r.verdict, "status_code": r.status_code, "record": t.record, "detail": r.detail}
             for t, r in self.rows

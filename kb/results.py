@@ -13,11 +13,11 @@ JSON has no inf/nan: non-finite floats are written as the strings "inf"/"nan" an
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION: Final = 2
 
 # What a method does to a model; decides which invariants the harness checks after it ran.
 Kind = Literal["weight-sparsity", "allocation", "depth", "width", "kv-cache", "training", "stand-in"]

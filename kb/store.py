@@ -161,14 +161,14 @@ def _problem_from_error(rel: str, loaded: Loaded, err: Any) -> Problem:
     return Problem(rel, loaded.line_of(loc), dotted, msg)
 
 
-def _dotted(loc: tuple) -> str:
+def _dotted(loc: tuple[str | int, ...]) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
 
-def _allowed_fields(parent: tuple) -> list[str]:
+def _allowed_fields(parent: tuple[str | int, ...]) -> list[str]:
     """Field names allowed at `parent` in a Paper, for 'did you mean' hints."""
     from pydantic import BaseModel
 

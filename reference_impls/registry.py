@@ -185,8 +185,9 @@ _PAPER_LIST = (
             Run("sparsegpt", "sparsegpt"),
             Run("owl-sparsegpt", "owl", {"base": "sparsegpt"}),
         ),
-        claim="At {sparsity:.0%} sparsity, Wanda with OWL's outlier-weighted per-layer ratios reaches a perplexity below "
-        "0.8x that of Wanda at the same uniform ratio in every layer (OWL paper: 85.8 -> 24.6 on LLaMA-7B)",
+        claim="At {sparsity:.0%} sparsity, Wanda with OWL's outlier-weighted per-layer ratios reaches a "
+        "perplexity below 0.8x that of Wanda at the same uniform ratio in every layer "
+        "(OWL paper: 85.8 -> 24.6 on LLaMA-7B)",
         check=_owl_claim,
         defaults={"sparsity": 0.7},
     ),

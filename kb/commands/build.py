@@ -14,7 +14,7 @@ DEFAULT_DOCS = "docs/generated"
 DEFAULT_SITE = "site"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "build",
         help="generate the website, papers.json/papers.bib and the README tables",

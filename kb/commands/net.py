@@ -11,10 +11,14 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import KBError
 from ..http import env_float
 from ..paths import cache_dir, repo_root
+
+if TYPE_CHECKING:
+    from ..store import Record
 
 
 def _count(text: str) -> int:
@@ -44,7 +48,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c = sub.add_parser(
         "check-links", help="check every URL in the records (exit 1 only when one is broken)",
         description="Check every URL in the records concurrently. Verdicts: ok, broken (404, 410, no such host, "
@@ -90,7 +94,7 @@ def _err(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _records(root: Path):
+def _records(root: Path) -> list[Record]:
     from ..store import load_kb
 
     kb = load_kb(root)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING, Any
 
 from ..errors import KBError
 from ..paths import repo_root
 
+if TYPE_CHECKING:
+    from ..store import KnowledgeBase, Record
 
-def register(sub: argparse._SubParsersAction) -> None:
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("list", help="list papers, optionally filtered by tags",
                        description="List papers. Filters combine with AND; repeat --tag for several.")
     p.add_argument("--tag", action="append", default=[], metavar="AXIS=VALUE",
@@ -29,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     n.set_defaults(func=_new)
 
 
-def load_valid():
+def load_valid() -> KnowledgeBase:
     """The knowledge base, or a one-line error if any record fails to load."""
     from ..store import load_kb
 
@@ -40,16 +44,17 @@ def load_valid():
     return kb
 
 
-def record_json(rec) -> dict:
+def record_json(rec: Record) -> dict[str, Any]:
     data = rec.paper.model_dump(mode="json", exclude_none=True)
     impl = rec.paper.implementation
     data["reproduce"] = f"kb reproduce {rec.paper.id} --model tiny-llama" if impl else None
     return data
 
 
-def _parse_filters(kb, raw: list[str]) -> list[tuple[str, str]]:
+def _parse_filters(kb: KnowledgeBase, raw: list[str]) -> list[tuple[str, str]]:
     from ..vocab import AXES
 
+    assert kb.vocab is not None  # load_valid() refuses a knowledge base without one
     filters = []
     for item in raw:
         axis, sep, value = item.partition("=")
@@ -100,6 +105,7 @@ def _show(args: argparse.Namespace) -> int:
     print(f"paper: {p.links.paper}")
     for c in p.links.code:
         print(f"code:  {c.url} ({'official' if c.official else 'community'}, {c.framework})")
+    assert kb.vocab is not None
     for axis in kb.vocab.ordered():
         entries = getattr(p.tags, axis.axis)
         shown = []

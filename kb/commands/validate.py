@@ -10,7 +10,7 @@ from ..errors import KBError
 from ..paths import repo_root
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("validate", help="check all records, the vocabulary and cross references",
                        description="Check every papers/*.yaml, challenge/*.md and concepts/*.yaml. "
                                    "Prints one line per problem (file:line: field: message); exit 1 if any.")

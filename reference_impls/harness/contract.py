@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import torch
 from pydantic import BaseModel
@@ -90,7 +90,7 @@ def model_facts(model: nn.Module) -> ModelFacts:
         zeros += int((linear.weight == 0).sum())
         total += linear.weight.numel()
     idx = tuple(
-        tuple(int(m.layer_idx) for m in layer.modules() if isinstance(getattr(m, "layer_idx", None), int))
+        tuple(int(i) for m in layer.modules() if isinstance(i := getattr(m, "layer_idx", None), int))
         for layer in layers
     )
     shapes = {n: tuple(p.shape) for n, p in layers.named_parameters()}
@@ -98,12 +98,12 @@ def model_facts(model: nn.Module) -> ModelFacts:
                       total)  # fmt: skip
 
 
-def _fail(method: str, message: str) -> None:
+def _fail(method: str, message: str) -> NoReturn:
     raise ContractError(f"method {method} broke its contract: {message}")
 
 
 def check_outcome(
-    method: str, kind: str, before: ModelFacts, after: ModelFacts, outcome: Outcome, target: dict[str, Any]
+    method: str, kind: str, before: ModelFacts, after: ModelFacts, outcome: object, target: dict[str, Any]
 ) -> None:
     """Raise `ContractError` when the model change does not match the outcome and the method's kind."""
     if not isinstance(outcome, Outcome):
