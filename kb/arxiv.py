@@ -65,13 +65,15 @@ def normalise_id(raw: str) -> str:
     text = raw.strip()
     for prefix in _PREFIXES:
         if text.lower().startswith(prefix):
-            text = text[len(prefix):]
+            text = text[len(prefix) :]
             break
     match = _NEW_ID.match(text)
     if match:
         return match.group(1)
     if _OLD_ID.match(text):
-        raise KBError(f"old-style arXiv id {raw!r} is not supported by the record schema; fill the record by hand")
+        raise KBError(
+            f"old-style arXiv id {raw!r} is not supported by the record schema; fill the record by hand"
+        )
     raise KBError(f"malformed arXiv id {raw!r}: expected YYMM.NNNNN, e.g. 2306.11695")
 
 
@@ -169,7 +171,7 @@ def fetch_entry(
                         return entry
                     last_problem = "empty result"
         # The pause before retry k is interval * 2**(k-1) (3, 6, 12 s), or a longer Retry-After (capped).
-        pause = max(min_interval * (2 ** attempt), min(hint or 0.0, MAX_RETRY_AFTER))
+        pause = max(min_interval * (2**attempt), min(hint or 0.0, MAX_RETRY_AFTER))
     if last_problem == "empty result":
         raise KBError(f"arXiv has no paper {arxiv_id} (empty result after {retries + 1} tries)")
     raise KBError(f"arXiv API failed for {arxiv_id} after {retries + 1} tries: {last_problem}")

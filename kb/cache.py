@@ -88,9 +88,14 @@ def read_manifest(directory: Path) -> dict[str, Any] | None:
     if data.get("format") != FORMAT or not isinstance(files, dict) or not files:
         return None
     for info in files.values():
-        if not (isinstance(info, dict) and isinstance(info.get("size"), int) and isinstance(info.get("sha256"), str)):
+        if not (
+            isinstance(info, dict)
+            and isinstance(info.get("size"), int)
+            and isinstance(info.get("sha256"), str)
+        ):
             return None
-    return data
+    manifest: dict[str, Any] = data
+    return manifest
 
 
 def problems(directory: Path, *, full: bool = False) -> list[str]:
@@ -193,7 +198,6 @@ def safetensors_problem(path: Path) -> str | None:
     return None
 
 
-
 @dataclass(frozen=True)
 class Entry:
     name: str  # "models/tiny-llama"
@@ -221,7 +225,9 @@ def stray_files() -> list[Path]:
     for group in GROUPS:
         base = root / group
         if base.is_dir():
-            out += sorted(p for p in base.iterdir() if p.name.startswith(".") and p.name.endswith((".tmp", ".old")))
+            out += sorted(
+                p for p in base.iterdir() if p.name.startswith(".") and p.name.endswith((".tmp", ".old"))
+            )
     out += sorted(root.glob(".links-v1.json.*.tmp")) if root.is_dir() else []
     return out
 

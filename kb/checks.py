@@ -11,8 +11,8 @@ from typing import Any
 from . import provenance as prov
 from .schema import Paper, sentence_count
 from .store import KnowledgeBase, Problem, Record
-from .yamlio import Loaded, Path_
 from .vocab import AXES, NOTE_MAX, ChoiceQualifier, Vocabulary, parse_quantity
+from .yamlio import Loaded, Path_
 
 CHALLENGE_MIN_CHARS = 80
 CHALLENGE_MAX_CHARS = 6000
@@ -48,7 +48,12 @@ def check_record(rec: Record, vocab: Vocabulary) -> Iterator[Problem]:
     if p.id != stem:
         yield Problem(rec.file, rec.line("id"), "id", f"id {p.id!r} must equal the file name {stem!r}")
     if p.venue.year < p.year:
-        yield Problem(rec.file, rec.line("venue", "year"), "venue.year", f"{p.venue.year} is before the first public year {p.year}")
+        yield Problem(
+            rec.file,
+            rec.line("venue", "year"),
+            "venue.year",
+            f"{p.venue.year} is before the first public year {p.year}",
+        )
     n = sentence_count(p.takeaway)
     if n > 3:
         yield Problem(rec.file, rec.line("takeaway"), "takeaway", f"{n} sentences; keep it to 1-3")
@@ -59,15 +64,23 @@ def check_record(rec: Record, vocab: Vocabulary) -> Iterator[Problem]:
             field, token = number_key.groups()
             text = getattr(p, field) or ""
             if not any(n.canonical == prov.canonical(token) for n in prov.find_numbers(text)):
-                yield Problem(rec.file, rec.line("unverified", path), f"unverified.{path}",
-                              f"{token!r} is not a number quoted in {field}")
+                yield Problem(
+                    rec.file,
+                    rec.line("unverified", path),
+                    f"unverified.{path}",
+                    f"{token!r} is not a number quoted in {field}",
+                )
         elif not _resolves(p, path):
-            yield Problem(rec.file, rec.line("unverified", path), f"unverified.{path}", "names no field of this record")
+            yield Problem(
+                rec.file, rec.line("unverified", path), f"unverified.{path}", "names no field of this record"
+            )
     if p.repo and not any(f"github.com/{p.repo.lower()}" in c.url.lower() for c in p.links.code):
         yield Problem(rec.file, rec.line("repo"), "repo", f"{p.repo!r} is not among links.code")
     for i, code in enumerate(p.links.code):
         if code.url == p.links.paper:
-            yield Problem(rec.file, rec.line("links", "code", i, "url"), f"links.code[{i}].url", "same as links.paper")
+            yield Problem(
+                rec.file, rec.line("links", "code", i, "url"), f"links.code[{i}].url", "same as links.paper"
+            )
 
 
 def _raw_lines(kb: KnowledgeBase, rec: Record) -> list[str]:
@@ -84,34 +97,60 @@ def check_provenance(rec: Record, raw_lines: list[str]) -> Iterator[Problem]:
     for i, src in enumerate(p.sources):
         for j, claim in enumerate(src.supports):
             if not _resolves(p, claim):
-                yield Problem(rec.file, rec.line("sources", i, "supports", j), f"sources[{i}].supports[{j}]",
-                              f"{claim!r} names no field of this record")
+                yield Problem(
+                    rec.file,
+                    rec.line("sources", i, "supports", j),
+                    f"sources[{i}].supports[{j}]",
+                    f"{claim!r} names no field of this record",
+                )
         for j, token in enumerate(src.numbers):
             loc = ("sources", i, "numbers", j)
             if not prov.is_single_number(token):
-                yield Problem(rec.file, rec.line(*loc), f"sources[{i}].numbers[{j}]",
-                              f"{token!r} is not one number as the validator reads it (e.g. '6.51', '25%', '2.1x', '20-30%')")
-            elif not any(prov.canonical(token) == n.canonical or prov.canonical(token) in n.ends
-                         for field in prov.TEXT_FIELDS for n in prov.find_numbers(getattr(p, field) or "")):
-                yield Problem(rec.file, rec.line(*loc), f"sources[{i}].numbers[{j}]",
-                              f"{token!r} is not quoted in the take-away or notes")
+                yield Problem(
+                    rec.file,
+                    rec.line(*loc),
+                    f"sources[{i}].numbers[{j}]",
+                    f"{token!r} is not one number as the validator reads it (e.g. '6.51', '25%', '2.1x', '20-30%')",
+                )
+            elif not any(
+                prov.canonical(token) == n.canonical or prov.canonical(token) in n.ends
+                for field in prov.TEXT_FIELDS
+                for n in prov.find_numbers(getattr(p, field) or "")
+            ):
+                yield Problem(
+                    rec.file,
+                    rec.line(*loc),
+                    f"sources[{i}].numbers[{j}]",
+                    f"{token!r} is not quoted in the take-away or notes",
+                )
     claims = [c for s in p.sources for c in s.supports]
     for fact in prov.required_facts(p):
         if not any(prov.covers(c, fact) for c in [*claims, *p.unverified]):
             name = prov.dotted(fact)
-            yield Problem(rec.file, rec.line(*(int(x) if x.isdigit() else x for x in fact)), name,
-                          f"no source: add a sources entry that supports {name!r}, or an unverified reason")
+            yield Problem(
+                rec.file,
+                rec.line(*(int(x) if x.isdigit() else x for x in fact)),
+                name,
+                f"no source: add a sources entry that supports {name!r}, or an unverified reason",
+            )
     sourced = prov.sourced_numbers(p)
     for field in prov.TEXT_FIELDS:
         text = getattr(p, field) or ""
-        excused = {prov.canonical(m.group(2)) for key in p.unverified
-                   if (m := prov.NUMBER_KEY.match(key)) and m.group(1) == field}
+        excused = {
+            prov.canonical(m.group(2))
+            for key in p.unverified
+            if (m := prov.NUMBER_KEY.match(key)) and m.group(1) == field
+        }
         for n in prov.find_numbers(text):
             if prov.covered(n, sourced) or n.canonical in excused:
                 continue
-            yield Problem(rec.file, _text_line(rec, raw_lines, field, n.text), field,
-                          f"number {n.text!r} has no source: list it under a source's numbers, "
-                          f"or add unverified '{field}[{n.canonical}]' with a reason")
+            yield Problem(
+                rec.file,
+                _text_line(rec, raw_lines, field, n.text),
+                field,
+                f"number {n.text!r} has no source: list it under a source's numbers, "
+                f"or add unverified '{field}[{n.canonical}]' with a reason",
+            )
 
 
 def _text_line(rec: Record, raw_lines: list[str], field: str, token: str) -> int:
@@ -167,8 +206,14 @@ def check_tags(file: str, loaded: Loaded, vocab: Vocabulary) -> Iterator[Problem
             value = axis.value(raw_value)
             if value is None:
                 near = axis.suggest(raw_value)
-                hint = f" (did you mean {near!r}?)" if near else f" (valid: {', '.join(v.id for v in axis.values)})"
-                yield Problem(file, loaded.line_of(where), field, f"{raw_value!r} is not a {axis_name} value{hint}")
+                hint = (
+                    f" (did you mean {near!r}?)"
+                    if near
+                    else f" (valid: {', '.join(v.id for v in axis.values)})"
+                )
+                yield Problem(
+                    file, loaded.line_of(where), field, f"{raw_value!r} is not a {axis_name} value{hint}"
+                )
                 continue
             if raw_value in seen:
                 yield Problem(file, loaded.line_of(where), field, f"{raw_value!r} is listed twice")
@@ -183,22 +228,30 @@ def check_tags(file: str, loaded: Loaded, vocab: Vocabulary) -> Iterator[Problem
                 qfield = f"{field}.{key}"
                 if key == "note":
                     if not isinstance(given, str) or len(given) > NOTE_MAX:
-                        yield Problem(file, loaded.line_of(qloc), qfield, f"note must be text of at most {NOTE_MAX} characters")
+                        yield Problem(
+                            file,
+                            loaded.line_of(qloc),
+                            qfield,
+                            f"note must be text of at most {NOTE_MAX} characters",
+                        )
                     continue
                 spec = allowed.get(key)
                 if spec is None:
                     names = [*allowed, "note"]
                     close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
                     hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(names)})"
-                    yield Problem(file, loaded.line_of(qloc), qfield, f"{raw_value!r} takes no qualifier {key!r}{hint}")
+                    yield Problem(
+                        file, loaded.line_of(qloc), qfield, f"{raw_value!r} takes no qualifier {key!r}{hint}"
+                    )
                 elif isinstance(spec, ChoiceQualifier):
                     yield from _check_choice(file, loaded, qloc, qfield, spec, given)
                 else:
                     yield from _check_quantity(file, loaded, qloc, qfield, spec.units, given, value.tokens)
 
 
-def _check_choice(file: str, loaded: Loaded, loc: Path_, field: str, spec: ChoiceQualifier,
-                  given: Any) -> Iterator[Problem]:
+def _check_choice(
+    file: str, loaded: Loaded, loc: Path_, field: str, spec: ChoiceQualifier, given: Any
+) -> Iterator[Problem]:
     items = given if isinstance(given, list) else [given]
     if isinstance(given, list) and not spec.multiple:
         yield Problem(file, loaded.line_of(loc), field, "takes a single value, not a list")
@@ -211,8 +264,15 @@ def _check_choice(file: str, loaded: Loaded, loc: Path_, field: str, spec: Choic
             yield Problem(file, line, field, f"{item!r} is not allowed{hint}")
 
 
-def _check_quantity(file: str, loaded: Loaded, loc: Path_, field: str, units: list[str], given: Any,
-                    bin_tokens: tuple[int, int | None] | None) -> Iterator[Problem]:
+def _check_quantity(
+    file: str,
+    loaded: Loaded,
+    loc: Path_,
+    field: str,
+    units: list[str],
+    given: Any,
+    bin_tokens: tuple[int, int | None] | None,
+) -> Iterator[Problem]:
     if not isinstance(given, str):
         yield Problem(file, loaded.line_of(loc), field, "write the amount as text, like '50K samples'")
         return
@@ -265,19 +325,29 @@ def check_cross(kb: KnowledgeBase) -> Iterator[Problem]:
             if ident is None:
                 continue
             if ident in owner:
-                yield Problem(rec.file, rec.line("identifiers", key), f"identifiers.{key}",
-                              f"{ident} is already the {key} id of {owner[ident].file}")
+                yield Problem(
+                    rec.file,
+                    rec.line("identifiers", key),
+                    f"identifiers.{key}",
+                    f"{ident} is already the {key} id of {owner[ident].file}",
+                )
             owner.setdefault(ident, rec)
     for a, b in near_duplicate_titles(kb.records):
-        yield Problem(a.file, a.line("title"), "title", f"nearly the same title as {b.file}; is it a duplicate?")
+        yield Problem(
+            a.file, a.line("title"), "title", f"nearly the same title as {b.file}; is it a duplicate?"
+        )
     for rec in kb.records:
         for i, other in enumerate(rec.paper.related):
             if other not in by_id:
                 near = difflib.get_close_matches(other, list(by_id), n=1)
                 hint = f" (did you mean {near[0]!r}?)" if near else ""
-                yield Problem(rec.file, rec.line("related", i), f"related[{i}]", f"no record with id {other!r}{hint}")
+                yield Problem(
+                    rec.file, rec.line("related", i), f"related[{i}]", f"no record with id {other!r}{hint}"
+                )
             elif other == rec.paper.id:
-                yield Problem(rec.file, rec.line("related", i), f"related[{i}]", "a record cannot be related to itself")
+                yield Problem(
+                    rec.file, rec.line("related", i), f"related[{i}]", "a record cannot be related to itself"
+                )
 
 
 def near_duplicate_titles(records: list[Record]) -> Iterator[tuple[Record, Record]]:
@@ -302,8 +372,11 @@ def near_duplicate_titles(records: list[Record]) -> Iterator[tuple[Record, Recor
             candidates = list(range(i))
         for j in candidates:
             m = difflib.SequenceMatcher(None, norms[i], norms[j])
-            if m.real_quick_ratio() >= TITLE_SIMILARITY and m.quick_ratio() >= TITLE_SIMILARITY \
-                    and m.ratio() >= TITLE_SIMILARITY:
+            if (
+                m.real_quick_ratio() >= TITLE_SIMILARITY
+                and m.quick_ratio() >= TITLE_SIMILARITY
+                and m.ratio() >= TITLE_SIMILARITY
+            ):
                 yield records[i], records[j]
 
 
@@ -312,16 +385,28 @@ def check_challenges(kb: KnowledgeBase) -> Iterator[Problem]:
     for rec in kb.records:
         text = kb.challenges.get(rec.paper.id)
         if text is None:
-            yield Problem(rec.file, rec.line("id"), "challenge", f"challenge/{rec.paper.id}.md is missing (run `kb new` for a template)")
+            yield Problem(
+                rec.file,
+                rec.line("id"),
+                "challenge",
+                f"challenge/{rec.paper.id}.md is missing (run `kb new` for a template)",
+            )
     for note_id, text in kb.challenges.items():
         file = f"challenge/{note_id}.md"
         if note_id not in ids:
             yield Problem(file, 1, "challenge", f"no record papers/{note_id}.yaml for this note")
         body = text.strip()
         if len(body) < CHALLENGE_MIN_CHARS:
-            yield Problem(file, 1, "challenge", f"too short ({len(body)} characters; write at least {CHALLENGE_MIN_CHARS})")
+            yield Problem(
+                file,
+                1,
+                "challenge",
+                f"too short ({len(body)} characters; write at least {CHALLENGE_MIN_CHARS})",
+            )
         if len(body) > CHALLENGE_MAX_CHARS:
-            yield Problem(file, 1, "challenge", f"too long ({len(body)} characters; the limit is {CHALLENGE_MAX_CHARS})")
+            yield Problem(
+                file, 1, "challenge", f"too long ({len(body)} characters; the limit is {CHALLENGE_MAX_CHARS})"
+            )
         for n, line in enumerate(text.splitlines(), 1):
             if "TODO" in line:
                 yield Problem(file, n, "challenge", "fill in this TODO from the template")
@@ -340,7 +425,12 @@ def check_implementations(kb: KnowledgeBase, runnable: Mapping[str, str] | None)
         expected = runnable.get(p.id) if runnable is not None else None
         if p.implementation is None:
             if expected is not None:
-                yield Problem(rec.file, rec.line("id"), "implementation", f"missing; the harness runs this paper from {expected}")
+                yield Problem(
+                    rec.file,
+                    rec.line("id"),
+                    "implementation",
+                    f"missing; the harness runs this paper from {expected}",
+                )
             continue
         line = rec.line("implementation")
         if not (kb.root / p.implementation).is_file():
@@ -348,6 +438,8 @@ def check_implementations(kb: KnowledgeBase, runnable: Mapping[str, str] | None)
         elif runnable is None:
             continue
         elif expected is None:
-            yield Problem(rec.file, line, "implementation", "the harness registry has no entry for this paper")
+            yield Problem(
+                rec.file, line, "implementation", "the harness registry has no entry for this paper"
+            )
         elif expected != p.implementation:
             yield Problem(rec.file, line, "implementation", f"the registry runs this paper from {expected}")

@@ -89,7 +89,7 @@ def leftovers(target: Path) -> list[Path]:
     target = Path(target)
     if not target.parent.is_dir():
         return []
-    found = [p for p in target.parent.glob(f".{target.name}.*.tmp")]
+    found = list(target.parent.glob(f".{target.name}.*.tmp"))
     old = target.with_name(f".{target.name}.old")
     if old.exists():
         found.append(old)

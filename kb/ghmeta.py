@@ -178,7 +178,9 @@ def refresh(
             out.unchanged.append(name)
             return
         if status != 200:
-            reason = {404: "not found (deleted or private?)", 451: "unavailable for legal reasons"}.get(status, "")
+            reason = {404: "not found (deleted or private?)", 451: "unavailable for legal reasons"}.get(
+                status, ""
+            )
             out.failed[name] = f"HTTP {status}" + (f": {reason}" if reason else "")
             return
         try:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 
 from . import __version__
 
+
 def user_agent(purpose: str) -> str:
     """A descriptive User-Agent: project, version and what the traffic is for.
 
@@ -65,7 +66,7 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
     """Exponential backoff with "equal jitter": half of base * 2**attempt fixed, half random, never above cap."""
-    ceiling: float = min(cap, base * (2 ** attempt))
+    ceiling: float = min(cap, base * (2**attempt))
     r: float = (rng or random).random()
     return ceiling / 2 + r * ceiling / 2
 
@@ -77,7 +78,9 @@ class MinIntervalLimiter:
     then records the new start. The clock and sleep function are injectable so tests need no real time.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         self._clock = clock
         self._sleep = sleep
         self._last: float | None = None

@@ -41,14 +41,26 @@ def _axis_schema(axis: Axis) -> dict[str, Any]:
         for key, q in axis.qualifiers_for(v.id).items():
             if isinstance(q, ChoiceQualifier):
                 one = {"enum": q.values}
-                props[key] = {"description": q.description,
-                              **({"anyOf": [one, {"type": "array", "items": one}]} if q.multiple else one)}
+                props[key] = {
+                    "description": q.description,
+                    **({"anyOf": [one, {"type": "array", "items": one}]} if q.multiple else one),
+                }
             else:
-                props[key] = {"description": q.description, "type": "string",
-                              "pattern": rf"^[~≈]?\s*\d+(\.\d+)?\s*[KMBT]?\+?\s+({'|'.join(q.units)})$"}
+                props[key] = {
+                    "description": q.description,
+                    "type": "string",
+                    "pattern": rf"^[~≈]?\s*\d+(\.\d+)?\s*[KMBT]?\+?\s+({'|'.join(q.units)})$",
+                }
         options.append({"const": v.id, "description": v.definition})
-        options.append({"type": "object", "description": v.definition, "properties": props,
-                        "required": ["value"], "additionalProperties": False})
+        options.append(
+            {
+                "type": "object",
+                "description": v.definition,
+                "properties": props,
+                "required": ["value"],
+                "additionalProperties": False,
+            }
+        )
     return {"title": axis.label, "anyOf": options}
 
 

@@ -112,7 +112,9 @@ def changed_paper_files(root: Path, base: str) -> set[str]:
 
     def git(*argv: str) -> str:
         try:
-            done = subprocess.run(["git", *argv], cwd=root, capture_output=True, text=True, timeout=60, check=False)
+            done = subprocess.run(
+                ["git", *argv], cwd=root, capture_output=True, text=True, timeout=60, check=False
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise KBError(f"cannot run git: {exc}") from None
         if done.returncode != 0:
@@ -209,7 +211,10 @@ class LinkCache:
     def put(self, result: Result) -> None:
         if result.verdict == OK:
             self.entries[result.url] = {
-                "verdict": OK, "status_code": result.status_code, "detail": result.detail, "checked_at": self.now(),
+                "verdict": OK,
+                "status_code": result.status_code,
+                "detail": result.detail,
+                "checked_at": self.now(),
             }
         else:
             self.entries.pop(result.url, None)
@@ -268,8 +273,11 @@ def _classify(url: str, status: int, headers: Mapping[str, str], final_url: str,
         return _Pass(Result(url, BROKEN, status, f"HTTP {status}" + (f" at {final_url}" if hops else "")))
     if status == 429 or 500 <= status < 600:
         kind = "rate limited" if status == 429 else "server error"
-        return _Pass(Result(url, TRANSIENT, status, f"HTTP {status} ({kind})"), retry=True,
-                     retry_after=retry_after_seconds(headers))
+        return _Pass(
+            Result(url, TRANSIENT, status, f"HTTP {status} ({kind})"),
+            retry=True,
+            retry_after=retry_after_seconds(headers),
+        )
     if status in _DENIED:
         return _Pass(Result(url, TRANSIENT, status, f"HTTP {status} (access denied; often bot protection)"))
     return _Pass(Result(url, TRANSIENT, status, f"HTTP {status}"))
@@ -298,11 +306,14 @@ async def _follow(url: str, client: httpx.AsyncClient, settings: Settings, gate:
             return _Pass(Result(url, TRANSIENT, None, f"timeout after {settings.timeout:g} s"), retry=True)
         except httpx.ConnectError as exc:
             if _no_such_host(exc):
-                return _Pass(Result(url, BROKEN, None, f"DNS failure: host {parts.hostname} does not resolve"))
+                return _Pass(
+                    Result(url, BROKEN, None, f"DNS failure: host {parts.hostname} does not resolve")
+                )
             return _Pass(Result(url, TRANSIENT, None, f"connection failed: {describe(exc)}"), retry=True)
         except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
-            return _Pass(Result(url, TRANSIENT, None, f"connection reset or closed: {describe(exc)}"),
-                         retry=True)
+            return _Pass(
+                Result(url, TRANSIENT, None, f"connection reset or closed: {describe(exc)}"), retry=True
+            )
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
             return _Pass(Result(url, BROKEN, None, f"unusable URL: {describe(exc)}"))
         except httpx.HTTPError as exc:
@@ -314,7 +325,7 @@ async def _follow(url: str, client: httpx.AsyncClient, settings: Settings, gate:
             return _Pass(Result(url, TRANSIENT, status, f"HTTP {status} without a Location header"))
         nxt = urljoin(current, location.strip())
         if nxt in chain:
-            loop = " -> ".join([*chain[chain.index(nxt):], nxt])
+            loop = " -> ".join([*chain[chain.index(nxt) :], nxt])
             return _Pass(Result(url, BROKEN, status, f"redirect loop: {loop}"))
         chain.append(nxt)
         current = nxt
@@ -337,7 +348,9 @@ async def check_url(
         if not outcome.retry or attempt == tries - 1:
             r = outcome.result
             if attempt:
-                return Result(r.url, r.verdict, r.status_code, f"{r.detail} (after {attempt + 1} tries)".strip())
+                return Result(
+                    r.url, r.verdict, r.status_code, f"{r.detail} (after {attempt + 1} tries)".strip()
+                )
             return r
         if outcome.retry_after is not None:
             delay = min(outcome.retry_after, settings.retry_after_cap)
@@ -379,7 +392,9 @@ async def check_urls(
                 raise exc  # a bug, not a verdict: let it surface
     for u in unique:
         if u not in results:
-            results[u] = Result(u, TRANSIENT, None, f"not checked within the total limit of {settings.total_timeout:g} s")
+            results[u] = Result(
+                u, TRANSIENT, None, f"not checked within the total limit of {settings.total_timeout:g} s"
+            )
             if on_result is not None:
                 on_result(results[u], len(results), len(unique))
     return results
@@ -407,7 +422,10 @@ def make_client(settings: Settings) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         headers={"User-Agent": user_agent("link checker"), "Accept": "*/*"},
         timeout=httpx.Timeout(settings.timeout),
-        limits=httpx.Limits(max_connections=max(1, settings.concurrency), max_keepalive_connections=max(1, settings.concurrency)),
+        limits=httpx.Limits(
+            max_connections=max(1, settings.concurrency),
+            max_keepalive_connections=max(1, settings.concurrency),
+        ),
         follow_redirects=False,
     )
 
@@ -425,7 +443,13 @@ class Report:
 
     def as_json(self) -> list[dict[str, Any]]:
         return [
-            {"url": t.url, "verdict": r.verdict, "status_code": r.status_code, "record": t.record, "detail": r.detail}
+            {
+                "url": t.url,
+                "verdict": r.verdict,
+                "status_code": r.status_code,
+                "record": t.record,
+                "detail": r.detail,
+            }
             for t, r in self.rows
         ]
 

@@ -127,7 +127,7 @@ def sourced_numbers(p: Paper) -> set[str]:
 
 
 def covered(number: Number, sourced: set[str]) -> bool:
-    return number.canonical in sourced or bool(number.ends) and all(e in sourced for e in number.ends)
+    return number.canonical in sourced or (bool(number.ends) and all(e in sourced for e in number.ends))
 
 
 # ---- field paths -------------------------------------------------------------------------------

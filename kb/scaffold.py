@@ -43,8 +43,12 @@ def render(paper_id: str, draft: Draft) -> tuple[str, str]:
     tmpl = resources.files("kb") / "templates"
     paper_t = _Template((tmpl / "paper.yaml").read_text(encoding="utf-8"))
     note_t = _Template((tmpl / "challenge.md").read_text(encoding="utf-8"))
-    ident = f"  arxiv: {_yaml_str(draft.arxiv)}" if draft.arxiv else "  arxiv: TODO  # or openreview / acl / doi"
-    url = draft.paper_url or (f"https://arxiv.org/abs/{draft.arxiv}" if draft.arxiv else "https://TODO.example.org")
+    ident = (
+        f"  arxiv: {_yaml_str(draft.arxiv)}" if draft.arxiv else "  arxiv: TODO  # or openreview / acl / doi"
+    )
+    url = draft.paper_url or (
+        f"https://arxiv.org/abs/{draft.arxiv}" if draft.arxiv else "https://TODO.example.org"
+    )
     paper = paper_t.substitute(
         id=paper_id,
         title=_yaml_str(draft.title),
@@ -67,7 +71,9 @@ def target_paths(root: Path, paper_id: str) -> tuple[Path, Path]:
     `kb new --arxiv` calls this before any network request, and `scaffold` again before writing.
     """
     if not re.match(ID_PATTERN, paper_id) or len(paper_id) > 40:
-        raise KBError(f"invalid id {paper_id!r}: use lowercase letters, digits and single hyphens (e.g. my-method)")
+        raise KBError(
+            f"invalid id {paper_id!r}: use lowercase letters, digits and single hyphens (e.g. my-method)"
+        )
     paper_path = root / "papers" / f"{paper_id}.yaml"
     note_path = root / "challenge" / f"{paper_id}.md"
     for path in (paper_path, note_path):

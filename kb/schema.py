@@ -82,8 +82,13 @@ class Source(_Strict):
     url: Url
     locator: Annotated[str, BeforeValidator(_strip), Field(min_length=3, max_length=200, pattern=r"^[^\n]*$")]
     supports: list[Annotated[str, Field(min_length=1, max_length=80)]] = []
-    numbers: list[Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, (int, float)) else v),
-                            Field(min_length=1, max_length=30)]] = []
+    numbers: list[
+        Annotated[
+            str,
+            BeforeValidator(lambda v: str(v) if isinstance(v, (int, float)) else v),
+            Field(min_length=1, max_length=30),
+        ]
+    ] = []
 
     @model_validator(mode="after")
     def _backs_something(self) -> Source:
@@ -127,7 +132,9 @@ class TagEntry(BaseModel):
     `sparsity`, or `{value: sparsity, scope: layer}`, or `{value: small, size: 50K samples}`."""
 
     model_config = ConfigDict(extra="allow")
-    __pydantic_extra__: dict[str, Annotated[str, Field(max_length=120)] | list[Annotated[str, Field(max_length=60)]]]
+    __pydantic_extra__: dict[
+        str, Annotated[str, Field(max_length=120)] | list[Annotated[str, Field(max_length=60)]]
+    ]
 
     value: Annotated[str, Field(min_length=1, max_length=60)]
 
@@ -159,11 +166,21 @@ class Paper(_Strict):
     id: Annotated[str, Field(pattern=ID_PATTERN, max_length=40)]
     title: Line
     short_name: Annotated[str, Field(min_length=1, max_length=40)] | None = None
-    authors: Annotated[list[Annotated[str, Field(min_length=2, max_length=80)]], Field(min_length=1, max_length=200)]
+    authors: Annotated[
+        list[Annotated[str, Field(min_length=2, max_length=80)]], Field(min_length=1, max_length=200)
+    ]
     year: Year  # first public appearance (arXiv or venue, whichever came first)
     venue: Venue
     earlier_versions: list[EarlierVersion] = []  # oldest first
-    scope: Literal["weight-pruning", "structured-pruning", "depth-pruning", "kv-cache", "system", "quantization", "analysis"]
+    scope: Literal[
+        "weight-pruning",
+        "structured-pruning",
+        "depth-pruning",
+        "kv-cache",
+        "system",
+        "quantization",
+        "analysis",
+    ]
     identifiers: Identifiers
     links: Links
     repo: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")] | None = None

@@ -111,7 +111,11 @@ def load_record(path: Path, root: Path) -> tuple[Record | Loaded | None, list[Pr
     except OSError as exc:
         return None, [Problem(rel, 1, "file", f"cannot read: {exc.strerror}")]
     first = raw.split(b"\n", 1)[0].rstrip(b"\r").removeprefix(b"\xef\xbb\xbf").decode("utf-8")
-    header = [] if first == MODELINE else [Problem(rel, 1, "modeline", f"the first line must be `{MODELINE}` (editor support)")]
+    header = (
+        []
+        if first == MODELINE
+        else [Problem(rel, 1, "modeline", f"the first line must be `{MODELINE}` (editor support)")]
+    )
     if not isinstance(loaded.data, dict):
         kind = "empty" if loaded.data is None else type(loaded.data).__name__
         return None, [*header, Problem(rel, 1, "record", f"expected a mapping of fields, got {kind}")]
@@ -145,7 +149,11 @@ def _problem_from_error(rel: str, loaded: Loaded, err: Any) -> Problem:
         parent, name = loc[:-1], loc[-1]
         allowed = _allowed_fields(parent)
         near = difflib.get_close_matches(str(name), allowed, n=1, cutoff=0.5)
-        hint = f" (did you mean {near[0]!r}?)" if near else (f" (allowed: {', '.join(allowed)})" if allowed else "")
+        hint = (
+            f" (did you mean {near[0]!r}?)"
+            if near
+            else (f" (allowed: {', '.join(allowed)})" if allowed else "")
+        )
         msg = f"unknown field {name!r}{hint}"
     elif kind == "missing":
         msg = "required field is missing"
@@ -153,7 +161,9 @@ def _problem_from_error(rel: str, loaded: Loaded, err: Any) -> Problem:
         expected = err.get("ctx", {}).get("expected", "")
         options = [o.strip().strip("'") for o in expected.replace(" or ", ",").split(",") if o.strip()]
         near = difflib.get_close_matches(str(err.get("input")), options, n=1, cutoff=0.5)
-        msg = f"{err.get('input')!r} is not one of {', '.join(options)}" + (f" (did you mean {near[0]!r}?)" if near else "")
+        msg = f"{err.get('input')!r} is not one of {', '.join(options)}" + (
+            f" (did you mean {near[0]!r}?)" if near else ""
+        )
     elif kind == "value_error":
         msg = msg.removeprefix("Value error, ")
     elif kind == "string_pattern_mismatch":

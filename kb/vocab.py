@@ -139,7 +139,9 @@ def load_vocabulary(concepts_dir: Path) -> Vocabulary:
             where = ".".join(str(p) for p in loc) or "(file)"
             raise VocabularyError(f"{rel}:{loaded.line_of(loc)}", f"{where}: {err['msg']}") from None
         if axis.axis != name:
-            raise VocabularyError(f"{rel}:{loaded.line_of(('axis',))}", f"axis is {axis.axis!r}, expected {name!r}")
+            raise VocabularyError(
+                f"{rel}:{loaded.line_of(('axis',))}", f"axis is {axis.axis!r}, expected {name!r}"
+            )
         axes[name] = axis
     return Vocabulary(axes=axes)
 
@@ -171,4 +173,6 @@ def parse_quantity(text: str, units: list[str]) -> Quantity:
         hint = f" (did you mean {near[0]!r}?)" if near else ""
         raise ValueError(f"unit {unit!r} is not one of {', '.join(units)}{hint}")
     amount = round(float(m["num"]) * _SUFFIX[m["suffix"]])
-    return Quantity(amount=amount, unit=unit, approx=bool(m["approx"]), at_least=bool(m["plus"]), text=text.strip())
+    return Quantity(
+        amount=amount, unit=unit, approx=bool(m["approx"]), at_least=bool(m["plus"]), text=text.strip()
+    )

@@ -26,7 +26,9 @@ def entry(p: Paper) -> str:
     ]
     if v.kind in ("conference", "workshop"):
         kind = "inproceedings"
-        venue = f"{v.name} {v.year}" + (" Workshop" if v.kind == "workshop" and "workshop" not in v.name.lower() else "")
+        venue = f"{v.name} {v.year}" + (
+            " Workshop" if v.kind == "workshop" and "workshop" not in v.name.lower() else ""
+        )
         fields.append(("booktitle", bib_escape(venue + (f" ({v.track})" if v.track else ""))))
         fields.append(("year", str(v.year)))
     elif v.kind == "journal":

@@ -5,7 +5,8 @@ Three groups of output:
   site          `mkdocs build --strict` of that folder (default `site/`);
   committed     the README section, `docs/badges/*.svg` and `schema/paper.schema.json`.
 The docs folder and the site are replaced atomically and together: if rendering or mkdocs fails, or
-the build is interrupted (Ctrl-C, SIGTERM), both stay as they were and no temporary directory remains. `check_committed` compares the committed files without writing anything.
+the build is interrupted (Ctrl-C, SIGTERM), both stay as they were and no temporary directory remains.
+`check_committed` compares the committed files without writing anything.
 """
 
 from __future__ import annotations
@@ -105,7 +106,9 @@ def write_docs(pages: dict[str, str], target: Path) -> None:
         path.write_text(text, encoding="utf-8")
 
 
-def build(kb: KnowledgeBase, docs_out: Path, site_out: Path | None, *, write_repo_files: bool = True) -> list[str]:
+def build(
+    kb: KnowledgeBase, docs_out: Path, site_out: Path | None, *, write_repo_files: bool = True
+) -> list[str]:
     """Render into `docs_out`, build the site into `site_out` (skipped when None) and, unless told
     otherwise, refresh the committed generated files. Returns the committed files it changed."""
     rendered = render_all(kb)
@@ -141,29 +144,38 @@ def with_paper_nav(nav: Any, papers: list[dict[str, list[str]]]) -> Any:
     if not isinstance(nav, list) or not papers:
         return nav
     out = list(nav)
-    at = next((i + 1 for i, item in enumerate(out)
-               if isinstance(item, dict) and PAPERS_NAV_AFTER in item.values()), len(out))
+    at = next(
+        (i + 1 for i, item in enumerate(out) if isinstance(item, dict) and PAPERS_NAV_AFTER in item.values()),
+        len(out),
+    )
     out.insert(at, {PAPERS_NAV_TITLE: papers})
     return out
 
 
-def run_mkdocs(config: Path, docs_dir: Path, site_dir: Path,
-               paper_nav: list[dict[str, list[str]]] | None = None) -> None:
+def run_mkdocs(
+    config: Path, docs_dir: Path, site_dir: Path, paper_nav: list[dict[str, list[str]]] | None = None
+) -> None:
     """`mkdocs build --strict` with the docs and site folders overridden and the paper pages added
     to the navigation; one-line errors."""
     if not config.is_file():
-        raise KBError(f"{config.name} not found in {config.parent}; the site cannot be built (try --no-mkdocs)", code=2)
+        raise KBError(
+            f"{config.name} not found in {config.parent}; the site cannot be built (try --no-mkdocs)", code=2
+        )
     try:
         from mkdocs.commands.build import build as mkdocs_build
         from mkdocs.config import load_config
         from mkdocs.exceptions import Abort, ConfigurationError, MkDocsException
     except ImportError:
-        raise KBError("mkdocs is not installed; install the 'site' extra (pip install -e '.[site]')", code=2) from None
+        raise KBError(
+            "mkdocs is not installed; install the 'site' extra (pip install -e '.[site]')", code=2
+        ) from None
     handler = _Collect()
     log = logging.getLogger("mkdocs")
     log.addHandler(handler)
     try:
-        cfg = load_config(config_file=str(config), docs_dir=str(docs_dir), site_dir=str(site_dir), strict=True)
+        cfg = load_config(
+            config_file=str(config), docs_dir=str(docs_dir), site_dir=str(site_dir), strict=True
+        )
         cfg["nav"] = with_paper_nav(cfg["nav"], paper_nav or [])
         mkdocs_build(cfg)
     except (Abort, ConfigurationError, MkDocsException) as exc:

@@ -24,12 +24,23 @@ NOTE_KINDS = ("blog", "reviews", "summary", "discussion")
 # API for star counts from every visitor's browser, and the site makes no outside requests.
 REPOSITORY_URL = "https://github.com/pruning-kb/pruning-kb"
 # A venue's kind, as the status facet and the paper pages name it.
-STATUS_LABELS = {"conference": "Conference", "journal": "Journal", "workshop": "Workshop",
-                 "preprint": "Preprint", "under-review": "Under review"}
+STATUS_LABELS = {
+    "conference": "Conference",
+    "journal": "Journal",
+    "workshop": "Workshop",
+    "preprint": "Preprint",
+    "under-review": "Under review",
+}
 # The record's `scope`, as the open-challenges page groups the notes (in this order).
-SCOPE_LABELS = {"weight-pruning": "Weight pruning", "structured-pruning": "Structured (width) pruning",
-                "depth-pruning": "Depth (layer) pruning", "kv-cache": "Key-value cache",
-                "system": "Systems and kernels", "quantization": "Quantisation", "analysis": "Analyses"}
+SCOPE_LABELS = {
+    "weight-pruning": "Weight pruning",
+    "structured-pruning": "Structured (width) pruning",
+    "depth-pruning": "Depth (layer) pruning",
+    "kv-cache": "Key-value cache",
+    "system": "Systems and kernels",
+    "quantization": "Quantisation",
+    "analysis": "Analyses",
+}
 # Identifier -> (label, address pattern). Identifiers are validated by the schema, so they are
 # safe to put into a URL as they are.
 IDENTIFIER_LINKS = {
@@ -38,8 +49,14 @@ IDENTIFIER_LINKS = {
     "acl": ("ACL Anthology", "https://aclanthology.org/{}/"),
     "doi": ("DOI", "https://doi.org/{}"),
 }
-FRAMEWORK_LABELS = {"pytorch": "PyTorch", "jax": "JAX", "tensorflow": "TensorFlow", "cuda": "CUDA",
-                    "c++": "C++", "other": "Code"}
+FRAMEWORK_LABELS = {
+    "pytorch": "PyTorch",
+    "jax": "JAX",
+    "tensorflow": "TensorFlow",
+    "cuda": "CUDA",
+    "c++": "C++",
+    "other": "Code",
+}
 
 
 def paper_order(p: Paper) -> tuple:
@@ -71,8 +88,11 @@ def heading(p: Paper) -> str:
 def repository_url(mkdocs_config: dict[str, Any] | None) -> str:
     """The catalogue's repository: `repo_url` from mkdocs.yml when set, else `REPOSITORY_URL`."""
     configured = (mkdocs_config or {}).get("repo_url")
-    return configured if isinstance(configured, str) and configured.startswith(("https://", "http://")) \
+    return (
+        configured
+        if isinstance(configured, str) and configured.startswith(("https://", "http://"))
         else REPOSITORY_URL
+    )
 
 
 def short_count(n: int) -> str:
@@ -89,18 +109,35 @@ def axis_context(axis: Axis) -> dict[str, Any]:
     for v in axis.values:
         quals = []
         for name, q in axis.qualifiers_for(v.id).items():
-            quals.append({
-                "name": name,
-                "kind": q.kind,
-                "description": q.description,
-                "choices": list(q.values) if isinstance(q, ChoiceQualifier) else [],
-                "units": [] if isinstance(q, ChoiceQualifier) else list(q.units),
-                "multiple": isinstance(q, ChoiceQualifier) and q.multiple,
-            })
-        values.append({"id": v.id, "label": v.label, "aliases": list(v.aliases), "definition": v.definition,
-                       "qualifiers": quals, "papers": []})
-    return {"id": axis.axis, "label": axis.label, "question": axis.question, "intro": axis.intro,
-            "colour": axis.colour.lower(), "fg": text_colour(axis.colour.lower()), "values": values}
+            quals.append(
+                {
+                    "name": name,
+                    "kind": q.kind,
+                    "description": q.description,
+                    "choices": list(q.values) if isinstance(q, ChoiceQualifier) else [],
+                    "units": [] if isinstance(q, ChoiceQualifier) else list(q.units),
+                    "multiple": isinstance(q, ChoiceQualifier) and q.multiple,
+                }
+            )
+        values.append(
+            {
+                "id": v.id,
+                "label": v.label,
+                "aliases": list(v.aliases),
+                "definition": v.definition,
+                "qualifiers": quals,
+                "papers": [],
+            }
+        )
+    return {
+        "id": axis.axis,
+        "label": axis.label,
+        "question": axis.question,
+        "intro": axis.intro,
+        "colour": axis.colour.lower(),
+        "fg": text_colour(axis.colour.lower()),
+        "values": values,
+    }
 
 
 def _qualifier_text(value: str | list[str]) -> str:
@@ -115,13 +152,17 @@ def tag_groups(p: Paper, vocab: Vocabulary) -> list[dict[str, Any]]:
         for entry in getattr(p.tags, axis.axis):
             known = axis.value(entry.value)
             quals = entry.qualifiers
-            values.append({
-                "id": entry.value,
-                "label": known.label if known else entry.value,
-                "qualifiers": [{"name": k, "text": _qualifier_text(v)} for k, v in quals.items() if k != "note"],
-                "note": quals.get("note"),
-                "short": ", ".join(_qualifier_text(v) for k, v in quals.items() if k != "note"),
-            })
+            values.append(
+                {
+                    "id": entry.value,
+                    "label": known.label if known else entry.value,
+                    "qualifiers": [
+                        {"name": k, "text": _qualifier_text(v)} for k, v in quals.items() if k != "note"
+                    ],
+                    "note": quals.get("note"),
+                    "short": ", ".join(_qualifier_text(v) for k, v in quals.items() if k != "note"),
+                }
+            )
         groups.append({"axis": axis.axis, "label": axis.label, "values": values})
     return groups
 
@@ -129,7 +170,9 @@ def tag_groups(p: Paper, vocab: Vocabulary) -> list[dict[str, Any]]:
 def stars_context(p: Paper, meta: GithubMeta | None) -> dict[str, Any] | None:
     if not p.repo or meta is None:
         return None
-    found = meta.repos.get(p.repo) or next((m for k, m in meta.repos.items() if k.lower() == p.repo.lower()), None)
+    found = meta.repos.get(p.repo) or next(
+        (m for k, m in meta.repos.items() if k.lower() == p.repo.lower()), None
+    )
     if found is None:
         return None
     return {
@@ -153,18 +196,21 @@ def reproduction_context(rep: Reproduction | None) -> dict[str, Any] | None:
     if rep is None:
         return None
     runs = rep.runs
-    rows = [{
-        "label": r.label,
-        "method": r.method or "–",
-        "layers": r.metrics.size.layers,
-        "params": f"{r.metrics.size.params_decoder / 1e6:.1f}M",
-        "sparsity": f"{r.metrics.size.decoder_sparsity:.1%}",
-        "ppl": _fmt(r.metrics.ppl, 2),
-        "probe": _fmt(r.metrics.probe.acc_norm if r.metrics.probe else None, 3),
-        "prefill": _fmt(r.metrics.speed.prefill_speedup if r.metrics.speed else None, 2),
-        "decode": _fmt(r.metrics.speed.decode_speedup if r.metrics.speed else None, 2),
-        "seconds": _fmt(r.prune_seconds, 1),
-    } for r in runs]
+    rows = [
+        {
+            "label": r.label,
+            "method": r.method or "–",
+            "layers": r.metrics.size.layers,
+            "params": f"{r.metrics.size.params_decoder / 1e6:.1f}M",
+            "sparsity": f"{r.metrics.size.decoder_sparsity:.1%}",
+            "ppl": _fmt(r.metrics.ppl, 2),
+            "probe": _fmt(r.metrics.probe.acc_norm if r.metrics.probe else None, 3),
+            "prefill": _fmt(r.metrics.speed.prefill_speedup if r.metrics.speed else None, 2),
+            "decode": _fmt(r.metrics.speed.decode_speedup if r.metrics.speed else None, 2),
+            "seconds": _fmt(r.prune_seconds, 1),
+        }
+        for r in runs
+    ]
     return {
         "model": rep.model,
         "dataset": str(rep.dataset),
@@ -182,8 +228,13 @@ def reproduction_context(rep: Reproduction | None) -> dict[str, Any] | None:
     }
 
 
-def paper_context(rec: Record, kb: KnowledgeBase, meta: GithubMeta | None,
-                  reps: dict[str, Reproduction], titles: dict[str, str]) -> dict[str, Any]:
+def paper_context(
+    rec: Record,
+    kb: KnowledgeBase,
+    meta: GithubMeta | None,
+    reps: dict[str, Reproduction],
+    titles: dict[str, str],
+) -> dict[str, Any]:
     p = rec.paper
     assert kb.vocab is not None
     links = p.links
@@ -195,8 +246,16 @@ def paper_context(rec: Record, kb: KnowledgeBase, meta: GithubMeta | None,
         for i, u in enumerate(urls, 1):
             label = kind.capitalize() + (f" {i}" if len(urls) > 1 else "")
             notes.append({"kind": kind, "label": label, "url": u})
-    code = [{"url": c.url, "label": FRAMEWORK_LABELS[c.framework], "official": c.official, "note": c.note,
-             "framework": c.framework} for c in links.code]
+    code = [
+        {
+            "url": c.url,
+            "label": FRAMEWORK_LABELS[c.framework],
+            "official": c.official,
+            "note": c.note,
+            "framework": c.framework,
+        }
+        for c in links.code
+    ]
     challenge = kb.challenges.get(p.id, "").strip()
     return {
         "id": p.id,
@@ -206,15 +265,32 @@ def paper_context(rec: Record, kb: KnowledgeBase, meta: GithubMeta | None,
         "heading": heading(p),
         "authors": list(p.authors),
         "year": p.year,
-        "venue": {"name": p.venue.name, "year": p.venue.year, "kind": p.venue.kind, "track": p.venue.track,
-                  "label": venue_label(p), "status": STATUS_LABELS[p.venue.kind]},
-        "earlier_versions": [{"title": e.title, "note": e.note,
-                              "venue": (f"{e.venue.name} {e.venue.year} ({e.venue.kind}"
-                                        f"{', ' + e.venue.track if e.venue.track else ''})") if e.venue else None}
-                             for e in p.earlier_versions],
+        "venue": {
+            "name": p.venue.name,
+            "year": p.venue.year,
+            "kind": p.venue.kind,
+            "track": p.venue.track,
+            "label": venue_label(p),
+            "status": STATUS_LABELS[p.venue.kind],
+        },
+        "earlier_versions": [
+            {
+                "title": e.title,
+                "note": e.note,
+                "venue": (
+                    f"{e.venue.name} {e.venue.year} ({e.venue.kind}"
+                    f"{', ' + e.venue.track if e.venue.track else ''})"
+                )
+                if e.venue
+                else None,
+            }
+            for e in p.earlier_versions
+        ],
         "scope": p.scope,
-        "identifiers": [{"name": IDENTIFIER_LINKS[k][0], "value": v, "url": IDENTIFIER_LINKS[k][1].format(v)}
-                        for k, v in p.identifiers.model_dump(exclude_none=True).items()],
+        "identifiers": [
+            {"name": IDENTIFIER_LINKS[k][0], "value": v, "url": IDENTIFIER_LINKS[k][1].format(v)}
+            for k, v in p.identifiers.model_dump(exclude_none=True).items()
+        ],
         "paper_url": links.paper,
         "code": code,
         "notes": notes,
@@ -231,16 +307,21 @@ def paper_context(rec: Record, kb: KnowledgeBase, meta: GithubMeta | None,
         "reproduce": f"kb reproduce {p.id} --model tiny-llama" if p.implementation else None,
         "reproduction": reproduction_context(reps.get(p.id)) if p.implementation or p.id in reps else None,
         "unverified": [{"field": k, "reason": v} for k, v in sorted(p.unverified.items())],
-        "sources": [{"url": s.url, "locator": s.locator, "supports": list(s.supports), "numbers": list(s.numbers)}
-                    for s in p.sources],
+        "sources": [
+            {"url": s.url, "locator": s.locator, "supports": list(s.supports), "numbers": list(s.numbers)}
+            for s in p.sources
+        ],
         "bibtex": bibtex.entry(p),
         "file": rec.file,
     }
 
 
-def site_context(kb: KnowledgeBase, meta: GithubMeta | None = None,
-                 reps: dict[str, Reproduction] | None = None,
-                 mkdocs_config: dict[str, Any] | None = None) -> dict[str, Any]:
+def site_context(
+    kb: KnowledgeBase,
+    meta: GithubMeta | None = None,
+    reps: dict[str, Reproduction] | None = None,
+    mkdocs_config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Everything the templates need, derived from validated records."""
     if kb.vocab is None:
         raise ValueError("the vocabulary did not load")
@@ -258,10 +339,13 @@ def site_context(kb: KnowledgeBase, meta: GithubMeta | None = None,
     axes = [axis_context(a) for a in kb.vocab.ordered()]
     for axis in axes:
         for value in axis["values"]:
-            value["papers"] = [{"id": p["id"], "name": p["name"], "venue": p["venue"]["label"]}
-                               for p in papers
-                               if any(v["id"] == value["id"] for g in p["tags"] if g["axis"] == axis["id"]
-                                      for v in g["values"])]
+            value["papers"] = [
+                {"id": p["id"], "name": p["name"], "venue": p["venue"]["label"]}
+                for p in papers
+                if any(
+                    v["id"] == value["id"] for g in p["tags"] if g["axis"] == axis["id"] for v in g["values"]
+                )
+            ]
             value["query"] = f"{axis['id']}={value['id']}"  # the all-papers filter for this value
     years: dict[int, list[dict[str, Any]]] = {}
     for p in papers:
@@ -269,10 +353,23 @@ def site_context(kb: KnowledgeBase, meta: GithubMeta | None = None,
     board = [p for p in papers if p["implementation"]]
     with_notes = [p for p in papers if p["challenge_html"]]
     scopes = dict(SCOPE_LABELS)  # a scope the labels do not know yet still gets its group
-    scopes.update({p["scope"]: p["scope"].replace("-", " ").capitalize() for p in with_notes if p["scope"] not in scopes})
-    groups = [{"id": scope, "label": label,
-               "papers": sorted((p for p in with_notes if p["scope"] == scope), key=lambda p: p["heading"].lower())}
-              for scope, label in scopes.items()]
+    scopes.update(
+        {
+            p["scope"]: p["scope"].replace("-", " ").capitalize()
+            for p in with_notes
+            if p["scope"] not in scopes
+        }
+    )
+    groups = [
+        {
+            "id": scope,
+            "label": label,
+            "papers": sorted(
+                (p for p in with_notes if p["scope"] == scope), key=lambda p: p["heading"].lower()
+            ),
+        }
+        for scope, label in scopes.items()
+    ]
     repo = repository_url(mkdocs_config)
     return {
         "axes": axes,
@@ -291,12 +388,14 @@ def site_context(kb: KnowledgeBase, meta: GithubMeta | None = None,
 
 def catalogue_citation(repo: str, count: int) -> str:
     """A BibTeX entry for the catalogue itself (each paper's own entry is on its page)."""
-    return ("@misc{pruning-kb,\n"
-            "  title        = {pruning-kb: a validated knowledge base of large-language-model pruning papers},\n"
-            "  author       = {{pruning-kb contributors}},\n"
-            f"  howpublished = {{\\url{{{repo}}}}},\n"
-            f"  note         = {{A catalogue of {count} papers with tags, take-aways and open challenges}}\n"
-            "}\n")
+    return (
+        "@misc{pruning-kb,\n"
+        "  title        = {pruning-kb: a validated knowledge base of large-language-model pruning papers},\n"
+        "  author       = {{pruning-kb contributors}},\n"
+        f"  howpublished = {{\\url{{{repo}}}}},\n"
+        f"  note         = {{A catalogue of {count} papers with tags, take-aways and open challenges}}\n"
+        "}\n"
+    )
 
 
 def choice_qualifiers(axis: dict[str, Any]) -> list[dict[str, Any]]:
@@ -335,9 +434,16 @@ def papers_json(kb: KnowledgeBase, ctx: dict[str, Any]) -> dict[str, Any]:
         items.append(data)
     return {
         "schema_version": ctx["schema_version"],
-        "axes": [{"id": a["id"], "label": a["label"], "colour": a["colour"],
-                  "values": [{"id": v["id"], "label": v["label"]} for v in a["values"]],
-                  "qualifiers": choice_qualifiers(a)} for a in ctx["axes"]],
+        "axes": [
+            {
+                "id": a["id"],
+                "label": a["label"],
+                "colour": a["colour"],
+                "values": [{"id": v["id"], "label": v["label"]} for v in a["values"]],
+                "qualifiers": choice_qualifiers(a),
+            }
+            for a in ctx["axes"]
+        ],
         "statuses": [{"id": k, "label": v} for k, v in STATUS_LABELS.items()],
         "papers": items,
     }

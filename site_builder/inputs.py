@@ -52,7 +52,9 @@ def load_reproductions(root: Path) -> dict[str, Reproduction]:
     for path in sorted((root / REPRODUCTIONS_DIR).glob("*.json")):
         rep = _load(path, root, Reproduction)
         if rep.paper != path.stem:
-            raise KBError(f"{_rel(path, root)}: paper is {rep.paper!r} but the file is named {path.stem!r}", code=2)
+            raise KBError(
+                f"{_rel(path, root)}: paper is {rep.paper!r} but the file is named {path.stem!r}", code=2
+            )
         out[path.stem] = rep
     return out
 

@@ -81,8 +81,8 @@ def _render(name: str, **data: Any) -> str:
     text = environment().get_template(name).render(**data)
     # Tidy: at most one blank line in a row, exactly one newline at the end.
     lines: list[str] = []
-    for line in text.splitlines():
-        line = line.rstrip()
+    for raw in text.splitlines():
+        line = raw.rstrip()
         if line or (lines and lines[-1]):
             lines.append(line)
     return "\n".join(lines).strip("\n") + "\n"

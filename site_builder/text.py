@@ -53,9 +53,16 @@ def url(value: str) -> Markup:
     if not is_http_url(value):
         raise ValueError(f"refusing a non-http(s) link: {value!r}")
     # Keep the URL's own reserved characters; percent-encode what Markdown or HTML would read.
-    return Markup(quote(value, safe="/:?#[]@!$&'*+,;=%~-._").replace("&", "&amp;")
-                  .replace("'", "%27").replace("(", "%28").replace(")", "%29")
-                  .replace("[", "%5B").replace("]", "%5D").replace("*", "%2A"))
+    return Markup(
+        quote(value, safe="/:?#[]@!$&'*+,;=%~-._")
+        .replace("&", "&amp;")
+        .replace("'", "%27")
+        .replace("(", "%28")
+        .replace(")", "%29")
+        .replace("[", "%5B")
+        .replace("]", "%5D")
+        .replace("*", "%2A")
+    )
 
 
 def html_text(text: object) -> Markup:

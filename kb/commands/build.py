@@ -27,13 +27,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
     )
     p.add_argument("--out", metavar="DIR", type=Path, help=f"where the site goes (default: {DEFAULT_SITE}/)")
-    p.add_argument("--docs-out", metavar="DIR", type=Path,
-                   help=f"where the generated Markdown goes (default: {DEFAULT_DOCS}/)")
-    p.add_argument("--no-mkdocs", action="store_true", help="render the Markdown and exports only; skip mkdocs")
-    p.add_argument("--site-only", action="store_true",
-                   help="leave README.md, docs/badges and the JSON Schema untouched")
-    p.add_argument("--check", action="store_true",
-                   help="write nothing; exit 1 and list each committed generated file that is stale")
+    p.add_argument(
+        "--docs-out",
+        metavar="DIR",
+        type=Path,
+        help=f"where the generated Markdown goes (default: {DEFAULT_DOCS}/)",
+    )
+    p.add_argument(
+        "--no-mkdocs", action="store_true", help="render the Markdown and exports only; skip mkdocs"
+    )
+    p.add_argument(
+        "--site-only", action="store_true", help="leave README.md, docs/badges and the JSON Schema untouched"
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 and list each committed generated file that is stale",
+    )
     p.set_defaults(func=_build)
 
 
@@ -44,13 +54,16 @@ def _build(args: argparse.Namespace) -> int:
     from ..store import load_kb
 
     if args.check and (args.out or args.docs_out or args.no_mkdocs or args.site_only):
-        raise KBError("--check writes nothing; it cannot be combined with --out, --docs-out, --no-mkdocs or --site-only")
+        raise KBError(
+            "--check writes nothing; it cannot be combined with --out, --docs-out, --no-mkdocs or --site-only"
+        )
     root = repo_root()
     docs_out = (args.docs_out or root / DEFAULT_DOCS).resolve()
     site_out = None if args.no_mkdocs else (args.out or root / DEFAULT_SITE).resolve()
     if not args.check:  # every output path is checked before the records are even read
-        if site_out is not None and (site_out == docs_out or docs_out in site_out.parents
-                                     or site_out in docs_out.parents):
+        if site_out is not None and (
+            site_out == docs_out or docs_out in site_out.parents or site_out in docs_out.parents
+        ):
             raise KBError("--out and --docs-out must not contain one another")
         check_writable(docs_out, what="--docs-out directory", directory=True)
         if site_out is not None:
@@ -70,8 +83,11 @@ def _build(args: argparse.Namespace) -> int:
     changed = build(kb, docs_out, site_out, write_repo_files=not args.site_only)
     for rel in changed:
         print(f"updated {rel}", file=sys.stderr)
-    print(f"rendered {len(kb.records)} papers into {_show(docs_out, root)}"
-          + (f"; site in {_show(site_out, root)}" if site_out else ""), file=sys.stderr)
+    print(
+        f"rendered {len(kb.records)} papers into {_show(docs_out, root)}"
+        + (f"; site in {_show(site_out, root)}" if site_out else ""),
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -15,7 +15,7 @@ import sys
 from ..errors import KBError
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "cache",
         help="verify or clear the model cache",
@@ -29,9 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "Exit 1 if an entry is damaged or unfinished.")  # fmt: skip
     v.add_argument("names", nargs="*", metavar="NAME", help="entries such as tiny-llama or models/tiny-llama")
     v.set_defaults(func=_verify)
-    c = cmds.add_parser("clear", help="delete the named entries, or the whole cache",
-                        description="Delete the named entries (e.g. tiny-llama), or with no name every entry, "
-                        "temporary leftover and link result. The next `kb reproduce` rebuilds what it needs.")  # fmt: skip
+    c = cmds.add_parser(
+        "clear",
+        help="delete the named entries, or the whole cache",
+        description="Delete the named entries (e.g. tiny-llama), or with no name every entry, temporary leftover "
+        "and link result. The next `kb reproduce` rebuilds what it needs.",
+    )
     c.add_argument("names", nargs="*", metavar="NAME", help="entries such as tiny-llama or models/tiny-llama")
     c.set_defaults(func=_clear)
     p.set_defaults(func=_no_action)
@@ -56,7 +59,11 @@ def _verify(args: argparse.Namespace) -> int:
     for entry in chosen:
         found = cache.problems(entry.path, full=True)
         tensors = sorted(entry.path.rglob("*.safetensors"))
-        if not (entry.path / cache.MANIFEST).exists() and tensors and not any(map(cache.safetensors_problem, tensors)):
+        if (
+            not (entry.path / cache.MANIFEST).exists()
+            and tensors
+            and not any(map(cache.safetensors_problem, tensors))
+        ):
             print(f"{entry.name}: no manifest (written by an earlier kb); its safetensors files are complete, so "
                   "the next run that loads it adds one")  # fmt: skip
         elif found:

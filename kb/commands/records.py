@@ -14,10 +14,18 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("list", help="list papers, optionally filtered by tags",
-                       description="List papers. Filters combine with AND; repeat --tag for several.")
-    p.add_argument("--tag", action="append", default=[], metavar="AXIS=VALUE",
-                   help="keep papers carrying VALUE on AXIS (e.g. type=structured); repeatable")
+    p = sub.add_parser(
+        "list",
+        help="list papers, optionally filtered by tags",
+        description="List papers. Filters combine with AND; repeat --tag for several.",
+    )
+    p.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="AXIS=VALUE",
+        help="keep papers carrying VALUE on AXIS (e.g. type=structured); repeatable",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON list of records (each with its id)")
     p.set_defaults(func=_list)
 
@@ -26,8 +34,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--json", action="store_true", help="print the record as JSON")
     s.set_defaults(func=_show)
 
-    n = sub.add_parser("new", help="scaffold papers/<id>.yaml and challenge/<id>.md",
-                       description="Create a record and its challenge note from the template. Never overwrites.")
+    n = sub.add_parser(
+        "new",
+        help="scaffold papers/<id>.yaml and challenge/<id>.md",
+        description="Create a record and its challenge note from the template. Never overwrites.",
+    )
     n.add_argument("id")
     n.add_argument("--arxiv", metavar="ARXIV_ID", help="fill title, authors and year from the arXiv API")
     n.set_defaults(func=_new)
@@ -40,7 +51,12 @@ def load_valid() -> KnowledgeBase:
     kb = load_kb(repo_root())
     if kb.vocab is None or kb.problems:
         first = kb.problems[0]
-        raise KBError(f"{first} (and {len(kb.problems) - 1} more; run `kb validate`)" if len(kb.problems) > 1 else str(first), code=1)
+        raise KBError(
+            f"{first} (and {len(kb.problems) - 1} more; run `kb validate`)"
+            if len(kb.problems) > 1
+            else str(first),
+            code=1,
+        )
     return kb
 
 
@@ -73,8 +89,9 @@ def _parse_filters(kb: KnowledgeBase, raw: list[str]) -> list[tuple[str, str]]:
 def _list(args: argparse.Namespace) -> int:
     kb = load_valid()
     filters = _parse_filters(kb, args.tag)
-    chosen = [r for r in kb.records
-              if all(any(e.value == v for e in getattr(r.paper.tags, a)) for a, v in filters)]
+    chosen = [
+        r for r in kb.records if all(any(e.value == v for e in getattr(r.paper.tags, a)) for a, v in filters)
+    ]
     chosen.sort(key=lambda r: (-r.paper.venue.year, r.paper.id))
     if args.json:
         print(json.dumps([record_json(r) for r in chosen], indent=2, ensure_ascii=False))
@@ -110,7 +127,9 @@ def _show(args: argparse.Namespace) -> int:
         entries = getattr(p.tags, axis.axis)
         shown = []
         for e in entries:
-            quals = ", ".join(f"{k}: {'/'.join(v) if isinstance(v, list) else v}" for k, v in e.qualifiers.items())
+            quals = ", ".join(
+                f"{k}: {'/'.join(v) if isinstance(v, list) else v}" for k, v in e.qualifiers.items()
+            )
             shown.append(f"{e.value} ({quals})" if quals else e.value)
         print(f"{axis.label:9} {'; '.join(shown)}")
     print(f"takeaway: {p.takeaway}")

@@ -11,15 +11,23 @@ from ..paths import repo_root
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("validate", help="check all records, the vocabulary and cross references",
-                       description="Check every papers/*.yaml, challenge/*.md and concepts/*.yaml. "
-                                   "Prints one line per problem (file:line: field: message); exit 1 if any.")
+    p = sub.add_parser(
+        "validate",
+        help="check all records, the vocabulary and cross references",
+        description="Check every papers/*.yaml, challenge/*.md and concepts/*.yaml. "
+        "Prints one line per problem (file:line: field: message); exit 1 if any.",
+    )
     p.add_argument("--json", action="store_true", help="print problems as a JSON list")
     p.set_defaults(func=_validate)
 
-    s = sub.add_parser("schema", help="write (or --check) the JSON Schema for editors",
-                       description="Generate schema/paper.schema.json from the pydantic models and the vocabulary.")
-    s.add_argument("--check", action="store_true", help="exit 1 if the committed schema is stale; write nothing")
+    s = sub.add_parser(
+        "schema",
+        help="write (or --check) the JSON Schema for editors",
+        description="Generate schema/paper.schema.json from the pydantic models and the vocabulary.",
+    )
+    s.add_argument(
+        "--check", action="store_true", help="exit 1 if the committed schema is stale; write nothing"
+    )
     s.set_defaults(func=_schema)
 
 
@@ -38,7 +46,9 @@ def _validate(args: argparse.Namespace) -> int:
         for p in problems:
             print(p)
     files = len({p.file for p in problems})
-    summary = f"{len(problems)} problem(s) in {files} file(s)" if problems else f"{len(kb.records)} records OK"
+    summary = (
+        f"{len(problems)} problem(s) in {files} file(s)" if problems else f"{len(kb.records)} records OK"
+    )
     print(summary, file=sys.stderr)
     return 1 if problems else 0
 

@@ -81,10 +81,9 @@ def test_missing_or_malformed_manifest_is_a_problem(kb_cache):
 def test_interrupted_publish_leaves_the_previous_entry(kb_cache):
     path = _entry()
     before = (path / cache.MANIFEST).read_text()
-    with pytest.raises(KeyboardInterrupt):
-        with cache.publish("models/demo", {}) as tmp:
-            (tmp / "config.json").write_text("{")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), cache.publish("models/demo", {}) as tmp:
+        (tmp / "config.json").write_text("{")
+        raise KeyboardInterrupt
     assert (path / cache.MANIFEST).read_text() == before and cache.problems(path, full=True) == []
     assert fsutil.leftovers(path) == []
 
@@ -128,9 +127,11 @@ def test_lock_makes_a_second_process_wait_and_says_so(kb_cache):
         child.stdin.flush()
 
     try:
-        with pytest.raises(KBError, match="in use by another kb process"):
-            with cache.locked("models/demo", wait=False):
-                pass
+        with (
+            pytest.raises(KBError, match="in use by another kb process"),
+            cache.locked("models/demo", wait=False),
+        ):
+            pass
         with cache.locked("models/demo", log=log):
             assert len(messages) == 1 and "waiting" in messages[0]
     finally:
@@ -145,12 +146,17 @@ def test_cli_verify_reports_each_entry_and_exits_1_on_damage(kb_cache, capsys):
     _entry("downloads/pkg-1")
     assert main(["cache", "verify"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out == ["models/demo: ok (3 files, 0.0 MB, hashes match)", "downloads/pkg-1: ok (3 files, 0.0 MB, hashes match)"]
+    assert out == [
+        "models/demo: ok (3 files, 0.0 MB, hashes match)",
+        "downloads/pkg-1: ok (3 files, 0.0 MB, hashes match)",
+    ]
     (kb_cache / "models" / "demo" / "config.json").write_text('{"a": 9}')
     (kb_cache / "models" / ".demo.abc.tmp").mkdir()
     assert main(["cache", "verify"]) == 1
     out = capsys.readouterr().out
-    assert "models/demo: damaged: config.json does not match its sha256" in out and "kb cache clear demo" in out
+    assert (
+        "models/demo: damaged: config.json does not match its sha256" in out and "kb cache clear demo" in out
+    )
     assert "models/.demo.abc.tmp: leftover" in out
     assert main(["cache", "verify", "pkg-1"]) == 0
     assert main(["cache", "verify", "nonesuch"]) == 2
@@ -211,9 +217,12 @@ def test_failed_write_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeyp
 def test_check_writable(tmp_path, monkeypatch):
     afile = tmp_path / "file.txt"
     afile.write_text("x")
-    assert fsutil.check_writable(tmp_path / "new" / "deeper" / "r.json", what="--json") == tmp_path / "new" / "deeper" / "r.json"
+    assert (
+        fsutil.check_writable(tmp_path / "new" / "deeper" / "r.json", what="--json")
+        == tmp_path / "new" / "deeper" / "r.json"
+    )
     assert not (tmp_path / "new").exists()  # nothing created
-    with pytest.raises(KBError, match="file.txt is a file, not a directory"):
+    with pytest.raises(KBError, match=r"file\.txt is a file, not a directory"):
         fsutil.check_writable(afile / "r.json", what="--json")
     with pytest.raises(KBError, match="is a directory, not a file"):
         fsutil.check_writable(tmp_path, what="--json")

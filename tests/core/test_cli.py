@@ -118,7 +118,9 @@ def test_new_refuses_an_unwritable_target_before_asking_arxiv(tmp_kb, capsys, mo
 
     (tmp_kb / "challenge").rmdir()
     (tmp_kb / "challenge").write_text("not a directory")
-    monkeypatch.setattr(kb.arxiv, "draft_from_arxiv", lambda _id: pytest.fail("asked arXiv before checking paths"))
+    monkeypatch.setattr(
+        kb.arxiv, "draft_from_arxiv", lambda _id: pytest.fail("asked arXiv before checking paths")
+    )
     for argv in (["new", "my-method"], ["new", "my-method", "--arxiv", "2306.11695"]):
         assert main(argv) == 2
         assert "challenge is a file, not a directory" in _one_error_line(capsys.readouterr().err)
@@ -130,8 +132,14 @@ def test_validate_json_output(one_paper, capsys):
     path.write_text(path.read_text().replace("criteria: [wanda]", "criteria: [wand]"))
     assert main(["validate", "--json"]) == 1
     problems = json.loads(capsys.readouterr().out)
-    assert problems == [{"file": "papers/demo-method.yaml", "line": 28, "field": "tags.criteria[0]",
-                         "message": "'wand' is not a criteria value (did you mean 'wanda'?)"}]
+    assert problems == [
+        {
+            "file": "papers/demo-method.yaml",
+            "line": 28,
+            "field": "tags.criteria[0]",
+            "message": "'wand' is not a criteria value (did you mean 'wanda'?)",
+        }
+    ]
 
 
 def test_schema_check_detects_staleness(tmp_kb, capsys):

@@ -20,10 +20,18 @@ BASE = yaml.safe_load(BASE_TEXT)
 NOTE = (DATA / "base.md").read_text(encoding="utf-8")
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True),
-    st.text(max_size=40), st.sampled_from(["", "TODO", "javascript:x", "https://", "2:4", "~5B tokens", "Samll"]),
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**12), 10**12),
+    st.floats(allow_nan=True),
+    st.text(max_size=40),
+    st.sampled_from(["", "TODO", "javascript:x", "https://", "2:4", "~5B tokens", "Samll"]),
 )
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
 
 
 def _paths(obj, prefix=()):
@@ -82,4 +90,4 @@ def test_structural_mutations_never_crash(tmp_kb: Path, data):
 def test_byte_level_mutations_never_crash(tmp_kb: Path, pos, cut, junk):
     (tmp_kb / "challenge" / "demo-method.md").write_text(NOTE, encoding="utf-8")
     raw = BASE_TEXT.encode("utf-8")
-    _check(tmp_kb, raw[:pos] + junk + raw[pos + cut:])
+    _check(tmp_kb, raw[:pos] + junk + raw[pos + cut :])

@@ -35,7 +35,7 @@ def words(text: str) -> list[str]:
 
 
 def runs(ws: list[str], n: int = RUN) -> set[tuple[str, ...]]:
-    return {tuple(ws[i:i + n]) for i in range(len(ws) - n + 1)}
+    return {tuple(ws[i : i + n]) for i in range(len(ws) - n + 1)}
 
 
 def copied_runs(text: str, seed_runs: set, exempt: set) -> list[str]:
@@ -55,11 +55,21 @@ def test_detector_finds_an_eight_word_copy_and_allows_seven_and_titles():
     seed = runs(words("Pruning removes the redundant weights of a network while keeping its accuracy high."))
     exempt = runs(words("the redundant weights of a network while keeping its accuracy"))
     copied = "In short it removes the redundant weights of a network while keeping quality."
-    assert copied_runs(copied, seed, set()) == ["removes the redundant weights of a network while",
-                                                "the redundant weights of a network while keeping"]
+    assert copied_runs(copied, seed, set()) == [
+        "removes the redundant weights of a network while",
+        "the redundant weights of a network while keeping",
+    ]
     assert copied_runs("It removes the redundant weights of a network, then stops.", seed, set()) == []
-    assert copied_runs(copied, seed, exempt | runs(words("removes the redundant weights of a network while"))) == []
-    assert copied_runs("See https://example.org/pruning/removes/the/redundant/weights/of/a/network/while", seed, set()) == []
+    assert (
+        copied_runs(copied, seed, exempt | runs(words("removes the redundant weights of a network while")))
+        == []
+    )
+    assert (
+        copied_runs(
+            "See https://example.org/pruning/removes/the/redundant/weights/of/a/network/while", seed, set()
+        )
+        == []
+    )
 
 
 def _texts(kb):
@@ -74,11 +84,16 @@ def _texts(kb):
 def test_records_and_notes_are_in_our_own_words():
     seed_files = sorted(SEEDS.glob("*.txt")) if SEEDS.is_dir() else []
     if not seed_files:
-        pytest.skip(f"seed documents not found in {SEEDS} (CI places shared/ beside the checkout; "
-                    "or set KB_SEEDS_DIR)")
+        pytest.skip(
+            f"seed documents not found in {SEEDS} (CI places shared/ beside the checkout; "
+            "or set KB_SEEDS_DIR)"
+        )
     seed_runs = set().union(*(runs(words(f.read_text(encoding="utf-8"))) for f in seed_files))
     kb = load_kb(ROOT)
     exempt = exempt_runs(kb)
-    found = [f"{file}: {field}: shares {RUN}+ words with a seed: '{run}'"
-             for file, field, text in _texts(kb) for run in copied_runs(text, seed_runs, exempt)[:1]]
+    found = [
+        f"{file}: {field}: shares {RUN}+ words with a seed: '{run}'"
+        for file, field, text in _texts(kb)
+        for run in copied_runs(text, seed_runs, exempt)[:1]
+    ]
     assert found == [], "\n".join(found)

@@ -18,24 +18,27 @@ TAKEAWAY = """takeaway: >-
   controlled ways. It prunes nothing and claims nothing."""
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("cuts latency by 2.1x and raises throughput by up to 2.4x", ["2.1x", "2.4x"]),
-    ("keeps ~99% of accuracy at a 50 % cache", ["~99%", "50 %"]),
-    ("reaches 6.51 against 5.12 dense and 14.89 for magnitude", ["6.51", "5.12", "14.89"]),
-    ("beats them by 5.62-17.27% and prunes 20–30% of rows", ["5.62-17.27%", "20–30%"]),
-    ("after 31 of them are removed, using 30,000 samples", ["31", "30,000"]),
-    ("trained on ~50B tokens and 100K samples", ["~50B", "100K"]),
-    ("29× over FlexGen", ["29×"]),
-    ("gains +2.62% on reading", ["2.62%"]),
-    # names, versions, ids, years and model sizes are not results
-    ("Llama-2-7B, OPT-175B, GPT-J, LLaMA2-7B, Llama-3.1-8B-Instruct, T5/C4, b1.58 and F1", []),
-    ("gives 8B and 4B models from Nemotron-4 15B", []),
-    ("accepted at ICLR 2025 (arXiv 2403.19135, v2), see 2024.findings-naacl.1", []),
-    ("DOI 10.18653/v1/2024.findings-acl.178 and OpenReview 04Tfwy3LLC", []),
-    ("2:4 and 4:8 patterns with 8-bit activations and 1-bit weights", []),
-    ("the seed's `Submission-ICLR'25` badge, 2023-2024", []),
-    ("see https://example.org/table/42?rows=7 for details", []),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("cuts latency by 2.1x and raises throughput by up to 2.4x", ["2.1x", "2.4x"]),
+        ("keeps ~99% of accuracy at a 50 % cache", ["~99%", "50 %"]),
+        ("reaches 6.51 against 5.12 dense and 14.89 for magnitude", ["6.51", "5.12", "14.89"]),
+        ("beats them by 5.62-17.27% and prunes 20–30% of rows", ["5.62-17.27%", "20–30%"]),
+        ("after 31 of them are removed, using 30,000 samples", ["31", "30,000"]),
+        ("trained on ~50B tokens and 100K samples", ["~50B", "100K"]),
+        ("29× over FlexGen", ["29×"]),
+        ("gains +2.62% on reading", ["2.62%"]),
+        # names, versions, ids, years and model sizes are not results
+        ("Llama-2-7B, OPT-175B, GPT-J, LLaMA2-7B, Llama-3.1-8B-Instruct, T5/C4, b1.58 and F1", []),
+        ("gives 8B and 4B models from Nemotron-4 15B", []),
+        ("accepted at ICLR 2025 (arXiv 2403.19135, v2), see 2024.findings-naacl.1", []),
+        ("DOI 10.18653/v1/2024.findings-acl.178 and OpenReview 04Tfwy3LLC", []),
+        ("2:4 and 4:8 patterns with 8-bit activations and 1-bit weights", []),
+        ("the seed's `Submission-ICLR'25` badge, 2023-2024", []),
+        ("see https://example.org/table/42?rows=7 for details", []),
+    ],
+)
 def test_number_rule(text, expected):
     assert [n.text for n in provenance.find_numbers(text)] == expected
 
@@ -48,8 +51,18 @@ def test_ranges_are_covered_by_both_ends():
     assert not provenance.covered(n, {"20%"})
 
 
-@pytest.mark.parametrize(("token", "ok"), [("6.51", True), ("2.1x", True), ("50B", True), ("20-30%", True),
-                                            ("7B model", False), ("6.51 and 7", False), ("Llama-2", False)])
+@pytest.mark.parametrize(
+    ("token", "ok"),
+    [
+        ("6.51", True),
+        ("2.1x", True),
+        ("50B", True),
+        ("20-30%", True),
+        ("7B model", False),
+        ("6.51 and 7", False),
+        ("Llama-2", False),
+    ],
+)
 def test_single_number(token, ok):
     assert provenance.is_single_number(token) is ok
 
@@ -85,9 +98,10 @@ def test_sourced_and_excused_numbers_pass(tmp_kb, capsys):
     record = BASE.replace(TAKEAWAY, CLAIM) + (
         "  - url: https://example.org/demo-method/readme\n"
         "    locator: README table 2, 50% row\n"
-        "    numbers: [\"50%\", \"6.51\"]\n"
+        '    numbers: ["50%", "6.51"]\n'
         "unverified:\n"
-        "  takeaway[2.1x]: measured on hardware we could not identify\n")
+        "  takeaway[2.1x]: measured on hardware we could not identify\n"
+    )
     code, lines = _validate(tmp_kb, capsys, record)
     assert (code, lines) == (0, [])
 
@@ -96,7 +110,8 @@ def test_a_partly_sourced_takeaway_still_fails(tmp_kb, capsys):
     record = BASE.replace(TAKEAWAY, CLAIM) + (
         "  - url: https://example.org/demo-method/readme\n"
         "    locator: README table 2\n"
-        "    numbers: [\"50%\", \"2.1x\"]\n")
+        '    numbers: ["50%", "2.1x"]\n'
+    )
     code, lines = _validate(tmp_kb, capsys, record)
     assert code == 1
     assert [line.split(": number ")[1][:6] for line in lines] == ["'6.51'"]
@@ -106,8 +121,10 @@ def test_numbers_in_notes_are_checked_too(tmp_kb, capsys):
     record = BASE.replace("related", "related") + "notes: >-\n  The authors report 37% fewer steps.\n"
     code, lines = _validate(tmp_kb, capsys, record)
     assert code == 1
-    assert lines == [f"{F}:43: notes: number '37%' has no source: list it under a source's numbers, "
-                     "or add unverified 'notes[37%]' with a reason"]
+    assert lines == [
+        f"{F}:43: notes: number '37%' has no source: list it under a source's numbers, "
+        "or add unverified 'notes[37%]' with a reason"
+    ]
 
 
 def test_venue_and_identifiers_need_a_source(tmp_kb, capsys):
@@ -119,15 +136,19 @@ def test_venue_and_identifiers_need_a_source(tmp_kb, capsys):
         f"{F}:16: identifiers.openreview: no source: add a sources entry that supports "
         "'identifiers.openreview', or an unverified reason",
     ]
-    excused = record + "unverified:\n  venue: only a secondary listing\n  identifiers.openreview: not opened\n"
+    excused = (
+        record + "unverified:\n  venue: only a secondary listing\n  identifiers.openreview: not opened\n"
+    )
     assert _validate(tmp_kb, capsys, excused) == (0, [])
 
 
 def test_stale_or_malformed_source_entries_are_reported(tmp_kb, capsys):
-    record = BASE + ("  - url: https://example.org/demo-method/readme\n"
-                     "    locator: README\n"
-                     "    supports: [venue.city]\n"
-                     "    numbers: [\"9.99\", \"7B model\"]\n")
+    record = BASE + (
+        "  - url: https://example.org/demo-method/readme\n"
+        "    locator: README\n"
+        "    supports: [venue.city]\n"
+        '    numbers: ["9.99", "7B model"]\n'
+    )
     code, lines = _validate(tmp_kb, capsys, record)
     assert code == 1
     assert lines == [
@@ -141,7 +162,10 @@ def test_stale_or_malformed_source_entries_are_reported(tmp_kb, capsys):
 def test_unverified_number_must_be_in_the_text(tmp_kb, capsys):
     record = BASE + "unverified:\n  takeaway[93%]: from a secondary summary\n"
     code, lines = _validate(tmp_kb, capsys, record)
-    assert (code, lines) == (1, [f"{F}:43: unverified.takeaway[93%]: '93%' is not a number quoted in takeaway"])
+    assert (code, lines) == (
+        1,
+        [f"{F}:43: unverified.takeaway[93%]: '93%' is not a number quoted in takeaway"],
+    )
 
 
 def test_source_needs_something_to_support(tmp_kb, capsys):
@@ -152,13 +176,23 @@ def test_source_needs_something_to_support(tmp_kb, capsys):
 
 
 def test_earlier_versions_need_a_source_and_are_exported(tmp_kb, capsys):
-    record = BASE.replace("scope: weight-pruning", "earlier_versions:\n  - title: An Older Name for the Demo\n"
-                                                   "    venue: {name: arXiv, year: 2023, kind: preprint}\n"
-                                                   "scope: weight-pruning")
+    record = BASE.replace(
+        "scope: weight-pruning",
+        "earlier_versions:\n  - title: An Older Name for the Demo\n"
+        "    venue: {name: arXiv, year: 2023, kind: preprint}\n"
+        "scope: weight-pruning",
+    )
     code, lines = _validate(tmp_kb, capsys, record)
-    assert (code, lines) == (1, [f"{F}:14: earlier_versions[0]: no source: add a sources entry that supports "
-                                 "'earlier_versions[0]', or an unverified reason"])
-    fixed = record.replace("supports: [venue, identifiers]", "supports: [venue, identifiers, earlier_versions]")
+    assert (code, lines) == (
+        1,
+        [
+            f"{F}:14: earlier_versions[0]: no source: add a sources entry that supports "
+            "'earlier_versions[0]', or an unverified reason"
+        ],
+    )
+    fixed = record.replace(
+        "supports: [venue, identifiers]", "supports: [venue, identifiers, earlier_versions]"
+    )
     assert _validate(tmp_kb, capsys, fixed) == (0, [])
     assert main(["show", "demo-method", "--json"]) == 0
     assert "An Older Name for the Demo" in capsys.readouterr().out
@@ -166,8 +200,9 @@ def test_earlier_versions_need_a_source_and_are_exported(tmp_kb, capsys):
 
 def test_a_later_provider_of_sourced_numbers_counts(tmp_kb, capsys, monkeypatch):
     """A future `results:` list plugs in as one more provider; its numbers cover the text the same way."""
-    monkeypatch.setattr(provenance, "NUMBER_PROVIDERS",
-                        [*provenance.NUMBER_PROVIDERS, lambda p: ["50%", "2.1x", "6.51"]])
+    monkeypatch.setattr(
+        provenance, "NUMBER_PROVIDERS", [*provenance.NUMBER_PROVIDERS, lambda p: ["50%", "2.1x", "6.51"]]
+    )
     assert _validate(tmp_kb, capsys, BASE.replace(TAKEAWAY, CLAIM)) == (0, [])
 
 
@@ -180,6 +215,10 @@ def test_real_catalogue_has_every_number_sourced_or_excused(repo_root):
     for rec in kb.records:
         for field in provenance.TEXT_FIELDS:
             for n in provenance.find_numbers(getattr(rec.paper, field) or ""):
-                excused = any((m := provenance.NUMBER_KEY.match(k)) and m.group(1) == field
-                              and provenance.canonical(m.group(2)) == n.canonical for k in rec.paper.unverified)
+                excused = any(
+                    (m := provenance.NUMBER_KEY.match(k))
+                    and m.group(1) == field
+                    and provenance.canonical(m.group(2)) == n.canonical
+                    for k in rec.paper.unverified
+                )
                 assert excused or provenance.covered(n, provenance.sourced_numbers(rec.paper)), (rec.file, n)

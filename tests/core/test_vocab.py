@@ -29,9 +29,31 @@ def test_seed_vocabulary_is_covered(vocab):
     # the union of the seed legend and concept pages (seed-repo §1.3, §4)
     expected = {
         "type": {"unstructured", "structured", "semi-structured", "other"},
-        "criteria": {"magnitude", "taylor", "hessian", "fisher", "wanda", "ria", "geometric-median",
-                     "kl-divergence", "perplexity", "cosine-similarity", "trainable", "other"},
-        "budget": {"sparsity", "flops", "latency", "energy", "parameters", "layer-count", "array", "compiler", "other"},
+        "criteria": {
+            "magnitude",
+            "taylor",
+            "hessian",
+            "fisher",
+            "wanda",
+            "ria",
+            "geometric-median",
+            "kl-divergence",
+            "perplexity",
+            "cosine-similarity",
+            "trainable",
+            "other",
+        },
+        "budget": {
+            "sparsity",
+            "flops",
+            "latency",
+            "energy",
+            "parameters",
+            "layer-count",
+            "array",
+            "compiler",
+            "other",
+        },
         "data": {"data-free", "calibration", "small", "medium", "large", "extra-large", "other"},
         "retrain": {"without", "efficient", "extensive", "scratch", "other"},
         "weight": {"frozen", "update"},
@@ -65,7 +87,14 @@ def test_nonsense_gets_no_suggestion(vocab):
 
 
 def test_typed_qualifiers(vocab):
-    assert vocab["budget"].qualifiers_for("sparsity")["scope"].values == ["row", "layer", "block", "global", "mix", "kv-cache"]
+    assert vocab["budget"].qualifiers_for("sparsity")["scope"].values == [
+        "row",
+        "layer",
+        "block",
+        "global",
+        "mix",
+        "kv-cache",
+    ]
     assert "granularity" in vocab["type"].qualifiers_for("structured")
     assert vocab["type"].qualifiers_for("unstructured") == {}
     assert vocab["data"].qualifiers_for("small")["size"].kind == "quantity"
@@ -99,7 +128,7 @@ def test_broken_vocabulary_names_file_and_line(tmp_path):
 
     shutil.copytree(ROOT / "concepts", tmp_path / "concepts")
     path = tmp_path / "concepts" / "weight.yaml"
-    path.write_text(path.read_text().replace('colour: "#b8941f"', 'colour: yellow'))
+    path.write_text(path.read_text().replace('colour: "#b8941f"', "colour: yellow"))
     with pytest.raises(VocabularyError) as info:
         load_vocabulary(tmp_path / "concepts")
     assert info.value.where == "concepts/weight.yaml:5"

@@ -65,9 +65,11 @@ class LocalServer:
             def log_message(self, *args: object) -> None:  # keep test output clean
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 parts = urlsplit(self.path)
-                req = Request(parts.path, parse_qs(parts.query), {k.lower(): v for k, v in self.headers.items()})
+                req = Request(
+                    parts.path, parse_qs(parts.query), {k.lower(): v for k, v in self.headers.items()}
+                )
                 with server.lock:
                     server.requests.append(req)
                     server.in_flight += 1
@@ -77,7 +79,9 @@ class LocalServer:
                     if reply.delay:
                         time.sleep(reply.delay)
                     if reply.reset:
-                        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                        self.connection.setsockopt(
+                            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                        )
                         self.connection.close()
                         self.close_connection = True
                         return
@@ -95,7 +99,9 @@ class LocalServer:
 
         self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.thread.start()
 
     @property

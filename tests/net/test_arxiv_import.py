@@ -110,7 +110,9 @@ def test_kb_new_scaffolds_a_record_from_the_feed(tmp_kb: Path, api, capsys) -> N
     assert req.headers["user-agent"].startswith("pruning-kb/0.1.0 (")
 
 
-@pytest.mark.parametrize("given", ["arXiv:2306.11695v2", "https://arxiv.org/abs/2306.11695v3", " 2306.11695 "])
+@pytest.mark.parametrize(
+    "given", ["arXiv:2306.11695v2", "https://arxiv.org/abs/2306.11695v3", " 2306.11695 "]
+)
 def test_ids_are_accepted_with_prefix_or_version(tmp_kb: Path, api, capsys, given: str) -> None:
     server = api(ok())
     code, err = _new(capsys, "demo", "--arxiv", given)
@@ -118,7 +120,9 @@ def test_ids_are_accepted_with_prefix_or_version(tmp_kb: Path, api, capsys, give
     assert server.requests[0].query["id_list"] == ["2306.11695"]
 
 
-@pytest.mark.parametrize("first", [Reply(503, b"busy"), Reply(200, EMPTY_FEED, ATOM), Reply(200, b"<feed", ATOM)])
+@pytest.mark.parametrize(
+    "first", [Reply(503, b"busy"), Reply(200, EMPTY_FEED, ATOM), Reply(200, b"<feed", ATOM)]
+)
 def test_a_bad_page_is_retried(tmp_kb: Path, api, capsys, first: Reply) -> None:
     server = api(first, ok())
     code, err = _new(capsys, "demo", "--arxiv", "2306.11695")
@@ -182,7 +186,9 @@ def test_an_existing_file_is_refused_before_fetching(tmp_kb: Path, api, capsys, 
     assert (tmp_kb / existing).read_text(encoding="utf-8") == "mine\n"
 
 
-def test_no_network_is_one_line_and_writes_nothing(tmp_kb: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_no_network_is_one_line_and_writes_nothing(
+    tmp_kb: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
     monkeypatch.setenv("KB_ARXIV_API_URL", f"http://127.0.0.1:{closed_port()}/api/query")
     monkeypatch.setenv("KB_ARXIV_MIN_INTERVAL", "0")
     code, err = _new(capsys, "demo", "--arxiv", "2306.11695")
@@ -230,8 +236,9 @@ def test_retries_back_off_and_respect_retry_after(serve) -> None:
     server = serve(lambda req: script.next("q"))
     limiter = RecordingLimiter()
     with httpx.Client() as client:
-        entry = arxiv.fetch_entry("2306.11695", client=client, api_url=server.url("/q"), min_interval=3.0,
-                                  limiter=limiter)
+        entry = arxiv.fetch_entry(
+            "2306.11695", client=client, api_url=server.url("/q"), min_interval=3.0, limiter=limiter
+        )
     assert entry.title.startswith("A Simple and Effective")
     # 3 s before the first request, then 3 * 2**k, unless Retry-After asks for longer.
     assert limiter.intervals == [3.0, 3.0, 20.0, 12.0]

@@ -26,21 +26,29 @@ def _route(req: Request) -> Reply:
 def site(tmp_kb: Path, serve, monkeypatch: pytest.MonkeyPatch, tmp_path_factory):
     monkeypatch.setenv("KB_CACHE", str(tmp_path_factory.mktemp("cache")))
     server = serve(_route)
-    write_record(tmp_kb, "good", links={
-        "paper": server.url("/ok/paper"),
-        "code": [{"url": server.url("/ok/code"), "official": True}],
-        "blog": [server.url("/teapot-403")],
-    })
+    write_record(
+        tmp_kb,
+        "good",
+        links={
+            "paper": server.url("/ok/paper"),
+            "code": [{"url": server.url("/ok/code"), "official": True}],
+            "blog": [server.url("/teapot-403")],
+        },
+    )
     write_record(tmp_kb, "bad", links={"paper": server.url("/ok/paper"), "reviews": [server.url("/gone")]})
     return tmp_kb, server
 
 
 def test_a_broken_link_fails_and_is_reported(site, tmp_path: Path, capsys) -> None:
-    root, server = site
+    _root, server = site
     out = tmp_path / "links.json"
     assert main(["check-links", "--json", str(out), *FAST]) == 1
     captured = capsys.readouterr()
-    assert "broken" in captured.out and server.url("/gone") in captured.out and "papers/bad.yaml:" in captured.out
+    assert (
+        "broken" in captured.out
+        and server.url("/gone") in captured.out
+        and "papers/bad.yaml:" in captured.out
+    )
     assert "1 broken, 1 transient" in captured.err
     rows = json.loads(out.read_text(encoding="utf-8"))
     assert all(set(r) == {"url", "verdict", "status_code", "record", "detail"} for r in rows)
@@ -70,15 +78,19 @@ def test_transient_problems_alone_exit_0_and_the_cache_makes_reruns_cheap(site, 
 def test_the_exclusion_file_is_honoured_and_validated(site, capsys) -> None:
     root, server = site
     (root / "links-exclude.yaml").write_text(
-        "exclude:\n  - pattern: '/gone$'\n    reason: the test server never serves it\n", encoding="utf-8")
+        "exclude:\n  - pattern: '/gone$'\n    reason: the test server never serves it\n", encoding="utf-8"
+    )
     assert main(["check-links", *FAST]) == 0
     assert server.hits("/gone") == 0 and "1 excluded" in capsys.readouterr().err
-    (root / "links-exclude.yaml").write_text("exclude:\n  - pattern: '/gone$'\n    reason: ''\n", encoding="utf-8")
+    (root / "links-exclude.yaml").write_text(
+        "exclude:\n  - pattern: '/gone$'\n    reason: ''\n", encoding="utf-8"
+    )
     assert main(["check-links", *FAST]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["kb: error: links-exclude.yaml:2: give a reason (a few words) for excluding '/gone$'"]
-    (root / "links-exclude.yaml").write_text("exclude:\n  - pattern: '(unclosed'\n    reason: a bad regex\n",
-                                             encoding="utf-8")
+    (root / "links-exclude.yaml").write_text(
+        "exclude:\n  - pattern: '(unclosed'\n    reason: a bad regex\n", encoding="utf-8"
+    )
     assert main(["check-links", *FAST]) == 2
     assert "bad pattern" in capsys.readouterr().err
 
@@ -92,8 +104,13 @@ def test_the_repository_exclusion_file_loads(repo_root: Path) -> None:
 
 
 def _git(root: Path, *argv: str) -> None:
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *argv], cwd=root, check=True,
-                   capture_output=True, timeout=30)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *argv],
+        cwd=root,
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
 
 
 def test_changed_only_checks_records_changed_against_the_base(site, capsys) -> None:
@@ -125,8 +142,9 @@ def test_bad_options_are_usage_errors(tmp_kb: Path, capsys, argv: list[str]) -> 
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
-def test_changed_only_works_when_the_knowledge_base_is_a_subdirectory(tmp_path: Path, serve, monkeypatch,
-                                                                        repo_root: Path, capsys) -> None:
+def test_changed_only_works_when_the_knowledge_base_is_a_subdirectory(
+    tmp_path: Path, serve, monkeypatch, repo_root: Path, capsys
+) -> None:
     import shutil
 
     server = serve(_route)

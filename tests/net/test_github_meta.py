@@ -21,8 +21,16 @@ class FakeGitHub:
 
     def __init__(self) -> None:
         self.repos = {
-            "locuslab/wanda": {"stargazers_count": 812, "pushed_at": "2024-03-02T10:00:00Z", "archived": False},
-            "IST-DASLab/sparsegpt": {"stargazers_count": 700, "pushed_at": "2023-11-30T08:00:00Z", "archived": True},
+            "locuslab/wanda": {
+                "stargazers_count": 812,
+                "pushed_at": "2024-03-02T10:00:00Z",
+                "archived": False,
+            },
+            "IST-DASLab/sparsegpt": {
+                "stargazers_count": 700,
+                "pushed_at": "2023-11-30T08:00:00Z",
+                "archived": True,
+            },
             "new-owner/renamed": {"stargazers_count": 5, "pushed_at": None, "archived": False},
         }
         self.ids = {"42": "new-owner/renamed"}
@@ -45,8 +53,11 @@ class FakeGitHub:
             elif parts[0] == "repos" and len(parts) == 3:
                 name = f"{parts[1]}/{parts[2]}"
                 if name in self.moved:
-                    return json_reply({"message": "Moved Permanently"}, 301,
-                                      {"Location": f"/repositories/{self.moved[name]}"})
+                    return json_reply(
+                        {"message": "Moved Permanently"},
+                        301,
+                        {"Location": f"/repositories/{self.moved[name]}"},
+                    )
             else:
                 return json_reply({"message": "Not Found"}, 404)
             if self.failing.get(name, 0) > 0:
@@ -56,8 +67,11 @@ class FakeGitHub:
                 headers = self.limited_once.pop(name)
                 status = 429 if "Retry-After" in headers else 403
                 return json_reply({"message": "API rate limit exceeded"}, status, headers)
-            rate = {"X-RateLimit-Limit": "60", "X-RateLimit-Remaining": str(self.remaining),
-                    "X-RateLimit-Reset": str(self.reset_at)}
+            rate = {
+                "X-RateLimit-Limit": "60",
+                "X-RateLimit-Remaining": str(self.remaining),
+                "X-RateLimit-Reset": str(self.reset_at),
+            }
             if name not in self.repos:
                 self.remaining = max(0, self.remaining - 1)
                 return json_reply({"message": "Not Found"}, 404, rate)
@@ -79,7 +93,9 @@ def github(serve):
 
 def _refresh(server, names, stored=None, today=TODAY, **kw) -> ghmeta.Outcome:
     with ghmeta.make_client(kw.pop("token", None)) as client:
-        return ghmeta.refresh(names, client=client, api_url=server.base, stored=stored or {}, today=today, **kw)
+        return ghmeta.refresh(
+            names, client=client, api_url=server.base, stored=stored or {}, today=today, **kw
+        )
 
 
 def test_first_refresh_reads_stars_push_date_and_archived(github) -> None:
@@ -87,8 +103,11 @@ def test_first_refresh_reads_stars_push_date_and_archived(github) -> None:
     out = _refresh(server, ["locuslab/wanda", "IST-DASLab/sparsegpt"])
     assert out.refreshed == ["locuslab/wanda", "IST-DASLab/sparsegpt"] and not out.failed
     assert out.repos["locuslab/wanda"] == {
-        "stars": 812, "last_commit": "2024-03-02", "archived": False,
-        "etag": fake.etag("locuslab/wanda"), "fetched_at": TODAY,
+        "stars": 812,
+        "last_commit": "2024-03-02",
+        "archived": False,
+        "etag": fake.etag("locuslab/wanda"),
+        "fetched_at": TODAY,
     }
     assert out.repos["IST-DASLab/sparsegpt"]["archived"] is True
     for req in server.requests:
@@ -121,8 +140,10 @@ def test_a_renamed_repo_is_followed_and_noted(github) -> None:
 
 def test_a_missing_repo_fails_but_keeps_its_stored_values(github) -> None:
     _, server = github
-    stored = {"gone/away": {"stars": 3, "last_commit": None, "archived": False, "etag": None, "fetched_at": TODAY},
-              "not/wanted": {"stars": 1, "last_commit": None, "archived": False, "etag": None, "fetched_at": TODAY}}
+    stored = {
+        "gone/away": {"stars": 3, "last_commit": None, "archived": False, "etag": None, "fetched_at": TODAY},
+        "not/wanted": {"stars": 1, "last_commit": None, "archived": False, "etag": None, "fetched_at": TODAY},
+    }
     out = _refresh(server, ["gone/away"], stored=stored)
     assert "404" in out.failed["gone/away"]
     assert out.repos == {"gone/away": stored["gone/away"]}  # repositories no record names are dropped
@@ -139,7 +160,10 @@ class Sleeper:
 def test_rate_limit_reset_is_awaited_when_short(github) -> None:
     fake, server = github
     now = time.time()
-    fake.limited_once["locuslab/wanda"] = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(now) + 30)}
+    fake.limited_once["locuslab/wanda"] = {
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset": str(int(now) + 30),
+    }
     sleep = Sleeper()
     out = _refresh(server, ["locuslab/wanda"], sleep=sleep, clock=lambda: now, max_wait=120)
     assert out.refreshed == ["locuslab/wanda"] and out.stopped is None
@@ -157,11 +181,28 @@ def test_retry_after_is_honoured(github) -> None:
 def test_a_long_rate_limit_stops_cleanly_and_keeps_the_rest(github) -> None:
     fake, server = github
     now = time.time()
-    fake.limited_once["locuslab/wanda"] = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(now) + 3000)}
-    stored = {"locuslab/wanda": {"stars": 1, "last_commit": None, "archived": False, "etag": None, "fetched_at": "2026-01-01"}}
+    fake.limited_once["locuslab/wanda"] = {
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset": str(int(now) + 3000),
+    }
+    stored = {
+        "locuslab/wanda": {
+            "stars": 1,
+            "last_commit": None,
+            "archived": False,
+            "etag": None,
+            "fetched_at": "2026-01-01",
+        }
+    }
     sleep = Sleeper()
-    out = _refresh(server, ["IST-DASLab/sparsegpt", "locuslab/wanda"], stored=stored, sleep=sleep,
-                   clock=lambda: now, max_wait=60)
+    out = _refresh(
+        server,
+        ["IST-DASLab/sparsegpt", "locuslab/wanda"],
+        stored=stored,
+        sleep=sleep,
+        clock=lambda: now,
+        max_wait=60,
+    )
     assert out.refreshed == ["IST-DASLab/sparsegpt"]
     assert out.stopped and "more than --max-wait" in out.stopped and sleep.waits == []
     assert out.repos["locuslab/wanda"] == stored["locuslab/wanda"]
@@ -221,7 +262,9 @@ def test_refresh_meta_writes_the_metadata_file(kb_with_repos, capsys) -> None:
     spent = fake.remaining
     assert main(["refresh-meta", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert sorted(summary["unchanged"]) == ["IST-DASLab/sparsegpt", "locuslab/wanda"] and fake.remaining == spent
+    assert (
+        sorted(summary["unchanged"]) == ["IST-DASLab/sparsegpt", "locuslab/wanda"] and fake.remaining == spent
+    )
     again = json.loads((root / "data" / "meta" / "github.json").read_text(encoding="utf-8"))
     assert again == data
 
@@ -248,7 +291,9 @@ def test_refresh_meta_exits_1_when_a_repo_is_missing(kb_with_repos, capsys) -> N
     assert list(data["repos"]) == ["IST-DASLab/sparsegpt"]
 
 
-def test_refresh_meta_without_network_is_one_line_and_writes_nothing(tmp_kb: Path, monkeypatch, capsys) -> None:
+def test_refresh_meta_without_network_is_one_line_and_writes_nothing(
+    tmp_kb: Path, monkeypatch, capsys
+) -> None:
     write_record(tmp_kb, "wanda", repo="locuslab/wanda")
     monkeypatch.setenv("KB_GITHUB_API_URL", f"http://127.0.0.1:{closed_port()}")
     assert main(["refresh-meta"]) == 2
@@ -262,4 +307,3 @@ def test_read_meta_tolerates_a_missing_or_broken_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"repos": [1, 2]}', encoding="utf-8")
     assert ghmeta.read_meta(bad) == {"fetched": None, "repos": {}}
-

@@ -13,8 +13,15 @@ from localserver import LocalServer, Reply, Request, Script, closed_port
 from kb import links
 
 SETTINGS = links.Settings(
-    concurrency=8, per_host=4, timeout=0.5, retries=2, backoff=0.05, backoff_cap=0.2,
-    retry_after_cap=2.0, max_redirects=5, total_timeout=30.0,
+    concurrency=8,
+    per_host=4,
+    timeout=0.5,
+    retries=2,
+    backoff=0.05,
+    backoff_cap=0.2,
+    retry_after_cap=2.0,
+    max_redirects=5,
+    total_timeout=30.0,
 )
 
 
@@ -30,17 +37,23 @@ class RecordingSleep:
 
 
 def fault_route() -> Callable[[Request], Reply | None]:
-    script = Script(**{
-        "/429-then-ok": [Reply(429, headers={"Retry-After": "1"}), Reply(200, b"ok")],
-        "/503-then-ok": [Reply(503), Reply(200, b"ok")],
-    })
+    script = Script(
+        **{
+            "/429-then-ok": [Reply(429, headers={"Retry-After": "1"}), Reply(200, b"ok")],
+            "/503-then-ok": [Reply(503), Reply(200, b"ok")],
+        }
+    )
 
     def route(req: Request) -> Reply | None:
         p = req.path
         if p == "/ok":
             # Honour the Range header the way real servers do.
             rng = req.headers.get("range", "")
-            return Reply(206, b"x" * 1024, {"Content-Range": "bytes 0-1023/4096"}) if rng else Reply(200, b"x" * 4096)
+            return (
+                Reply(206, b"x" * 1024, {"Content-Range": "bytes 0-1023/4096"})
+                if rng
+                else Reply(200, b"x" * 4096)
+            )
         if p in ("/404", "/410", "/403", "/999"):
             return Reply(int(p[1:]), b"nope")
         if p == "/always-503":
@@ -96,13 +109,17 @@ CASES = {
 def fault_run() -> tuple[LocalServer, dict[str, links.Result], RecordingSleep, dict[str, str]]:
     server = LocalServer(fault_route())
     refused = f"http://127.0.0.1:{closed_port()}/x"
-    urls = {key: key if key.startswith("http") else refused if key == "refused" else server.url(key) for key in CASES}
+    urls = {
+        key: key if key.startswith("http") else refused if key == "refused" else server.url(key)
+        for key in CASES
+    }
     sleep = RecordingSleep()
 
     async def go() -> dict[str, links.Result]:
         async with links.make_client(SETTINGS) as client:
             return await asyncio.wait_for(
-                links.check_urls(urls.values(), client=client, settings=SETTINGS, sleep=sleep), timeout=60)
+                links.check_urls(urls.values(), client=client, settings=SETTINGS, sleep=sleep), timeout=60
+            )
 
     try:
         results = asyncio.run(go())
@@ -160,7 +177,9 @@ def test_global_and_per_host_limits(serve, concurrency: int, per_host: int, limi
 
     async def go() -> dict[str, links.Result]:
         async with links.make_client(settings) as client:
-            return await asyncio.wait_for(links.check_urls(urls, client=client, settings=settings), timeout=30)
+            return await asyncio.wait_for(
+                links.check_urls(urls, client=client, settings=settings), timeout=30
+            )
 
     results = asyncio.run(go())
     assert all(r.verdict == "ok" for r in results.values())
@@ -188,7 +207,9 @@ def test_total_time_is_bounded(serve) -> None:
 
     async def go() -> dict[str, links.Result]:
         async with links.make_client(settings) as client:
-            return await asyncio.wait_for(links.check_urls(urls, client=client, settings=settings), timeout=20)
+            return await asyncio.wait_for(
+                links.check_urls(urls, client=client, settings=settings), timeout=20
+            )
 
     results = asyncio.run(go())
     assert results[urls[1]].verdict == "ok"

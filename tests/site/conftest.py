@@ -11,8 +11,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 MODELINE = "# yaml-language-server: $schema=../schema/paper.schema.json\n"
-NOTE = ("A fixture challenge note with **Markdown**, a [safe link](https://example.org/challenge) and "
-        "enough words to pass the minimum length of a challenge note.\n")
+NOTE = (
+    "A fixture challenge note with **Markdown**, a [safe link](https://example.org/challenge) and "
+    "enough words to pass the minimum length of a challenge note.\n"
+)
 
 
 def make_kb(root: Path, *, with_data: bool = True) -> Path:

@@ -84,7 +84,10 @@ def open_page(browser, base):
         pg = browser.new_page(viewport={"width": width, "height": height}, color_scheme=scheme)
         pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         pg.on("pageerror", lambda exc: errors.append(str(exc)))
-        pg.on("request", lambda r: None if r.url.startswith(base) else errors.append(f"outside request: {r.url}"))
+        pg.on(
+            "request",
+            lambda r: None if r.url.startswith(base) else errors.append(f"outside request: {r.url}"),
+        )
         pg.base = base  # type: ignore[attr-defined]
         pages.append(pg)
         return pg
@@ -126,7 +129,9 @@ def test_filter_on_one_axis_then_two(page, records) -> None:
     # A second axis narrows further: pick the value that splits the structured papers most evenly.
     candidates = []
     for axis in AXES[1:]:
-        for value in {e.value for r in records if r.paper.id in structured for e in getattr(r.paper.tags, axis)}:
+        for value in {
+            e.value for r in records if r.paper.id in structured for e in getattr(r.paper.tags, axis)
+        }:
             both = {r.paper.id for r in records if r.paper.id in structured and _has(r, axis, value)}
             if 0 < len(both) < len(structured):
                 candidates.append((abs(2 * len(both) - len(structured)), axis, value, both))
@@ -146,14 +151,18 @@ def test_filter_on_one_axis_then_two(page, records) -> None:
 
 def test_or_within_an_axis(page, records) -> None:
     _open_filter(page, "?type=structured,unstructured")
-    expected = {r.paper.id for r in records if _has(r, "type", "structured") or _has(r, "type", "unstructured")}
+    expected = {
+        r.paper.id for r in records if _has(r, "type", "structured") or _has(r, "type", "unstructured")
+    }
     assert set(_rows(page)) == expected
 
 
 def test_sorting_by_year_both_ways(page, records) -> None:
     _open_filter(page)
     page.click("th[data-sort='year'] button")  # currently year descending -> ascending
-    years = [page.inner_text(f"#kb-filter tbody tr:nth-child({i}) td:nth-child(3)") for i in (1, len(records))]
+    years = [
+        page.inner_text(f"#kb-filter tbody tr:nth-child({i}) td:nth-child(3)") for i in (1, len(records))
+    ]
     assert int(years[0]) <= int(years[1])
     assert page.get_attribute("th[data-sort='year']", "aria-sort") == "ascending"
     assert "sort=year&dir=asc" in page.url
@@ -181,6 +190,7 @@ def test_home_page_search_and_dark_mode_toggle(page) -> None:
 # ---------------------------------------------------------------------------------------------
 # The filter's facets, computed from the records the way the page should compute them.
 
+
 def _facets(records, vocab) -> dict[str, dict[str, set[str]]]:
     """facet id -> paper id -> the facet's values on that paper (axes, choice qualifiers such as
     `type-granularity`, venue, status, year)."""
@@ -189,8 +199,14 @@ def _facets(records, vocab) -> dict[str, dict[str, set[str]]]:
     out: dict[str, dict[str, set[str]]] = {}
     for axis in vocab.ordered():
         out[axis.axis] = {r.paper.id: {e.value for e in getattr(r.paper.tags, axis.axis)} for r in records}
-        names = sorted({n for v in axis.values for n, q in axis.qualifiers_for(v.id).items()
-                        if isinstance(q, ChoiceQualifier)})
+        names = sorted(
+            {
+                n
+                for v in axis.values
+                for n, q in axis.qualifiers_for(v.id).items()
+                if isinstance(q, ChoiceQualifier)
+            }
+        )
         for name in names:
             values: dict[str, set[str]] = {}
             for r in records:
@@ -210,13 +226,16 @@ def _facets(records, vocab) -> dict[str, dict[str, set[str]]]:
 
 def _select(facets, selected: dict[str, set[str]], skip: str | None = None) -> set[str]:
     ids = set(next(iter(facets.values())))
-    return {i for i in ids if all(f == skip or not want or facets[f][i] & want for f, want in selected.items())}
+    return {
+        i for i in ids if all(f == skip or not want or facets[f][i] & want for f, want in selected.items())
+    }
 
 
 def _counts_on_page(pg) -> dict[tuple[str, str], int]:
     rows = pg.eval_on_selector_all(
         "#kb-filter label[data-n]",
-        "ls => ls.map(l => { const b = l.querySelector('input'); return [b.dataset.facet, b.value, +l.dataset.n]; })")
+        "ls => ls.map(l => { const b = l.querySelector('input'); return [b.dataset.facet, b.value, +l.dataset.n]; })",
+    )
     return {(f, v): n for f, v, n in rows}
 
 
@@ -245,9 +264,14 @@ def test_facet_counts_follow_the_filter_state(page, records, vocab) -> None:
     assert _counts_on_page(page) == _expected_counts(facets, selected)
     # A second facet: the retrain value that leaves the fewest (but some) structured papers.
     pool = _select(facets, selected)
-    value = min((v for v in set().union(*facets["retrain"].values())
-                 if 0 < sum(1 for i in pool if v in facets["retrain"][i]) < len(pool)),
-                key=lambda v: (sum(1 for i in pool if v in facets["retrain"][i]), v))
+    value = min(
+        (
+            v
+            for v in set().union(*facets["retrain"].values())
+            if 0 < sum(1 for i in pool if v in facets["retrain"][i]) < len(pool)
+        ),
+        key=lambda v: (sum(1 for i in pool if v in facets["retrain"][i]), v),
+    )
     page.check(f"#kb-f-retrain-{value}")
     selected["retrain"] = {value}
     counts = _counts_on_page(page)
@@ -330,7 +354,9 @@ def test_searching_a_short_name_ranks_its_paper_first(page, records) -> None:
             try:
                 first = page.wait_for_function(
                     "() => { const a = document.querySelector('.md-search-result__item > a');"
-                    " return a && a.getAttribute('href'); }", timeout=1500).json_value()
+                    " return a && a.getAttribute('href'); }",
+                    timeout=1500,
+                ).json_value()
                 break
             except Exception:  # noqa: BLE001 - Playwright's timeout; try again
                 continue
@@ -341,8 +367,9 @@ def test_searching_a_short_name_ranks_its_paper_first(page, records) -> None:
 
 
 def _site_pages(site: Path) -> list[str]:
-    return sorted(str(p.parent.relative_to(site)) + "/" if p.parent != site else ""
-                  for p in site.rglob("index.html"))
+    return sorted(
+        str(p.parent.relative_to(site)) + "/" if p.parent != site else "" for p in site.rglob("index.html")
+    )
 
 
 def test_no_page_scrolls_sideways_at_phone_width(open_page, site) -> None:
@@ -370,18 +397,24 @@ def test_all_papers_on_a_phone_shows_results_first_and_whole_badges(open_page, r
     assert not pg.eval_on_selector(".kb-filter__panel", "d => d.open")  # facets folded
     top = pg.eval_on_selector("#kb-filter tbody tr", "r => r.getBoundingClientRect().top")
     assert top < 844, f"first result at {top} px"
-    split = pg.eval_on_selector_all("#kb-filter tbody .kb-badge", """bs => bs.filter(b => {
+    split = pg.eval_on_selector_all(
+        "#kb-filter tbody .kb-badge",
+        """bs => bs.filter(b => {
         const [axis, first] = b.children; return Math.abs(axis.getBoundingClientRect().top - first.getBoundingClientRect().top) > 2;
-    }).length""")
+    }).length""",
+    )
     assert split == 0
-    broken = pg.eval_on_selector_all("#kb-filter td.kb-title > a, #kb-filter td.kb-title > small", """els => {
+    broken = pg.eval_on_selector_all(
+        "#kb-filter td.kb-title > a, #kb-filter td.kb-title > small",
+        """els => {
         const out = [];
         els.forEach(el => { const node = el.firstChild; let at = 0;
           node.textContent.split(/(\\s+|(?<=-))/).forEach(part => {  // spaces and hyphens may break a line
             if (part.trim()) { const r = document.createRange(); r.setStart(node, at); r.setEnd(node, at + part.length);
               if (r.getClientRects().length > 1) out.push(part); }
             at += part.length; }); });
-        return out; }""")
+        return out; }""",
+    )
     assert broken == []  # no word of a title is split across two lines
     pg.click(".kb-filter__panel > summary")
     pg.check("#kb-f-type-structured")

@@ -37,13 +37,17 @@ def test_check_lists_stale_files_and_writes_nothing(kb_root: Path, capsys) -> No
     assert main(["build", "--check"]) == 0
     # A record change makes the README stale again; an orphan badge is reported too.
     rec = kb_root / "papers" / "fixture-kv.yaml"
-    rec.write_text(rec.read_text(encoding="utf-8").replace("Fixture cache eviction", "Fixture KV eviction"),
-                   encoding="utf-8")
+    rec.write_text(
+        rec.read_text(encoding="utf-8").replace("Fixture cache eviction", "Fixture KV eviction"),
+        encoding="utf-8",
+    )
     (kb_root / "docs" / "badges" / "type-gone.svg").write_text("<svg/>", encoding="utf-8")
     capsys.readouterr()
     assert main(["build", "--check"]) == 1
-    assert capsys.readouterr().err.splitlines() == ["README.md: stale; run `kb build`",
-                                                    "docs/badges/type-gone.svg: stale; run `kb build`"]
+    assert capsys.readouterr().err.splitlines() == [
+        "README.md: stale; run `kb build`",
+        "docs/badges/type-gone.svg: stale; run `kb build`",
+    ]
     assert main(["build", "--no-mkdocs"]) == 0
     assert not (kb_root / "docs" / "badges" / "type-gone.svg").exists()
 
@@ -63,7 +67,9 @@ def test_refuses_to_build_a_knowledge_base_with_problems(kb_root: Path, capsys) 
 
 
 def test_malformed_optional_data_is_one_line_error(kb_root: Path, capsys) -> None:
-    (kb_root / "reproductions" / "wanda.json").write_text('{"paper": "wanda", "results": []}', encoding="utf-8")
+    (kb_root / "reproductions" / "wanda.json").write_text(
+        '{"paper": "wanda", "results": []}', encoding="utf-8"
+    )
     assert main(["build", "--no-mkdocs"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("kb: error: reproductions/wanda.json: ")
@@ -80,9 +86,15 @@ def _edit_reproduction(kb_root: Path, edit) -> None:
     ("edit", "needle"),
     [
         (lambda d: d.pop("claim"), "reproductions/wanda.json: claim: Field required"),
-        (lambda d: d["runs"][1]["metrics"].update(ppl="thirty"), 'runs.1.metrics.ppl: Input should be a valid number'),
-        (lambda d: d["runs"][0]["metrics"]["size"].pop("layers"), "runs.0.metrics.size.layers: Field required"),
-        (lambda d: d["claim"].update(holds="maybe"), 'claim.holds: Input should be a valid boolean'),
+        (
+            lambda d: d["runs"][1]["metrics"].update(ppl="thirty"),
+            "runs.1.metrics.ppl: Input should be a valid number",
+        ),
+        (
+            lambda d: d["runs"][0]["metrics"]["size"].pop("layers"),
+            "runs.0.metrics.size.layers: Field required",
+        ),
+        (lambda d: d["claim"].update(holds="maybe"), "claim.holds: Input should be a valid boolean"),
     ],
 )
 def test_hand_edited_reproduction_names_file_and_field(kb_root: Path, capsys, edit, needle) -> None:
@@ -105,7 +117,9 @@ def test_unwritable_outputs_are_refused_before_rendering(kb_root: Path, tmp_path
     assert (kb_root / "README.md").read_text(encoding="utf-8") == "# Fixture\n\nHand-written intro.\n"
 
 
-def test_disk_full_during_build_keeps_the_previous_output(kb_root: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+def test_disk_full_during_build_keeps_the_previous_output(
+    kb_root: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
     import errno
 
     import site_builder.build
@@ -157,9 +171,19 @@ def _parse(path: Path) -> _Links:
 def test_full_build_produces_a_site_whose_internal_links_resolve(kb_root: Path, tmp_path: Path) -> None:
     site = tmp_path / "site"
     assert main(["build", "--out", str(site), "--docs-out", str(tmp_path / "docs")]) == 0
-    for page in ("index.html", "tables/index.html", "all-papers/index.html", "reproductions/index.html",
-                 "challenges/index.html", "about/index.html", "papers/wanda/index.html",
-                 "concepts/type/index.html", "papers.json", "papers.bib", "search/search_index.json"):
+    for page in (
+        "index.html",
+        "tables/index.html",
+        "all-papers/index.html",
+        "reproductions/index.html",
+        "challenges/index.html",
+        "about/index.html",
+        "papers/wanda/index.html",
+        "concepts/type/index.html",
+        "papers.json",
+        "papers.bib",
+        "search/search_index.json",
+    ):
         assert (site / page).is_file(), page
     parsed = {p: _parse(p) for p in site.rglob("*.html")}
     del parsed[site / "404.html"]  # absolute links: mkdocs cannot know where a 404 page is served from
@@ -180,11 +204,16 @@ def test_full_build_produces_a_site_whose_internal_links_resolve(kb_root: Path, 
     assert checked > 100
     html = (site / "papers" / "fixture-depth" / "index.html").read_text(encoding="utf-8")
     assert "<script>alert" not in html and "<img" not in html
-    assert "<title>Fixture &lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; *depth* | pruning - pruning-kb</title>" in html
+    assert (
+        "<title>Fixture &lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; *depth* | pruning - pruning-kb</title>"
+        in html
+    )
     assert json.loads((site / "papers.json").read_text(encoding="utf-8"))["schema_version"] >= 1
     assert not list(site.rglob("*.md"))
     home_links = set(parsed[site / "index.html"].links)
-    assert {f"papers/{p.stem}/" for p in (kb_root / "papers").glob("*.yaml")} <= home_links  # in the navigation
+    assert {
+        f"papers/{p.stem}/" for p in (kb_root / "papers").glob("*.yaml")
+    } <= home_links  # in the navigation
 
 
 @pytest.mark.slow

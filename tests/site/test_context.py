@@ -14,7 +14,10 @@ def test_papers_are_ordered_newest_venue_first_and_grouped_by_year(kb) -> None:
     ctx = _ctx(kb)
     years = [y["year"] for y in ctx["years"]]
     assert years == sorted(years, reverse=True) == [2024, 2023]
-    assert [p["id"] for p in ctx["years"][0]["papers"]] == ["fixture-depth", "wanda"]  # same venue year: newer first
+    assert [p["id"] for p in ctx["years"][0]["papers"]] == [
+        "fixture-depth",
+        "wanda",
+    ]  # same venue year: newer first
 
 
 def test_tags_come_in_the_fixed_axis_order_with_qualifiers(kb) -> None:
@@ -34,8 +37,13 @@ def test_concept_values_list_the_papers_that_carry_them(kb) -> None:
 
 def test_stars_and_reproduction_appear_only_where_data_exists(kb) -> None:
     papers = {p["id"]: p for p in _ctx(kb)["papers"]}
-    assert papers["wanda"]["stars"] == {"count": 1234, "text": "1.2k", "as_of": "2025-01-02", "archived": False,
-                                        "last_commit": "2024-12-01"}
+    assert papers["wanda"]["stars"] == {
+        "count": 1234,
+        "text": "1.2k",
+        "as_of": "2025-01-02",
+        "archived": False,
+        "last_commit": "2024-12-01",
+    }
     assert papers["fixture-width"]["stars"] is None  # no repo field
     rep = papers["wanda"]["reproduction"]
     assert [r["ppl"] for r in rep["rows"]] == ["1234.50", "42.25", "inf"]
@@ -63,7 +71,14 @@ def test_papers_json_has_schema_version_every_record_and_the_vocabulary(kb) -> N
 
 
 def test_short_count() -> None:
-    assert [short_count(n) for n in (0, 999, 1000, 1234, 9999, 12345)] == ["0", "999", "1k", "1.2k", "10k", "12k"]
+    assert [short_count(n) for n in (0, 999, 1000, 1234, 9999, 12345)] == [
+        "0",
+        "999",
+        "1k",
+        "1.2k",
+        "10k",
+        "12k",
+    ]
 
 
 def test_papers_json_carries_choice_qualifiers_statuses_and_reverse_related(kb) -> None:

@@ -16,8 +16,20 @@ def pages(kb) -> dict[str, str]:
 
 
 def test_every_page_and_export_is_rendered(pages, kb) -> None:
-    expected = {"index.md", "tables.md", "all-papers.md", "challenges.md", "reproductions.md", "about.md",
-                "papers.json", "papers.bib", "assets/axes.css", "assets/kb.css", "assets/kb.js", "assets/kb-filter.js"}
+    expected = {
+        "index.md",
+        "tables.md",
+        "all-papers.md",
+        "challenges.md",
+        "reproductions.md",
+        "about.md",
+        "papers.json",
+        "papers.bib",
+        "assets/axes.css",
+        "assets/kb.css",
+        "assets/kb.js",
+        "assets/kb-filter.js",
+    }
     expected |= {f"concepts/{a}.md" for a in ("type", "criteria", "budget", "data", "retrain", "weight")}
     expected |= {f"papers/{r.paper.id}.md" for r in kb.records}
     assert set(pages) == expected
@@ -123,7 +135,10 @@ def test_earlier_titles_and_sources_are_shown_escaped_and_exported(pages) -> Non
     import json
 
     page = pages["papers/fixture-depth.md"]
-    assert "| Earlier title | Fixture &#60;em&#62;older&#60;/em&#62; depth title (arXiv 2024 (preprint)) |" in page
+    assert (
+        "| Earlier title | Fixture &#60;em&#62;older&#60;/em&#62; depth title (arXiv 2024 (preprint)) |"
+        in page
+    )
     assert "<em>older" not in page
     assert "## Sources" in page and "fixture abstract page &#60;b&#62;v1&#60;/b&#62;" in page
     assert "supports `venue`, `identifiers`, `earlier_versions`" in page
@@ -145,7 +160,10 @@ def test_paper_page_heading_leads_with_the_short_name_and_search_boost(pages) ->
 def test_identifiers_link_out_and_related_links_go_both_ways(pages) -> None:
     wanda = pages["papers/wanda.md"]
     assert "| arXiv | [2306.11695](https://arxiv.org/abs/2306.11695) |" in wanda
-    assert "| Named as related by | [Fixture structured width pruning with recovery](fixture-width.md) |" in wanda
+    assert (
+        "| Named as related by | [Fixture structured width pruning with recovery](fixture-width.md) |"
+        in wanda
+    )
     width = pages["papers/fixture-width.md"]
     assert "| Related | [Wanda](wanda.md) |" in width
     assert "Named as related by" not in width
@@ -167,8 +185,11 @@ def test_home_page_counts_values_marks_unused_ones_and_says_how_to_cite(pages, k
     unused = [v for v in kb.vocab["criteria"].values if v.id not in used]
     assert unused, "the fixture uses every criteria value"
     assert home.count('<span class="kb-none">none yet</span>') == sum(
-        1 for a in kb.vocab.ordered() for v in a.values
-        if not any(e.value == v.id for r in kb.records for e in getattr(r.paper.tags, a.axis)))
+        1
+        for a in kb.vocab.ordered()
+        for v in a.values
+        if not any(e.value == v.id for r in kb.records for e in getattr(r.paper.tags, a.axis))
+    )
     from site_builder.context import REPOSITORY_URL
 
     assert f"[{REPOSITORY_URL}]({REPOSITORY_URL})" in home
@@ -188,7 +209,7 @@ def test_challenges_are_grouped_and_folded_one_per_paper(pages, kb) -> None:
     ids = re.findall(r'<details class="kb-challenge" id="([a-z0-9-]+)" markdown>', page)
     assert sorted(ids) == sorted(r.paper.id for r in kb.records)
     assert "## Weight pruning {: #scope-weight-pruning }" in page
-    assert "<summary markdown=\"span\">**Wanda: Fixture: activation-aware magnitude pruning**" in page
+    assert '<summary markdown="span">**Wanda: Fixture: activation-aware magnitude pruning**' in page
 
 
 def test_stars_are_promised_only_when_there_are_stars(kb_root) -> None:

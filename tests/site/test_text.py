@@ -7,12 +7,15 @@ import pytest
 from site_builder.text import inline, markdown_html, url
 
 
-@pytest.mark.parametrize("raw", [
-    "<script>alert(1)</script>",
-    "*bold* _it_ `code` [x](javascript:alert(1))",
-    "a | b # c {: .cls } \\ back",
-    "\"quoted\" & 'single'",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "<script>alert(1)</script>",
+        "*bold* _it_ `code` [x](javascript:alert(1))",
+        "a | b # c {: .cls } \\ back",
+        "\"quoted\" & 'single'",
+    ],
+)
 def test_inline_leaves_no_markup_characters(raw: str) -> None:
     import re
 
@@ -37,15 +40,19 @@ def test_url_accepts_http_and_encodes_markdown_delimiters() -> None:
     assert "&amp;" in url("https://example.org/?a=1&b=2")
 
 
-@pytest.mark.parametrize("bad", ["javascript:alert(1)", "data:text/html,hi", "ftp://example.org/x", "/relative"])
+@pytest.mark.parametrize(
+    "bad", ["javascript:alert(1)", "data:text/html,hi", "ftp://example.org/x", "/relative"]
+)
 def test_url_refuses_other_schemes(bad: str) -> None:
     with pytest.raises(ValueError):
         url(bad)
 
 
 def test_markdown_html_drops_raw_html_and_unsafe_links() -> None:
-    out = markdown_html("Hi <b onclick=x>there</b>\n\n[ok](https://example.org/) [bad](javascript:alert(1))"
-                        " [rel](../x.md) ![img](https://example.org/i.png)")
+    out = markdown_html(
+        "Hi <b onclick=x>there</b>\n\n[ok](https://example.org/) [bad](javascript:alert(1))"
+        " [rel](../x.md) ![img](https://example.org/i.png)"
+    )
     assert "<b" not in out and "&lt;b onclick=x&gt;" in out
     assert 'href="https://example.org/"' in out
     assert "javascript:" not in out.replace("(javascript:alert(1))", "")
