@@ -84,11 +84,35 @@ class Speed(_Strict):
     decode_speedup: Number | None = None  # this decode rate / dense decode rate
 
 
+class CacheEval(_Strict):
+    """Long-context evaluation under a KV-cache policy (`policy` "full" = no eviction, the dense baseline).
+
+    Windows of the evaluation stream are split into a prompt and a continuation; quality is the teacher-forced
+    perplexity of the continuation tokens only, with the cache the policy would hold at each step (simulated
+    mask). Memory and speed come from real eviction while generating after the first window's prompt."""
+
+    policy: str
+    windows: int = Field(ge=1)
+    prompt_tokens: int = Field(ge=1)
+    continuation_tokens: int = Field(ge=1)
+    budget_tokens: int | None = None  # cache entries per layer and KV head between steps; None = unbounded
+    recent_tokens: int | None = None  # of which the newest positions (never evicted)
+    ppl: Number  # exp(mean NLL of the continuation tokens)
+    nll: Number  # mean NLL of the continuation tokens (nats)
+    generate_tokens: int = Field(ge=0)  # greedy decoding steps after the prompt, with real eviction
+    cache_bytes_prompt: int = Field(ge=0)  # KV cache bytes after the prompt (after the cut to the budget)
+    cache_bytes_end: int = Field(ge=0)  # KV cache bytes after the last decoding step
+    decode_tokens_per_s: Number  # median over the timed runs
+    decode_speedup: Number | None = None  # this decode rate / the full cache's, same process and threads
+    threads: int = Field(ge=1)
+
+
 class Metrics(_Strict):
     ppl: Number | None = None
     probe: Probe | None = None
     size: Size
     speed: Speed | None = None
+    cache: CacheEval | None = None  # kv-cache papers: the long-context evaluation of the cache policy
 
 
 class RunResult(_Strict):

@@ -5,7 +5,7 @@ command line reads it for help text and to reject bad input before anything heav
 
 - A `MethodSpec` names a method, the module that implements it, its kind (which decides the invariants
   the harness checks after it ran), whether it needs calibration data, and which target options of the
-  command line apply to it (`sparsity`, `pattern`, `layers`). The method's own knobs and their defaults
+  command line apply to it (`sparsity`, `pattern`, `layers`, `kv_budget`). The method's own knobs and their defaults
   live in the module's `Config` class.
 - A `PaperSpec` is a paper's headline comparison: a list of labelled `Run`s (method + fixed options) run
   after the dense baseline, each from a fresh copy of the dense model; paper-level defaults (its target,
@@ -29,9 +29,9 @@ from kb.errors import KBError
 if TYPE_CHECKING:
     from kb.results import Kind, Metrics
 
-Target = Literal["sparsity", "pattern", "layers"]
-TARGETS: tuple[str, ...] = ("sparsity", "pattern", "layers")
-Metric = Literal["ppl", "probe", "speed"]
+Target = Literal["sparsity", "pattern", "layers", "kv_budget"]
+TARGETS: tuple[str, ...] = ("sparsity", "pattern", "layers", "kv_budget")  # kv_budget: KV cache / prompt length
+Metric = Literal["ppl", "probe", "speed", "cache"]  # cache: the long-context KV-cache evaluation
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,11 @@ class Results:
     def ppl(self, label: str) -> float:
         value = self._metrics[label].ppl
         return math.nan if value is None else float(value)
+
+    def cache_ppl(self, label: str) -> float:
+        """Continuation perplexity of the KV-cache evaluation (the dense run: full cache)."""
+        cache = self._metrics[label].cache
+        return math.nan if cache is None else float(cache.ppl)
 
     def acc(self, label: str) -> float:
         probe = self._metrics[label].probe
@@ -121,6 +126,15 @@ _METHOD_LIST = (
                "outlier-weighted per-layer sparsity, then Wanda or SparseGPT", True, ("sparsity",), paper="owl"),
     MethodSpec("shortgpt", "reference_impls.shortgpt", "depth",
                "remove the layers with the lowest Block Influence", True, ("layers",), paper="shortgpt"),
+    MethodSpec("window", "reference_impls.kv_window", "kv-cache",
+               "KV cache of the most recent tokens, optionally plus StreamingLLM's first-token sinks (baseline)",
+               False, ("kv_budget",)),
+    MethodSpec("h2o", "reference_impls.h2o", "kv-cache",
+               "KV cache of heavy hitters (accumulated attention) plus recent tokens", False, ("kv_budget",),
+               paper="h2o"),
+    MethodSpec("keyformer", "reference_impls.keyformer", "kv-cache",
+               "KV cache of key tokens (accumulated Gumbel-softmax score) plus recent tokens", False, ("kv_budget",),
+               paper="keyformer"),
 )  # fmt: skip
 METHODS: dict[str, MethodSpec] = {m.name: m for m in _METHOD_LIST}
 
@@ -153,6 +167,20 @@ def _shortgpt_claim(r: Results) -> Verdict:
     reason = (f"ppl lowest-BI {low:.2f} vs random mean {rand:.2f} (best draw {best:.2f}) and highest-BI {high:.2f}; "
               f"probe acc_norm lowest-BI {acc_low:.3f} vs random mean {acc_rand:.3f} and highest-BI {acc_high:.3f}")
     return ppl_ok and acc_ok, reason
+
+
+def _h2o_claim(r: Results) -> Verdict:
+    h, w, full = r.cache_ppl("h2o"), r.cache_ppl("window"), r.cache_ppl("dense")
+    holds = _finite(h, w, full) and h < w and h <= 1.5 * full
+    return holds, (f"continuation ppl h2o {h:.2f} vs window {w:.2f} and 1.5 x full cache {1.5 * full:.2f} "
+                   f"(sink {r.cache_ppl('sink'):.2f}, full {full:.2f})")  # fmt: skip
+
+
+def _keyformer_claim(r: Results) -> Verdict:
+    k, w, full, h = r.cache_ppl("keyformer"), r.cache_ppl("window"), r.cache_ppl("dense"), r.cache_ppl("h2o")
+    holds = _finite(k, w, full) and k <= w and k <= 1.1 * full
+    return holds, (f"continuation ppl keyformer {k:.2f} vs window {w:.2f} and 1.1 x full cache {1.1 * full:.2f}; "
+                   f"reported, not asserted: h2o {h:.2f} (sink {r.cache_ppl('sink'):.2f}, full {full:.2f})")  # fmt: skip
 
 
 # ---- papers -----------------------------------------------------------------------------------
@@ -207,6 +235,33 @@ _PAPER_LIST = (
         metrics=("ppl", "probe"),
     ),
 )
+_KV_DATA = {"seqlen": 320, "eval_tokens": 2560}  # 8 windows of a 256-token prompt + 64-token continuation
+_KV_BASELINES = (Run("window", "window"), Run("sink", "window", {"sink_tokens": 4}))
+_PAPER_LIST += (
+    PaperSpec(
+        paper="h2o",
+        method="h2o",
+        runs=(*_KV_BASELINES, Run("h2o", "h2o")),
+        claim="With a KV cache of {kv_budget:.0%} of the prompt (half heavy hitters, half recent tokens), H2O's "
+        "continuation perplexity is below that of a window of the same number of recent tokens and at most 1.5x "
+        "the full cache's (H2O paper: 20% of the cache keeps accuracy where the window alone collapses)",
+        check=_h2o_claim,
+        defaults={"kv_budget": 0.2, **_KV_DATA},
+        metrics=("cache",),
+    ),
+    PaperSpec(
+        paper="keyformer",
+        method="keyformer",
+        runs=(*_KV_BASELINES, Run("h2o", "h2o"), Run("keyformer", "keyformer")),
+        claim="With a KV cache of {kv_budget:.0%} of the prompt (30% recent tokens, 70% key tokens), Keyformer's "
+        "continuation perplexity is at most that of a window of the same size and within 10% of the full cache's "
+        "(Keyformer paper: 50% of the prompt cache keeps about 99% of the baseline accuracy); Keyformer vs H2O at "
+        "the same budget is reported, not asserted",
+        check=_keyformer_claim,
+        defaults={"kv_budget": 0.5, **_KV_DATA},
+        metrics=("cache",),
+    ),
+)
 PAPERS: dict[str, PaperSpec] = {p.paper: p for p in _PAPER_LIST}
 
 
@@ -242,6 +297,16 @@ def method_spec(method: str) -> MethodSpec:
     if method not in METHODS:
         raise KBError(f"unknown method {method!r}; available: {', '.join(sorted(METHODS))}")
     return METHODS[method]
+
+
+def savable_method(method: str) -> MethodSpec:
+    """The spec of a method whose result `kb prune` can save; a `KBError` (exit 2) for a KV-cache policy."""
+    spec = method_spec(method)
+    if spec.kind == "kv-cache":
+        where = f"kb reproduce {spec.paper}" if spec.paper else "kb reproduce h2o or keyformer"
+        raise KBError(f"{method} is a KV-cache eviction policy: it changes no weight, so there is no pruned model to "
+                      f"save; evaluate it with {where}")  # fmt: skip
+    return spec
 
 
 def methods_help() -> str:

@@ -9,8 +9,9 @@ holds on this run, 1 when it does not (the numbers are still written), 2 on bad 
 `kb prune` runs one method and saves a model + tokenizer directory that `from_pretrained` loads; the
 directory appears only when complete (temporary sibling, then rename).
 
-Target options (`--sparsity`, `--pattern`, `--layers`) default to the paper's own setting; each method
-accepts only those listed in the registry. torch, transformers and the harness are imported inside the
+Target options (`--sparsity`, `--pattern`, `--layers`, `--kv-budget`) default to the paper's own setting; each
+method accepts only those listed in the registry. KV-cache policies (H2O, Keyformer) change no weight: `kb prune`
+refuses them (nothing to save) and `kb reproduce` evaluates them on prompt + continuation windows. torch, transformers and the harness are imported inside the
 command functions, never at module level.
 """
 
@@ -64,6 +65,8 @@ def _common(p: argparse.ArgumentParser, default: str) -> None:
     target.add_argument("--sparsity", type=float, help=f"fraction of weights to prune (default: {default})")
     target.add_argument("--pattern", metavar="N:M", help="semi-structured: prune N of every M weights, e.g. 2:4")
     p.add_argument("--layers", type=int, help=f"decoder layers to remove, depth methods (default: {default})")
+    p.add_argument("--kv-budget", type=float, metavar="F",
+                   help=f"KV cache kept, as a fraction of the prompt in (0, 1] (kv-cache methods; default: {default})")
     p.add_argument("--dataset", default="pydoc", help="pydoc (offline, default), wikitext2, c4, or a UTF-8 file")
     p.add_argument("--nsamples", type=int, help=f"calibration sequences (default {_DATA['nsamples']})")
     p.add_argument("--seqlen", type=int, help=f"tokens per sequence (default {_DATA['seqlen']})")
@@ -89,6 +92,10 @@ def _explicit(args: argparse.Namespace) -> dict[str, Any]:
         if args.layers < 1:
             raise KBError("--layers must be a positive integer")
         target["layers"] = args.layers
+    if args.kv_budget is not None:
+        if not 0.0 < args.kv_budget <= 1.0:
+            raise KBError(f"--kv-budget must be a fraction of the prompt in (0, 1], got {args.kv_budget}")
+        target["kv_budget"] = args.kv_budget
     out: dict[str, Any] = {"model": args.model, "dataset": args.dataset, "device": args.device, "seed": args.seed,
                            "batch_size": args.batch_size, "target": target,
                            "overrides": parse_assignments(args.set)}  # fmt: skip
@@ -146,6 +153,16 @@ def _num(value: float | None, digits: int) -> str:
     return f"{value:.{digits}f}" if value == value and abs(value) != float("inf") else str(value)
 
 
+def _budget(cache: Any) -> str:
+    if cache is None:
+        return "-"
+    return "full" if cache.budget_tokens is None else f"{cache.budget_tokens}/{cache.prompt_tokens}"
+
+
+def _kib(value: int | None) -> str:
+    return "-" if value is None else f"{value / 1024:.0f}"
+
+
 def format_table(record: Any) -> str:
     """The comparison as aligned text: one row per run, only the columns some run measured."""
     runs = record.runs
@@ -163,6 +180,15 @@ def format_table(record: Any) -> str:
     if any(r.metrics.speed is not None for r in runs):
         cols.append(("prefill x", lambda r: _num(r.metrics.speed.prefill_speedup if r.metrics.speed else None, 2)))
         cols.append(("decode x", lambda r: _num(r.metrics.speed.decode_speedup if r.metrics.speed else None, 2)))
+    if any(r.metrics.cache is not None for r in runs):
+        cols += [
+            ("cont. ppl", lambda r: _num(r.metrics.cache.ppl if r.metrics.cache else None, 2)),
+            ("cache", lambda r: _budget(r.metrics.cache)),
+            ("KiB prompt", lambda r: _kib(r.metrics.cache.cache_bytes_prompt if r.metrics.cache else None)),
+            ("KiB end", lambda r: _kib(r.metrics.cache.cache_bytes_end if r.metrics.cache else None)),
+            ("decode tok/s", lambda r: _num(r.metrics.cache.decode_tokens_per_s if r.metrics.cache else None, 1)),
+            ("decode x", lambda r: _num(r.metrics.cache.decode_speedup if r.metrics.cache else None, 2)),
+        ]
     cols.append(("prune s", lambda r: f"{r.prune_seconds:.1f}"))
     rows = [tuple(name for name, _ in cols)] + [tuple(f(r) for _, f in cols) for r in runs]
     widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
@@ -183,7 +209,7 @@ def format_table(record: Any) -> str:
 def _run_prune(args: argparse.Namespace) -> int:
     from reference_impls import registry
 
-    registry.method_spec(args.method)  # unknown method: exit 2 before heavy imports
+    registry.savable_method(args.method)  # unknown method or a cache policy: exit 2 before heavy imports
     explicit = _explicit(args)
     save = Path(args.save).expanduser()
     if save.exists() and not args.force:

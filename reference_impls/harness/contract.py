@@ -147,3 +147,5 @@ def check_outcome(
             _fail(method, "a width method did not shrink any matrix")
     if kind == "kv-cache" and outcome.cache_policy is None:
         _fail(method, "a kv-cache method must report its cache policy")
+    if kind == "kv-cache" and after.zeros != before.zeros:
+        _fail(method, "a kv-cache method changed decoder weights")

@@ -1,5 +1,8 @@
 """Size metrics of a model, and `measure`, which gathers every metric a run asks for into `Metrics`.
 
+Perplexity, probe and CPU speed are measured on the model as it is; the KV-cache evaluation
+(`cacheeval.evaluate_cache`) runs the cache policy the model carries (none: the full cache).
+
 Sizes count each tensor once (tied input/output embeddings are one tensor), so `weight_bytes` is what a
 safetensors save writes for the weights (headers aside). "Non-embedding" leaves out the input embedding
 and an untied LM head; "decoder" is what the decoder layers hold.
@@ -13,8 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from kb.results import Metrics, Probe, Size, Speed
+from kb.results import CacheEval, Metrics, Probe, Size, Speed
 
+from .cacheeval import CacheSettings, evaluate_cache
 from .evaluate import perplexity
 from .layerwise import decoder_layers, iter_decoder_linears
 from .probe import TokenTask, score_task
@@ -65,8 +69,12 @@ def measure(
     speed_prompt: torch.Tensor | None = None,
     dense_speed: SpeedSample | None = None,
     speed_repeats: int = 5,
+    cache_windows: torch.Tensor | None = None,
+    cache: CacheSettings | None = None,
+    dense_cache: CacheEval | None = None,
 ) -> tuple[Metrics, SpeedSample | None, float]:
-    """Every metric that applies; returns (metrics, the raw speed sample, seconds spent)."""
+    """Every metric that applies; returns (metrics, the raw speed sample, seconds spent). With `cache` and
+    `cache_windows`, the long-context cache evaluation too (decode speed-up against `dense_cache`)."""
     start = time.perf_counter()
     ppl = perplexity(model, eval_windows, batch_size=eval_batch_size) if eval_windows is not None else None
     probe = None
@@ -75,5 +83,8 @@ def measure(
         probe = Probe(task=s.task, items=s.items, choices=s.choices, acc=s.acc, acc_norm=s.acc_norm)
     sample = measure_speed(model, speed_prompt, repeats=speed_repeats) if speed_prompt is not None else None
     speed = speed_record(sample, dense_speed) if sample is not None else None
-    metrics = Metrics(ppl=ppl, probe=probe, size=model_size(model), speed=speed)
+    cache_eval = None
+    if cache is not None and cache_windows is not None:
+        cache_eval = evaluate_cache(model, cache_windows, cache, dense_cache)
+    metrics = Metrics(ppl=ppl, probe=probe, size=model_size(model), speed=speed, cache=cache_eval)
     return metrics, sample, time.perf_counter() - start

@@ -8,13 +8,17 @@
 3. for every labelled run: take a fresh copy of the dense model (runs never see each other's edits),
    call the method, check its outcome against the contract, measure;
 4. decide the claim from every run's metrics and return a `kb.results.Reproduction`.
+A comparison with kv-cache runs also evaluates every such run, and the dense model as the full-cache baseline,
+with the long-context cache evaluation (`cacheeval`); a kv-cache run changes no weight, so its plain perplexity
+(equal to dense) is not measured again.
 
 Fresh copies: `reproduce` reloads the model from its local source for every run (safetensors from the
 cache). `benchmarks/bench_fresh_copy.py` measured that at 0.33 s against 1.13 s for `copy.deepcopy` of
 the model held in memory (tiny-llama, 2 cores), and it needs no second copy in memory; `compare` falls back
 to a deep copy when it is given a model object without a way to reload it (tests, in-memory models).
 
-`prune_to_dir(method, options, save)` runs one method and saves a `from_pretrained`-loadable directory.
+`prune_to_dir(method, options, save)` runs one method and saves a `from_pretrained`-loadable directory (kv-cache
+methods are refused: they change no weight, so there is nothing to save).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from kb.results import Claim, DatasetInfo, Outcome, Reproduction, RunResult
 from .. import registry
 from ..registry import MethodSpec, PaperSpec, Results, Run
 from .contract import Context, check_outcome, model_facts
+from .cacheeval import CacheSettings
 from .data import TokenData, load_corpus, token_data
 from .layerwise import decoder_layers
 from .metrics import measure, model_size
@@ -75,10 +80,17 @@ class RunOptions:
     probe_items: int = 300
     speed_repeats: int = 5
     speed_prompt_tokens: int = 128
+    continuation_tokens: int = 64  # kv-cache evaluation: the last tokens of each window are the continuation
+    generate_tokens: int = 32  # kv-cache evaluation: greedy decoding steps timed with real eviction
+    cache_repeats: int = 1  # kv-cache evaluation: timed generation runs (median)
 
 
 # Options a paper may set in `PaperSpec.defaults` besides its target.
 _DATA_FIELDS = ("nsamples", "seqlen", "eval_tokens", "probe_items")
+
+
+def _flag(target: str) -> str:
+    return "--" + target.replace("_", "-")
 
 
 def paper_options(spec: PaperSpec, explicit: dict[str, Any]) -> RunOptions:
@@ -91,8 +103,8 @@ def paper_options(spec: PaperSpec, explicit: dict[str, Any]) -> RunOptions:
     own = registry.METHODS[spec.method]
     for key in given:
         if key not in own.targets:
-            accepts = ", ".join(f"--{t}" for t in own.targets) or "no target option"
-            raise KBError(f"--{key} does not apply to {spec.paper} ({own.kind}); it takes {accepts}")
+            accepts = ", ".join(_flag(t) for t in own.targets) or "no target option"
+            raise KBError(f"{_flag(key)} does not apply to {spec.paper} ({own.kind}); it takes {accepts}")
     if "pattern" in given:
         target.pop("sparsity", None)
     target.update(given)
@@ -207,19 +219,25 @@ def compare(
     options: RunOptions,
     *,
     probe: bool = False,
+    ppl: bool = True,
     log: Log = stderr_log,
     fresh: Callable[[], nn.Module] | None = None,
 ) -> list[RunResult]:
     """The dense baseline and every planned run, each run on a fresh dense model: `fresh()` (a reload), or a
-    deep copy of `dense`, which is never modified."""
+    deep copy of `dense`, which is never modified. `ppl=False` skips the plain perplexity of the dense model
+    (kv-cache papers judge the cache evaluation)."""
     task = None
     if probe:
         task = continuation_task(data.heldout, tokenizer, items=options.probe_items)
     want_speed = any(p.run.speed for p in plans)
     prompt = _speed_prompt(data, options.speed_prompt_tokens) if want_speed else None
+    cache = None
+    if any(p.spec.kind == "kv-cache" for p in plans):
+        cache = CacheSettings(continuation_tokens=options.continuation_tokens, generate_tokens=options.generate_tokens,
+                              repeats=options.cache_repeats, batch_size=options.eval_batch_size)  # fmt: skip
     dense_metrics, dense_speed, seconds = measure(
-        dense, eval_windows=data.eval, eval_batch_size=options.eval_batch_size, task=task, speed_prompt=prompt,
-        speed_repeats=options.speed_repeats,
+        dense, eval_windows=data.eval if ppl else None, eval_batch_size=options.eval_batch_size, task=task,
+        speed_prompt=prompt, speed_repeats=options.speed_repeats, cache_windows=data.eval, cache=cache,
     )  # fmt: skip
     log(f"kb: dense {_summary(dense_metrics)} ({seconds:.1f} s)")
     results = [RunResult(label="dense", kind="dense", metrics=dense_metrics, eval_seconds=seconds)]
@@ -230,10 +248,12 @@ def compare(
                       log=log, dense_stats=shared)  # fmt: skip
         log(f"kb: {plan.run.label}: {plan.spec.name} {_options_text(plan.config)}")
         outcome, prune_seconds = apply_method(model, plan.spec, plan.config, data.calib, ctx)
+        kv = plan.spec.kind == "kv-cache"
         metrics, _sample, eval_seconds = measure(
-            model, eval_windows=data.eval, eval_batch_size=options.eval_batch_size, task=task,
+            model, eval_windows=None if kv else data.eval, eval_batch_size=options.eval_batch_size, task=task,
             speed_prompt=prompt if plan.run.speed else None, dense_speed=dense_speed,
-            speed_repeats=options.speed_repeats,
+            speed_repeats=options.speed_repeats, cache_windows=data.eval if kv else None, cache=cache,
+            dense_cache=dense_metrics.cache,
         )  # fmt: skip
         log(f"kb: {plan.run.label}: {_summary(metrics)} (pruned in {prune_seconds:.1f} s)")
         results.append(RunResult(
@@ -258,6 +278,11 @@ def _summary(metrics: Any) -> str:
         parts.append(f"probe acc_norm {metrics.probe.acc_norm:.3f}")
     if metrics.speed is not None and metrics.speed.prefill_speedup is not None:
         parts.append(f"prefill x{metrics.speed.prefill_speedup:.2f}, decode x{metrics.speed.decode_speedup:.2f}")
+    if metrics.cache is not None:
+        c = metrics.cache
+        budget = "full cache" if c.budget_tokens is None else f"cache {c.budget_tokens}/{c.prompt_tokens} tokens"
+        parts.append(f"continuation ppl {c.ppl:.2f} ({budget}, {c.cache_bytes_end / 2**20:.2f} MiB at the end, "
+                     f"decode {c.decode_tokens_per_s:.1f} tok/s)")  # fmt: skip
     parts.append(f"{metrics.size.layers} layers, {metrics.size.params_decoder / 1e6:.1f}M decoder params")
     return ", ".join(parts)
 
@@ -280,8 +305,8 @@ def reproduce(paper: str, options: RunOptions, log: Log = stderr_log) -> Reprodu
     def reload() -> nn.Module:
         return load_model(options.model, options.device, seed=options.seed).model
 
-    runs = compare(loaded.model, loaded.tokenizer, data, plans, options, probe="probe" in spec.metrics, log=log,
-                   fresh=reload)  # fmt: skip
+    runs = compare(loaded.model, loaded.tokenizer, data, plans, options, probe="probe" in spec.metrics,
+                   ppl="ppl" in spec.metrics, log=log, fresh=reload)  # fmt: skip
     holds, reason = spec.check(Results({r.label: r.metrics for r in runs}))
     device = str(loaded.model.get_input_embeddings().weight.device)
     return Reproduction(
@@ -297,11 +322,11 @@ def prune_to_dir(
     method: str, options: RunOptions, save: Path, *, force: bool = False, log: Log = stderr_log
 ) -> dict[str, Any]:
     """Prune `options.model` with `method` and save model + tokenizer to `save` (atomically)."""
-    mspec = registry.method_spec(method)
+    mspec = registry.savable_method(method)
     for key in options.target:
         if key not in mspec.targets:
-            accepts = ", ".join(f"--{t}" for t in mspec.targets) or "no target option"
-            raise KBError(f"--{key} does not apply to {method} ({mspec.kind}); it takes {accepts}")
+            accepts = ", ".join(_flag(t) for t in mspec.targets) or "no target option"
+            raise KBError(f"{_flag(key)} does not apply to {method} ({mspec.kind}); it takes {accepts}")
     config = method_config(mspec, options.target, options.overrides)
     save = Path(save).expanduser()
     if save.exists() and not force:

@@ -118,3 +118,15 @@ def test_every_run_starts_from_the_dense_model():
     assert by_label["prune"].metrics.size.layers == 4  # not run on the shrunken model
     assert by_label["drop"].metrics.ppl == alone_drop[1].metrics.ppl and by_label["drop"].metrics.size.layers == 2
     assert all(torch.equal(before[k], v) for k, v in dense.state_dict().items())  # dense never modified
+
+
+def test_a_kv_cache_method_must_report_its_policy_and_keep_every_weight(random_model):
+    facts = model_facts(random_model)
+    with pytest.raises(ContractError, match="cache policy"):
+        check_outcome("fake", "kv-cache", facts, facts, Outcome(kind="kv-cache"), {})
+    policy = Outcome(kind="kv-cache", cache_policy={"name": "fake"})
+    check_outcome("fake", "kv-cache", facts, facts, policy, {"kv_budget": 0.2})
+    with torch.no_grad():
+        random_model.model.layers[0].mlp.up_proj.weight[0].zero_()
+    with pytest.raises(ContractError, match="changed decoder weights"):
+        check_outcome("fake", "kv-cache", facts, model_facts(random_model), policy, {"kv_budget": 0.2})

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from kb.cli import main
+from reference_impls import registry
 
 SMALL = ["--model", "random-llama", "--nsamples", "4", "--seqlen", "64", "--eval-tokens", "256"]
 
@@ -24,8 +25,8 @@ def _one_line_error(capsys, argv, *, code=2):
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["reproduce", "nonesuch"], "runnable papers: owl, shortgpt, sparsegpt, wanda"),
-        (["reproduce", "h2o"], "no runnable implementation yet"),
+        (["reproduce", "nonesuch"], "runnable papers: " + ", ".join(sorted(registry.PAPERS))),
+        (["reproduce", "flash-llm"], "no runnable implementation yet"),
         (["reproduce", "wanda", "--layers", "2"], "--layers does not apply to wanda (weight-sparsity)"),
         (["reproduce", "shortgpt", "--sparsity", "0.5"], "--sparsity does not apply to shortgpt (depth)"),
         (["reproduce", "owl", "--pattern", "2:4"], "--pattern does not apply to owl"),
@@ -47,6 +48,14 @@ def _one_line_error(capsys, argv, *, code=2):
         (["reproduce", "wanda", "--seqlen", "512", "--eval-tokens", "100"], "--eval-tokens"),
         (["reproduce", "wanda", "--pattern", "2:4", "--sparsity", "0.5"], "not allowed with"),
         (["prune", "nonesuch", "--save", "x"], "unknown method"),
+        (["prune", "h2o", "--save", "x"], "h2o is a KV-cache eviction policy: it changes no weight"),
+        (["prune", "window", "--save", "x"], "no pruned model to save"),
+        (["reproduce", "h2o", "--kv-budget", "0"], "--kv-budget must be a fraction of the prompt in (0, 1]"),
+        (["reproduce", "keyformer", "--kv-budget", "1.5"], "--kv-budget must be"),
+        (["reproduce", "wanda", "--kv-budget", "0.5"], "--kv-budget does not apply to wanda (weight-sparsity)"),
+        (["reproduce", "h2o", "--sparsity", "0.5"], "--sparsity does not apply to h2o (kv-cache); it takes --kv-budget"),
+        (["reproduce", "keyformer", "--set", "tau_init=0"], "keyformer option tau_init"),
+        (["reproduce", "h2o", "--set", "recent_share=2"], "h2o option recent_share"),
         (["prune", "wanda"], "--save"),
     ],
 )
@@ -193,4 +202,32 @@ def test_registry_run_command():
 
     assert registry.run_command("wanda") == "kb reproduce wanda --model tiny-llama"
     assert registry.run_command("owl") == "kb reproduce owl --model tiny-llama"
-    assert registry.run_command("h2o") is None
+    assert registry.run_command("h2o") == "kb reproduce h2o --model tiny-llama"
+    assert registry.run_command("flash-llm") is None
+
+
+def test_reproduce_kv_cache_paper_records_the_cache_evaluation(tmp_path, capsys):
+    from kb.results import Reproduction
+
+    out = tmp_path / "h2o.json"
+    argv = ["reproduce", "h2o", "--model", "random-llama", "--seqlen", "96", "--eval-tokens", "192",
+            "--kv-budget", "0.25", "--json", str(out)]  # fmt: skip
+    rc = main(argv)
+    captured = capsys.readouterr()
+    assert rc in (0, 1)
+    record = Reproduction.model_validate_json(out.read_text())
+    assert [r.label for r in record.runs] == ["dense", "window", "sink", "h2o"]
+    assert record.config["target"] == {"kv_budget": 0.25}
+    dense = record.run("dense").metrics
+    assert dense.ppl is None and dense.cache.policy == "full" and dense.cache.budget_tokens is None
+    assert dense.cache.prompt_tokens == 32 and dense.cache.continuation_tokens == 64 and dense.cache.windows == 2
+    for label in ("window", "sink", "h2o"):
+        run = record.run(label)
+        assert run.kind == "kv-cache" and run.config["kv_budget"] == 0.25 and run.metrics.ppl is None
+        assert run.outcome.cache_policy["name"] == ("sink" if label == "sink" else label)
+        c = run.metrics.cache
+        assert (c.budget_tokens, c.recent_tokens) == ((8, 8) if label == "window" else (8, 4))
+        assert c.cache_bytes_prompt == c.cache_bytes_end < dense.cache.cache_bytes_end
+        assert c.decode_speedup is not None and c.ppl > 0
+    assert record.claim.holds == (rc == 0) and "continuation ppl h2o" in record.claim.reason
+    assert "cont. ppl" in captured.out and "8/32" in captured.out
