@@ -192,6 +192,12 @@ def _fmt(x: float | None, digits: int) -> str:
     return f"{x:.{digits}f}"
 
 
+def _budget(cache: Any) -> str:
+    if cache is None:
+        return "–"
+    return "all" if cache.budget_tokens is None else str(cache.budget_tokens)
+
+
 def reproduction_context(rep: Reproduction | None) -> dict[str, Any] | None:
     if rep is None:
         return None
@@ -208,6 +214,9 @@ def reproduction_context(rep: Reproduction | None) -> dict[str, Any] | None:
             "prefill": _fmt(r.metrics.speed.prefill_speedup if r.metrics.speed else None, 2),
             "decode": _fmt(r.metrics.speed.decode_speedup if r.metrics.speed else None, 2),
             "seconds": _fmt(r.prune_seconds, 1),
+            "cache_ppl": _fmt(r.metrics.cache.ppl if r.metrics.cache else None, 2),
+            "cache_budget": _budget(r.metrics.cache),
+            "cache_mib": _fmt(r.metrics.cache.cache_bytes_end / 2**20 if r.metrics.cache else None, 1),
         }
         for r in runs
     ]
@@ -219,6 +228,7 @@ def reproduction_context(rep: Reproduction | None) -> dict[str, Any] | None:
             "ppl": any(r.metrics.ppl is not None for r in runs),
             "probe": any(r.metrics.probe is not None for r in runs),
             "speed": any(r.metrics.speed is not None for r in runs),
+            "cache": any(r.metrics.cache is not None for r in runs),
         },
         "claim": rep.claim.statement,
         "holds": rep.claim.holds,

@@ -93,3 +93,21 @@ def test_papers_json_carries_choice_qualifiers_statuses_and_reverse_related(kb) 
     papers = {p["id"]: p for p in data["papers"]}
     assert papers["fixture-depth"]["site"]["status"] == "preprint"
     assert papers["wanda"]["site"]["related_by"] == ["fixture-width"]
+
+
+def test_kv_cache_reproductions_show_their_cache_columns() -> None:
+    """A committed KV-cache result fills the budget, continuation perplexity and cache-size columns."""
+    import json
+    from pathlib import Path
+
+    from kb.results import Reproduction
+    from site_builder.context import reproduction_context
+
+    path = Path(__file__).resolve().parents[2] / "reproductions" / "h2o.json"
+    rep = Reproduction.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    ctx = reproduction_context(rep)
+    assert ctx is not None and ctx["show"]["cache"] and not ctx["show"]["ppl"]
+    for row, run in zip(ctx["rows"], rep.runs, strict=True):
+        assert run.metrics.cache is not None
+        assert row["cache_ppl"] == f"{run.metrics.cache.ppl:.2f}"
+        assert row["cache_budget"] == ("all" if run.metrics.cache.budget_tokens is None else str(run.metrics.cache.budget_tokens))
