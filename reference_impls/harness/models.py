@@ -157,12 +157,13 @@ def _from_pretrained(name: str, source: str, device: str, *, local_only: bool) -
     dtype = torch.float16 if device != "cpu" and torch.cuda.is_available() else torch.float32
     kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": local_only}
     if local_only and needs_remote_code(Path(source)):
-        kwargs["trust_remote_code"] = True  # a model this project saved with skipped sublayers (its own code)
+        kwargs["trust_remote_code"] = True  # saved by this project with skipped sublayers or per-layer widths
     if device == "auto":
         kwargs["device_map"] = "auto"
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+        tok_kwargs = {"trust_remote_code": True} if kwargs.get("trust_remote_code") else {}  # no prompt on auto_map
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only, **tok_kwargs)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise KBError(first[:300]) from None
