@@ -1,0 +1,78 @@
+"""LLM-Pruner on `random-llama`: which layers it prunes, how many groups, the analytic size, recovery."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from kb.errors import KBError
+from reference_impls import llm_pruner
+from reference_impls.harness.contract import Context
+from reference_impls.harness.models import random_llama
+from reference_impls.primitives import groups as G
+
+
+def test_pruned_layers_scale_upstreams_first_four_and_last_two():
+    assert llm_pruner.pruned_layers(32) == list(range(4, 30))  # upstream: layers [4, 30) of LLaMA-7B
+    assert llm_pruner.pruned_layers(30) == list(range(4, 28))  # SmolLM2
+    assert llm_pruner.pruned_layers(4) == [1, 2, 3]
+    assert llm_pruner.pruned_layers(6, keep_first=0, keep_last=5) == [0]
+    assert llm_pruner.pruned_layers(6, keep_first=4, keep_last=3) == []
+
+
+@pytest.mark.parametrize("attention", ["kv-head", "q-head"])
+def test_prune_removes_the_ratio_in_the_middle_layers_only(calib_ids, attention):
+    dense = random_llama(seed=0, layers=6)
+    model = copy.deepcopy(dense)
+    config = llm_pruner.Config(ratio=0.25, attention=attention)
+    outcome = llm_pruner.prune(model, calib_ids, config, Context())
+    layers = outcome.details["pruned_layers"]
+    assert layers == [1, 2, 3, 4, 5]  # round(6 * 4/32) = 1 kept first, round(6 * 2/32) = 0 kept last
+    for i in range(6):
+        heads, kv = G.attention_widths(model, i)
+        inter = G.mlp_width(model, i)
+        if i in layers:
+            assert inter == 128 - 32  # a quarter of 128 channels
+            assert (heads, kv) == ((2, 1) if attention == "kv-head" else (2, 2))  # 1 of 2 KV groups; 1 of 2 q heads each
+        else:
+            assert (heads, kv, inter) == (4, 2, 128)
+            assert all(torch.equal(a, b) for a, b in zip(model.model.layers[i].state_dict().values(),
+                                                        dense.model.layers[i].state_dict().values(), strict=True))
+    removed = sum(p.numel() for p in dense.parameters()) - sum(p.numel() for p in model.parameters())
+    per_layer = 32 * 3 * 64 + (2 * 2 + 2 if attention == "kv-head" else 2 * 2) * 16 * 64
+    assert removed == len(layers) * per_layer == outcome.details["params_before"] - outcome.details["params_after"]
+
+
+def test_taylor_removes_the_groups_with_the_lowest_taylor_scores(calib_ids):
+    from reference_impls.primitives.importance import group_importance
+
+    dense = random_llama(seed=0, layers=4)
+    family = G.mlp_family(dense, 2)
+    examples = calib_ids[:10, :64]
+    scores = group_importance(dense, [family], "taylor", tokens=examples)[family]
+    model = copy.deepcopy(dense)
+    llm_pruner.prune(model, calib_ids, llm_pruner.Config(), Context())
+    keep = sorted(range(128), key=lambda u: (float(scores[u]), u))[32:]
+    torch.testing.assert_close(model.model.layers[2].mlp.gate_proj.weight,
+                               dense.model.layers[2].mlp.gate_proj.weight[sorted(keep)])  # fmt: skip
+
+
+def test_lora_recovery_keeps_the_shapes_and_reports_its_budget(calib_ids):
+    plain, healed = random_llama(seed=0, layers=4), random_llama(seed=0, layers=4)
+    llm_pruner.prune(plain, calib_ids, llm_pruner.Config(), Context())
+    out = llm_pruner.prune(healed, calib_ids, llm_pruner.Config(recovery_steps=3, recovery_batch=2, lora_lr=1e-3),
+                           Context())  # fmt: skip
+    assert {n: p.shape for n, p in plain.named_parameters()} == {n: p.shape for n, p in healed.named_parameters()}
+    assert out.details["recovery"]["steps"] == 3 and out.details["recovery"]["tokens"] == 3 * 2 * 64
+    assert not torch.equal(plain.model.layers[1].mlp.down_proj.weight, healed.model.layers[1].mlp.down_proj.weight)
+
+
+def test_bad_settings_are_one_line_errors(calib_ids):
+    with pytest.raises(KBError, match="no layer left"):
+        llm_pruner.prune(random_llama(seed=0, layers=2), calib_ids, llm_pruner.Config(keep_first=2), Context())
+    with pytest.raises(KBError, match="calibration"):
+        llm_pruner.prune(random_llama(seed=0, layers=2), None, llm_pruner.Config(), Context())
+    with pytest.raises(KBError, match="nothing to prune"):
+        llm_pruner.prune(random_llama(seed=0, layers=2), calib_ids, llm_pruner.Config(attention="none", mlp=False))
