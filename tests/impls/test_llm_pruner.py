@@ -76,3 +76,51 @@ def test_bad_settings_are_one_line_errors(calib_ids):
         llm_pruner.prune(random_llama(seed=0, layers=2), None, llm_pruner.Config(), Context())
     with pytest.raises(KBError, match="nothing to prune"):
         llm_pruner.prune(random_llama(seed=0, layers=2), calib_ids, llm_pruner.Config(attention="none", mlp=False))
+
+
+SMALL = ["--model", "random-llama", "--nsamples", "8", "--seqlen", "64", "--eval-tokens", "256"]
+
+
+def test_kb_prune_writes_a_smaller_model_that_loads_with_one_call(tmp_path, capsys):
+    from kb.cli import main
+    from reference_impls.harness.models import load_model
+
+    save = tmp_path / "pruned"
+    assert main(["prune", "llm-pruner", *SMALL, "--set", "recovery_steps=2", "--save", str(save)]) == 0
+    assert "llm-pruner (width)" in capsys.readouterr().out
+    loaded = load_model(str(save), "cpu")
+    c = loaded.model.config  # both of 2 layers are pruned alike: a stock LLaMA config with smaller widths
+    assert (c.model_type, c.intermediate_size, c.num_attention_heads, c.num_key_value_heads) == ("llama", 96, 2, 1)
+    out = loaded.model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    assert out.shape == (1, 7)
+    assert sum(p.numel() for p in loaded.model.parameters()) < sum(p.numel() for p in random_llama().parameters())
+
+
+def test_kb_reproduce_records_every_arm_at_the_same_size(tmp_path, capsys):
+    import json
+
+    from kb.cli import main
+
+    out = tmp_path / "r.json"
+    rc = main(["reproduce", "llm-pruner", *SMALL, "--probe-items", "20", "--set", "recovery_batch=2", "--json", str(out)])
+    assert rc in (0, 1)
+    record = json.loads(out.read_text())
+    runs = {r["label"]: r for r in record["runs"]}
+    assert list(runs) == ["dense", "taylor", "l2", "random", "taylor-lora"]
+    sizes = {runs[k]["metrics"]["size"]["params_total"] for k in ("taylor", "l2", "random", "taylor-lora")}
+    assert len(sizes) == 1 and sizes.pop() < runs["dense"]["metrics"]["size"]["params_total"]
+    assert runs["taylor"]["metrics"]["speed"]["prefill_speedup"] > 0 and runs["l2"]["metrics"]["speed"] is None
+    assert runs["taylor-lora"]["outcome"]["details"]["recovery"]["steps"] == 20
+    assert runs["taylor"]["outcome"]["shapes"]["model.layers.1.mlp.gate_proj.weight"] == [96, 64]
+    capsys.readouterr()
+
+
+def test_bad_cli_input_is_one_line(capsys):
+    from kb.cli import main
+
+    assert main(["reproduce", "llm-pruner", "--sparsity", "0.5"]) == 2
+    assert "--sparsity does not apply to llm-pruner (width)" in capsys.readouterr().err
+    assert main(["reproduce", "llm-pruner", "--set", "ratio=1.5"]) == 2
+    assert "llm_pruner option ratio" in capsys.readouterr().err
+    assert main(["reproduce", "llm-pruner", "--set", "importance=taylor"]) == 2
+    assert "fixed by run 'taylor'" in capsys.readouterr().err

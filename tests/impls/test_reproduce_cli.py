@@ -24,7 +24,7 @@ def _one_line_error(capsys, argv, *, code=2):
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["reproduce", "nonesuch"], "runnable papers: owl, shortgpt, sparsegpt, wanda"),
+        (["reproduce", "nonesuch"], "runnable papers: llm-pruner, owl, shortgpt, sparsegpt, wanda"),
         (["reproduce", "h2o"], "no runnable implementation yet"),
         (["reproduce", "wanda", "--layers", "2"], "--layers does not apply to wanda (weight-sparsity)"),
         (["reproduce", "shortgpt", "--sparsity", "0.5"], "--sparsity does not apply to shortgpt (depth)"),
