@@ -124,3 +124,39 @@ def test_bad_cli_input_is_one_line(capsys):
     assert "llm_pruner option ratio" in capsys.readouterr().err
     assert main(["reproduce", "llm-pruner", "--set", "importance=taylor"]) == 2
     assert "fixed by run 'taylor'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tiny_llama_compacts_to_the_analytic_size_and_reloads_in_a_fresh_process(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from reference_impls.harness.models import load_model
+    from reference_impls.harness.structure import save_model
+
+    loaded = load_model("tiny-llama", "cpu")
+    model, before = loaded.model, sum(p.numel() for p in loaded.model.parameters())
+    calib = loaded.tokenizer("def f(x):\n    return x + 1\n" * 20, return_tensors="pt")["input_ids"][:, :64]
+    out = llm_pruner.prune(model, calib.repeat(2, 1), llm_pruner.Config(num_examples=2), Context())
+    assert out.details["pruned_layers"] == list(range(4, 28))
+    # per pruned layer: one KV group of 3 query heads ((2 x 3 + 2) x 64 x 576) and 384 MLP channels (3 x 576 each)
+    assert before - sum(p.numel() for p in model.parameters()) == 24 * ((2 * 3 + 2) * 64 * 576 + 384 * 3 * 576)
+    c = model.config
+    assert c.layer_num_attention_heads == [9] * 4 + [6] * 24 + [9] * 2
+    assert c.layer_intermediate_sizes == [1536] * 4 + [1152] * 24 + [1536] * 2
+    prompt = calib[:, :8]
+    with torch.inference_mode():
+        expected = model.generate(prompt, max_new_tokens=5, min_new_tokens=5, do_sample=False)[0].tolist()
+    save_model(model, loaded.tokenizer, tmp_path / "out")
+    script = (
+        "import json, sys, torch\nfrom transformers import AutoModelForCausalLM\n"
+        "m = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True).eval()\n"
+        f"out = m.generate(torch.tensor({prompt.tolist()}), max_new_tokens=5, min_new_tokens=5, do_sample=False)\n"
+        "print(json.dumps(out[0].tolist()))\n"
+    )
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "out")], capture_output=True, text=True,
+                          timeout=600, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == expected
