@@ -23,6 +23,9 @@ Differs:  (1) explicit LLaMA groups instead of the DepGraph tracer; attention gr
           BookCorpus; (5) recovery runs a few steps on calibration windows instead of two Alpaca epochs;
           (6) the model is saved as a Hugging Face directory (upstream pickles the module): layers of
           different widths load with the project's modeling file (`harness/pruned_llama.py`).
+Use:      `kb prune llm-pruner --model tiny-llama --save DIR [--set recovery_steps=20]`, then
+          `AutoModelForCausalLM.from_pretrained(DIR, trust_remote_code=True)` (or `harness.models.load_model(DIR)`)
+          and `generate` as with any LLaMA.
 """
 
 from __future__ import annotations
