@@ -118,3 +118,18 @@ def test_every_run_starts_from_the_dense_model():
     assert by_label["prune"].metrics.size.layers == 4  # not run on the shrunken model
     assert by_label["drop"].metrics.ppl == alone_drop[1].metrics.ppl and by_label["drop"].metrics.size.layers == 2
     assert all(torch.equal(before[k], v) for k, v in dense.state_dict().items())  # dense never modified
+
+
+def test_width_outcomes_must_report_true_shapes():
+    from reference_impls.primitives import groups
+
+    model = random_llama(seed=0, layers=2)
+    before = model_facts(model)
+    shapes = groups.compact(model, {groups.mlp_family(model, 1): [0, 1]})
+    after = model_facts(model)
+    check_outcome("fake", "width", before, after, Outcome(kind="width", shapes=shapes), {})
+    with pytest.raises(ContractError, match="report the new shapes"):
+        check_outcome("fake", "width", before, after, Outcome(kind="width"), {})
+    wrong = {**shapes, "model.layers.1.mlp.up_proj.weight": [128, 64]}
+    with pytest.raises(ContractError, match="reported shape"):
+        check_outcome("fake", "width", before, after, Outcome(kind="width", shapes=wrong), {})
