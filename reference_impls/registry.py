@@ -135,6 +135,9 @@ _METHOD_LIST = (
     MethodSpec("keyformer", "reference_impls.keyformer", "kv-cache",
                "KV cache of key tokens (accumulated Gumbel-softmax score) plus recent tokens", False, ("kv_budget",),
                paper="keyformer"),
+    MethodSpec("llm-pruner", "reference_impls.llm_pruner", "width",
+               "remove KV-head groups and MLP channels by Taylor importance, optional LoRA", True,
+               paper="llm-pruner"),
 )  # fmt: skip
 METHODS: dict[str, MethodSpec] = {m.name: m for m in _METHOD_LIST}
 
@@ -181,6 +184,20 @@ def _keyformer_claim(r: Results) -> Verdict:
     holds = _finite(k, w, full) and k <= w and k <= 1.1 * full
     return holds, (f"continuation ppl keyformer {k:.2f} vs window {w:.2f} and 1.1 x full cache {1.1 * full:.2f}; "
                    f"reported, not asserted: h2o {h:.2f} (sink {r.cache_ppl('sink'):.2f}, full {full:.2f})")  # fmt: skip
+
+
+def _llm_pruner_claim(r: Results) -> Verdict:
+    t, l2, rnd, lora = r.ppl("taylor"), r.ppl("l2"), r.ppl("random"), r.ppl("taylor-lora")
+    acc_t, acc_l2, acc_rnd = r.acc("taylor"), r.acc("l2"), r.acc("random")
+    sizes = {r[label].size.params_total for label in ("taylor", "l2", "random", "taylor-lora")}
+    same = len(sizes) == 1
+    ppl_ok = _finite(t, l2, rnd) and t < l2 and t < rnd
+    acc_ok = _finite(acc_t, acc_l2, acc_rnd) and acc_t > acc_l2 and acc_t > acc_rnd
+    lora_ok = _finite(lora, t) and lora < t
+    reason = (f"ppl taylor {t:.2f} vs l2 {l2:.2f} and random {rnd:.2f}; probe acc_norm taylor {acc_t:.3f} vs l2 "
+              f"{acc_l2:.3f} and random {acc_rnd:.3f}; after LoRA {lora:.2f} vs {t:.2f}; "
+              + ("same parameter count in every arm" if same else f"parameter counts differ: {sorted(sizes)}"))
+    return same and ppl_ok and acc_ok and lora_ok, reason
 
 
 # ---- papers -----------------------------------------------------------------------------------
@@ -232,6 +249,24 @@ _PAPER_LIST = (
         "{layers} highest-BI layers (ShortGPT: low-BI layers are redundant)",
         check=_shortgpt_claim,
         defaults={"layers": 6},
+        metrics=("ppl", "probe"),
+    ),
+    PaperSpec(
+        paper="llm-pruner",
+        method="llm-pruner",
+        runs=(
+            Run("taylor", "llm-pruner", {"importance": "taylor"}, speed=True),
+            Run("l2", "llm-pruner", {"importance": "l2"}),
+            Run("random", "llm-pruner", {"importance": "random"}),
+            Run("taylor-lora", "llm-pruner", {"importance": "taylor", "recovery_steps": 20}),
+        ),
+        claim="Removing a quarter of the KV-head groups and MLP channels of the middle layers (the same parameter "
+        "count in every arm), groups chosen by first-order Taylor importance give lower perplexity and higher "
+        "multiple-choice probe accuracy than groups chosen by L2 magnitude or at random, and 20 LoRA steps lower "
+        "the perplexity further (LLM-Pruner on LLaMA-7B at 20% fewer parameters, before tuning: WikiText-2 perplexity "
+        "19.1 with Taylor groups against 27.5 random and 582 L2, as quoted in the record)",
+        check=_llm_pruner_claim,
+        defaults={"nsamples": 80, "seqlen": 128, "eval_tokens": 4096},
         metrics=("ppl", "probe"),
     ),
 )

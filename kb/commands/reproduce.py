@@ -29,6 +29,16 @@ from kb.fsutil import check_writable
 _DATA = {"nsamples": 16, "seqlen": 512, "eval_tokens": 4096, "probe_items": 300}
 
 
+class _NoHyphenBreaks(argparse.HelpFormatter):
+    """Wrap help text without splitting hyphenated names such as `llm-pruner` across lines."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        text = self._whitespace_matcher.sub(" ", text).strip()
+        return textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False)
+
+
 def register(subparsers: Any) -> None:
     from reference_impls import registry
 
@@ -51,6 +61,7 @@ def register(subparsers: Any) -> None:
         help="prune a model with one method and save it",
         description="Prune a model with one method and save a from_pretrained-loadable directory. Methods: "
         + registry.methods_help(),
+        formatter_class=_NoHyphenBreaks,
     )
     pr.add_argument("method", help=", ".join(registry.METHODS))
     _common(pr, "the method's default")

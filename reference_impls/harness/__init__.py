@@ -7,6 +7,7 @@ models     the model zoo (`tiny-llama`, `random-llama`, local directories, hub i
 data       corpora and the calibration / evaluation / held-out token streams
 layerwise  the layer-by-layer calibration driver
 structure  structural edits that keep a saveable model (remove layers, skip sublayers) and saving
+recovery   short healing after structural pruning: LoRA steps (merged) and logit distillation, equal budgets
 evaluate   perplexity;  probe: the offline multiple-choice probe;  speed: CPU prefill/decode timing
 metrics    everything measured about one model, as `kb.results.Metrics`
 runner     `reproduce` (a paper's labelled runs, each from the dense model) and `prune_to_dir`

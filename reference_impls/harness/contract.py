@@ -145,6 +145,12 @@ def check_outcome(
     if kind == "width":
         if sum(math.prod(s) for s in after.shapes.values()) >= sum(math.prod(s) for s in before.shapes.values()):
             _fail(method, "a width method did not shrink any matrix")
+        if not outcome.shapes:
+            _fail(method, "a width method must report the new shapes of what it shrank")
+        for name, shape in outcome.shapes.items():
+            inside = name.removeprefix("model.layers.")  # decoder parameters as `model_facts` names them
+            if inside in after.shapes and list(after.shapes[inside]) != list(shape):
+                _fail(method, f"reported shape {shape} for {name}, the model has {list(after.shapes[inside])}")
     if kind == "kv-cache" and outcome.cache_policy is None:
         _fail(method, "a kv-cache method must report its cache policy")
     if kind == "kv-cache" and after.zeros != before.zeros:

@@ -235,7 +235,7 @@ def _from_pretrained(name: str, source: str, device: str, *, local_only: bool) -
     dtype = torch.float16 if device != "cpu" and torch.cuda.is_available() else torch.float32
     kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": local_only}
     if local_only and needs_remote_code(Path(source)):
-        kwargs["trust_remote_code"] = True  # a model this project saved with skipped sublayers (its own code)
+        kwargs["trust_remote_code"] = True  # saved by this project with skipped sublayers or per-layer widths
     if device == "auto":
         kwargs["device_map"] = "auto"
     from safetensors import SafetensorError
@@ -243,7 +243,8 @@ def _from_pretrained(name: str, source: str, device: str, *, local_only: bool) -
     local = Path(source).is_dir()
     part = "tokenizer"
     try:  # the tokenizer first: it is cheap, and a broken one should not cost a weight load
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+        tok_kwargs = {"trust_remote_code": True} if kwargs.get("trust_remote_code") else {}  # no prompt on auto_map
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only, **tok_kwargs)
         part = "weights"
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:

@@ -1,4 +1,5 @@
-"""A LLaMA whose listed layers lack their attention or MLP sublayer: used in-process and shipped with saves.
+"""A LLaMA whose listed layers lack their attention or MLP sublayer, or whose layers have widths of their own:
+used in-process and shipped with saves.
 
 Layer removal keeps a stock LLaMA (fewer layers). Dropping only one sublayer of a layer has no stock
 equivalent, so a saved model carries this file as its modeling code (`auto_map` in config.json, a model
@@ -8,6 +9,11 @@ listed sublayers and their pre-norms by parameter-free stand-ins that add nothin
 
 A dropped attention still appends a one-number-per-token placeholder to the KV cache, because the cache
 takes the sequence length from layer 0 during generation; it costs 4 bytes per token and layer.
+
+Per-layer widths (structured width pruning that leaves some layers whole, e.g. LLM-Pruner): the config lists
+every layer's query heads, key/value heads and MLP intermediate size (`layer_num_attention_heads`,
+`layer_num_key_value_heads`, `layer_intermediate_sizes`; `head_dim` stays one number). The uniform fields
+hold the widest layer; each layer's projections are then rebuilt at its own width before the weights load.
 Self-contained on purpose: it imports only torch and transformers.
 """
 
@@ -20,6 +26,7 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 MODEL_TYPE = "kb_pruned_llama"
+WIDTH_LISTS = ("layer_num_attention_heads", "layer_num_key_value_heads", "layer_intermediate_sizes")
 
 
 class SkippedAttention(nn.Module):
@@ -56,13 +63,45 @@ def skip_sublayers(model: nn.Module, attention: list[int], mlp: list[int]) -> No
         layers[i].post_attention_layernorm = nn.Identity()
 
 
+def _linear(rows: int, cols: int, like: nn.Linear) -> nn.Linear:
+    out = nn.Linear(cols, rows, bias=like.bias is not None, device=like.weight.device, dtype=like.weight.dtype)
+    return out
+
+
+def set_layer_widths(model: nn.Module, heads: list[int], kv_heads: list[int], intermediate: list[int]) -> None:
+    """Rebuild every layer's attention and MLP projections at its own width (weights to be loaded after)."""
+    layers = model.model.layers
+    if not len(heads) == len(kv_heads) == len(intermediate) == len(layers):
+        raise ValueError(f"per-layer widths for {len(heads)}/{len(kv_heads)}/{len(intermediate)} layers, model has "
+                         f"{len(layers)}")  # fmt: skip
+    hidden = model.config.hidden_size
+    for layer, h, kv, inter in zip(layers, heads, kv_heads, intermediate, strict=True):
+        attn, mlp = layer.self_attn, layer.mlp
+        hd = attn.head_dim
+        if h % kv:
+            raise ValueError(f"{h} query heads do not split evenly over {kv} key/value heads")
+        attn.q_proj = _linear(h * hd, hidden, attn.q_proj)
+        attn.k_proj = _linear(kv * hd, hidden, attn.k_proj)
+        attn.v_proj = _linear(kv * hd, hidden, attn.v_proj)
+        attn.o_proj = _linear(hidden, h * hd, attn.o_proj)
+        attn.num_key_value_groups = h // kv
+        mlp.gate_proj = _linear(inter, hidden, mlp.gate_proj)
+        mlp.up_proj = _linear(inter, hidden, mlp.up_proj)
+        mlp.down_proj = _linear(hidden, inter, mlp.down_proj)
+        mlp.intermediate_size = inter
+
+
 class KBPrunedLlamaConfig(LlamaConfig):
     model_type = MODEL_TYPE
 
     def __init__(self, skipped_attention: list[int] | None = None, skipped_mlp: list[int] | None = None,
-                 **kwargs: Any) -> None:  # fmt: skip
+                 layer_num_attention_heads: list[int] | None = None, layer_num_key_value_heads: list[int] | None = None,
+                 layer_intermediate_sizes: list[int] | None = None, **kwargs: Any) -> None:  # fmt: skip
         self.skipped_attention = list(skipped_attention or [])
         self.skipped_mlp = list(skipped_mlp or [])
+        self.layer_num_attention_heads = list(layer_num_attention_heads) if layer_num_attention_heads else None
+        self.layer_num_key_value_heads = list(layer_num_key_value_heads) if layer_num_key_value_heads else None
+        self.layer_intermediate_sizes = list(layer_intermediate_sizes) if layer_intermediate_sizes else None
         super().__init__(**kwargs)
 
 
@@ -71,4 +110,7 @@ class KBPrunedLlamaForCausalLM(LlamaForCausalLM):
 
     def __init__(self, config: KBPrunedLlamaConfig) -> None:
         super().__init__(config)
+        if config.layer_num_attention_heads:
+            set_layer_widths(self, config.layer_num_attention_heads, config.layer_num_key_value_heads or [],
+                             config.layer_intermediate_sizes or [])  # fmt: skip
         skip_sublayers(self, config.skipped_attention, config.skipped_mlp)

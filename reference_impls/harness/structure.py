@@ -53,7 +53,7 @@ def remove_layers(model: nn.Module, indices: Iterable[int]) -> list[int]:
     layers.extend(modules)
     config = model.config
     config.num_hidden_layers = len(kept)
-    for name in ("layer_types",):
+    for name in ("layer_types", *pruned_llama.WIDTH_LISTS):
         values = getattr(config, name, None)
         if isinstance(values, list) and len(values) == len(kept) + len(drop):
             setattr(config, name, [values[i] for i in kept])
@@ -87,15 +87,27 @@ def skipped(model: nn.Module) -> dict[str, list[int]]:
             "mlp": list(getattr(model.config, "skipped_mlp", None) or [])}  # fmt: skip
 
 
+def layer_widths(model: nn.Module) -> dict[str, list[int]]:
+    """Per-layer widths of a width-pruned model whose layers differ (see `pruned_llama`); empty otherwise."""
+    return {name: list(getattr(model.config, name)) for name in pruned_llama.WIDTH_LISTS
+            if getattr(model.config, name, None)}  # fmt: skip
+
+
 def save_model(model: nn.Module, tokenizer: Any, directory: Path, *, replace: bool = False) -> None:
-    """Save model + tokenizer so that `from_pretrained` loads them; the directory appears only when complete."""
+    """Save model + tokenizer so that `from_pretrained` loads them; the directory appears only when complete.
+
+    A model with skipped sublayers or per-layer widths is saved with the project's modeling file
+    (`pruned_llama`): load it with `AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)` or
+    `reference_impls.harness.models.load_model(dir)`.
+    """
     gone = skipped(model)
+    widths = layer_widths(model)
     try:
         with atomic_directory(directory, replace=replace) as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
-            if gone["attention"] or gone["mlp"]:
-                _make_remote_code(tmp, gone)
+            if gone["attention"] or gone["mlp"] or widths:
+                _make_remote_code(tmp, gone, widths)
             _readable(tmp)
     except OSError as exc:  # a full disk, a directory made read-only meanwhile: nothing was published
         raise KBError(f"cannot save the model to {directory}: {exc.strerror or exc}") from None
@@ -111,11 +123,12 @@ def _readable(directory: Path) -> None:
             os.chmod(path, 0o666 & ~umask)
 
 
-def _make_remote_code(directory: Path, gone: dict[str, list[int]]) -> None:
+def _make_remote_code(directory: Path, gone: dict[str, list[int]], widths: dict[str, list[int]] | None = None) -> None:
     config_path = directory / "config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
-    if config.get("model_type") != "llama":
-        raise KBError(f"sublayer skipping is saved for LLaMA models only, not {config.get('model_type')!r}")
+    if config.get("model_type") not in ("llama", pruned_llama.MODEL_TYPE):
+        what = "per-layer widths are" if widths else "sublayer skipping is"
+        raise KBError(f"{what} saved for LLaMA models only, not {config.get('model_type')!r}")
     module = Path(pruned_llama.__file__).stem
     config.update({
         "model_type": pruned_llama.MODEL_TYPE,
@@ -124,6 +137,7 @@ def _make_remote_code(directory: Path, gone: dict[str, list[int]]) -> None:
                      "AutoModelForCausalLM": f"{module}.KBPrunedLlamaForCausalLM"},
         "skipped_attention": gone["attention"],
         "skipped_mlp": gone["mlp"],
+        **(widths or {}),
     })  # fmt: skip
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     shutil.copyfile(pruned_llama.__file__, directory / f"{module}.py")

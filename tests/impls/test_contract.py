@@ -130,3 +130,18 @@ def test_a_kv_cache_method_must_report_its_policy_and_keep_every_weight(random_m
         random_model.model.layers[0].mlp.up_proj.weight[0].zero_()
     with pytest.raises(ContractError, match="changed decoder weights"):
         check_outcome("fake", "kv-cache", facts, model_facts(random_model), policy, {"kv_budget": 0.2})
+
+
+def test_width_outcomes_must_report_true_shapes():
+    from reference_impls.primitives import groups
+
+    model = random_llama(seed=0, layers=2)
+    before = model_facts(model)
+    shapes = groups.compact(model, {groups.mlp_family(model, 1): [0, 1]})
+    after = model_facts(model)
+    check_outcome("fake", "width", before, after, Outcome(kind="width", shapes=shapes), {})
+    with pytest.raises(ContractError, match="report the new shapes"):
+        check_outcome("fake", "width", before, after, Outcome(kind="width"), {})
+    wrong = {**shapes, "model.layers.1.mlp.up_proj.weight": [128, 64]}
+    with pytest.raises(ContractError, match="reported shape"):
+        check_outcome("fake", "width", before, after, Outcome(kind="width", shapes=wrong), {})

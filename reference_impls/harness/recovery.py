@@ -1,0 +1,256 @@
+"""Short recovery training after pruning: LoRA steps and distillation steps with equal, explicit budgets.
+
+Papers that prune structure (width or depth) usually heal the model with a little training. Two helpers,
+usable by any method on any LLaMA-style model, both seeded and with per-step progress:
+
+- `lora_steps(model, tokens, ...)`: wrap the decoder's linear layers (LLM-Pruner's targets: q, k, v, o,
+  gate, up, down) with low-rank adapters W x + (alpha / r) * B A x (A random, B zero, so training starts at
+  the pruned model), train only A and B on next-token cross-entropy, then merge B A into W and remove the
+  adapters: the result is a plain model of unchanged shape that saves like any other.
+- `distill_steps(student, teacher, tokens, ...)`: the same loop with the loss replaced by the KL divergence
+  from the teacher's next-token distribution to the student's (forward KL, temperature T, scaled by T^2;
+  Minitron's logit-only distillation); it trains either LoRA adapters (merged at the end) or every weight
+  of the student's decoder.
+
+Budgets: `Budget(steps, batch_size)` fixes how many optimiser steps and how many calibration windows per
+step, so two arms given the same budget see the same number of tokens (in the same order: batches are a
+seeded permutation of the windows, cycled when the steps need more). `RecoveryReport` echoes the budget,
+the tokens seen and the loss curve, for the outcome's details.
+
+Why no `peft`: merging, seeding and per-step control take ~60 lines here; a dependency would add a
+version to pin and a model wrapper that changes parameter names, for nothing this harness uses.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kb.errors import KBError
+
+from .layerwise import decoder_layers
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Budget:
+    steps: int
+    batch_size: int = 4  # calibration windows per optimiser step
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.batch_size < 1:
+            raise KBError(f"recovery budget needs steps >= 0 and batch_size >= 1, got {self.steps}, {self.batch_size}")
+
+
+@dataclass
+class RecoveryReport:
+    kind: str
+    steps: int
+    batch_size: int
+    tokens: int
+    lr: float
+    losses: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, object]:
+        first = self.losses[0] if self.losses else None
+        last = self.losses[-1] if self.losses else None
+        return {"kind": self.kind, "steps": self.steps, "batch_size": self.batch_size, "tokens": self.tokens,
+                "lr": self.lr, "loss_first": _round(first), "loss_last": _round(last)}  # fmt: skip
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+# ---- LoRA ----------------------------------------------------------------------------------------------
+class LoRALinear(nn.Module):
+    """A frozen linear plus a trainable low-rank update (alpha / rank) * B A."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.base = base
+        self.scale = alpha / rank
+        w = base.weight
+        self.lora_a = nn.Parameter(torch.empty(rank, base.in_features, device=w.device, dtype=w.dtype))
+        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank, device=w.device, dtype=w.dtype))
+        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))  # the usual LoRA initialisation of A
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + F.linear(F.linear(self.dropout(x), self.lora_a), self.lora_b) * self.scale
+
+    @torch.no_grad()
+    def merged(self) -> nn.Linear:
+        self.base.weight += (self.lora_b @ self.lora_a) * self.scale
+        return self.base
+
+
+def add_lora(model: nn.Module, rank: int = 8, alpha: float = 16.0, dropout: float = 0.0,
+             targets: Sequence[str] = LORA_TARGETS) -> list[LoRALinear]:  # fmt: skip
+    """Wrap every targeted linear of the decoder layers in place; returns the adapters."""
+    if rank < 1:
+        raise KBError(f"LoRA rank must be at least 1, got {rank}")
+    adapters = []
+    for layer in decoder_layers(model):
+        for parent in list(layer.modules()):
+            for name, child in list(parent.named_children()):
+                if name in targets and isinstance(child, nn.Linear):
+                    wrapped = LoRALinear(child, rank, alpha, dropout)
+                    setattr(parent, name, wrapped)
+                    adapters.append(wrapped)
+    if not adapters:
+        raise KBError(f"no linear layer named {', '.join(targets)} in the decoder to adapt")
+    return adapters
+
+
+def merge_lora(model: nn.Module) -> int:
+    """Fold every adapter into its base weight and put the plain linear back; returns how many."""
+    count = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, LoRALinear):
+                setattr(parent, name, child.merged())
+                count += 1
+    return count
+
+
+# ---- the training loop -------------------------------------------------------------------------------
+def batch_order(windows: int, budget: Budget, seed: int) -> list[list[int]]:
+    """Window indices of every step: a seeded permutation, cycled (each pass reshuffled) as needed."""
+    gen = torch.Generator().manual_seed(seed)
+    order: list[int] = []
+    need = budget.steps * budget.batch_size
+    while len(order) < need:
+        order += torch.randperm(windows, generator=gen).tolist()
+    return [order[i * budget.batch_size : (i + 1) * budget.batch_size] for i in range(budget.steps)]
+
+
+@contextmanager
+def _only_trainable(model: nn.Module, params: Sequence[nn.Parameter]) -> Iterator[None]:
+    flags = {id(p): p.requires_grad for p in model.parameters()}
+    was_training = model.training
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        model.train()
+        yield
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(flags.get(id(p), False))
+        model.train(was_training)
+
+
+def kl_to_teacher(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Mean over tokens of KL(teacher || student) at temperature T, times T^2."""
+    t = temperature
+    s = F.log_softmax(student_logits.float() / t, dim=-1).reshape(-1, student_logits.shape[-1])
+    p = F.log_softmax(teacher_logits.float() / t, dim=-1).reshape(-1, teacher_logits.shape[-1])
+    return F.kl_div(s, p, log_target=True, reduction="batchmean") * t * t
+
+
+def train_steps(
+    model: nn.Module,
+    params: Sequence[nn.Parameter],
+    tokens: torch.Tensor,
+    budget: Budget,
+    *,
+    lr: float,
+    seed: int = 0,
+    teacher: nn.Module | None = None,
+    temperature: float = 1.0,
+    progress: Progress | None = None,
+    kind: str = "lm",
+) -> RecoveryReport:
+    """AdamW on `params` for `budget.steps` steps over windows of `tokens` (n, t): next-token cross-entropy,
+    or KL to `teacher` when given. Seeded: batch order, dropout and any randomness inside the step."""
+    if tokens.dim() != 2 or tokens.shape[0] < 1:
+        raise KBError("recovery needs calibration windows (a 2-D tensor of token ids)")
+    report = RecoveryReport(kind, budget.steps, budget.batch_size, budget.steps * budget.batch_size * tokens.shape[1],
+                            lr)  # fmt: skip
+    if budget.steps == 0:
+        return report
+    device = model.get_input_embeddings().weight.device
+    steps = batch_order(tokens.shape[0], budget, seed)
+    optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad(), \
+            _only_trainable(model, params):  # fmt: skip
+        torch.manual_seed(seed)
+        for i, rows in enumerate(steps):
+            ids = tokens[rows].to(device)
+            out = model(input_ids=ids, labels=None if teacher is not None else ids, use_cache=False)
+            if teacher is not None:
+                with torch.no_grad():
+                    target = teacher(input_ids=ids, use_cache=False).logits
+                loss = kl_to_teacher(out.logits, target, temperature)
+            else:
+                loss = out.loss
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            report.losses.append(float(loss.detach()))
+            if not math.isfinite(report.losses[-1]):
+                raise KBError(f"recovery diverged at step {i + 1} (loss {report.losses[-1]}); lower the learning rate")
+            if progress is not None:
+                progress(i + 1, budget.steps)
+    return report
+
+
+def lora_steps(
+    model: nn.Module,
+    tokens: torch.Tensor,
+    budget: Budget,
+    *,
+    lr: float = 1e-4,
+    rank: int = 8,
+    alpha: float = 16.0,
+    dropout: float = 0.05,
+    targets: Sequence[str] = LORA_TARGETS,
+    seed: int = 0,
+    teacher: nn.Module | None = None,
+    temperature: float = 1.0,
+    progress: Progress | None = None,
+) -> RecoveryReport:
+    """LoRA recovery in place (cross-entropy, or KL to `teacher`), merged into the weights at the end."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        adapters = add_lora(model, rank, alpha, dropout, targets)
+    try:
+        params = [p for a in adapters for p in (a.lora_a, a.lora_b)]
+        return train_steps(model, params, tokens, budget, lr=lr, seed=seed, teacher=teacher, temperature=temperature,
+                           progress=progress, kind="lora-kd" if teacher is not None else "lora")  # fmt: skip
+    finally:
+        merge_lora(model)
+
+
+def distill_steps(
+    student: nn.Module,
+    teacher: nn.Module,
+    tokens: torch.Tensor,
+    budget: Budget,
+    *,
+    lr: float = 1e-4,
+    train: Literal["lora", "all"] = "lora",
+    temperature: float = 1.0,
+    seed: int = 0,
+    progress: Progress | None = None,
+    **lora: object,
+) -> RecoveryReport:
+    """Logit distillation from `teacher` (never modified) into `student`, in place: LoRA (merged) or every
+    decoder weight of the student (`train="all"`)."""
+    if train == "lora":
+        return lora_steps(student, tokens, budget, lr=lr, seed=seed, teacher=teacher, temperature=temperature,
+                          progress=progress, **lora)  # type: ignore[arg-type]  # fmt: skip
+    params = [p for p in decoder_layers(student).parameters()]
+    return train_steps(student, params, tokens, budget, lr=lr, seed=seed, teacher=teacher, temperature=temperature,
+                       progress=progress, kind="kd")  # fmt: skip
