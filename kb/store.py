@@ -146,7 +146,8 @@ def _problem_from_error(rel: str, loaded: Loaded, err: Any) -> Problem:
     dotted = _dotted(loc) or "record"
     kind, msg = err["type"], err["msg"]
     if kind == "extra_forbidden":
-        parent, name = loc[:-1], loc[-1]
+        # a key that looks like a union-branch label ('str', 'dict', ...) was filtered out of `loc` above
+        parent, name = (loc[:-1], loc[-1]) if loc else ((), err["loc"][-1] if err["loc"] else "?")
         allowed = _allowed_fields(parent)
         near = difflib.get_close_matches(str(name), allowed, n=1, cutoff=0.5)
         hint = (

@@ -275,3 +275,22 @@ def test_challenge_note_with_raw_html_is_rejected(tmp_kb: Path, capsys):
         "challenge/demo-method.md:4: challenge: raw HTML is not allowed; use Markdown"
         in capsys.readouterr().out
     )
+
+
+def test_an_unknown_key_named_like_a_type_is_one_line(tmp_path):
+    """Found by the fuzz test: a top-level key called `str` used to crash the error formatter."""
+    from kb.store import load_kb
+
+    root = tmp_path
+    for d in ("papers", "concepts", "challenge"):
+        (root / d).mkdir()
+    import shutil
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    for f in (repo / "concepts").glob("*.yaml"):
+        shutil.copy(f, root / "concepts" / f.name)
+    base = (Path(__file__).parent / "data" / "base.yaml").read_text(encoding="utf-8")
+    (root / "papers" / "demo-method.yaml").write_text(base + "str: 1\n", encoding="utf-8")
+    kb = load_kb(root)
+    assert any("unknown field 'str'" in str(p) for p in kb.problems), [str(p) for p in kb.problems]
