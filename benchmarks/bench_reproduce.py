@@ -89,7 +89,7 @@ def main() -> None:
          seconds <= TARGET_SECONDS),
         (f"Wanda prune / full forward over {tokens} calib tokens", f"{prune / full:.2f} ({prune:.1f} s / {full:.1f} s)",
          f"<= {TARGET_RATIO}", prune / full <= TARGET_RATIO),
-        (f"Wanda prune / decoder-only forward (no LM head)", f"{prune / body:.2f} ({prune:.1f} s / {body:.1f} s)",
+        ("Wanda prune / decoder-only forward (no LM head)", f"{prune / body:.2f} ({prune:.1f} s / {body:.1f} s)",
          "(stricter view)", prune / body <= TARGET_RATIO),
         ("peak RSS of kb reproduce", f"{peak_gb:.2f} GB", f"<= {TARGET_GB} GB", peak_gb <= TARGET_GB),
         *extra,

@@ -27,9 +27,35 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-WORDS = ("sparse", "pruning", "layer", "head", "token", "calibration", "outlier", "low-rank", "depth",
-         "width", "gradient", "hessian", "mask", "budget", "distillation", "recovery", "kernel", "cache",
-         "attention", "expert", "router", "block", "channel", "quantised", "dynamic", "global", "local")
+WORDS = (
+    "sparse",
+    "pruning",
+    "layer",
+    "head",
+    "token",
+    "calibration",
+    "outlier",
+    "low-rank",
+    "depth",
+    "width",
+    "gradient",
+    "hessian",
+    "mask",
+    "budget",
+    "distillation",
+    "recovery",
+    "kernel",
+    "cache",
+    "attention",
+    "expert",
+    "router",
+    "block",
+    "channel",
+    "quantised",
+    "dynamic",
+    "global",
+    "local",
+)
 MODELINE = "# yaml-language-server: $schema=../schema/paper.schema.json\n"
 
 
@@ -45,14 +71,25 @@ def synthetic_record(i: int, rng: random.Random, vocab) -> dict:
         "title": title,
         "authors": [f"Author {rng.randrange(5000)}" for _ in range(rng.randint(1, 6))],
         "year": year,
-        "venue": {"name": rng.choice(("ICLR", "NeurIPS", "ICML", "ACL", "arXiv")), "year": year + rng.randint(0, 1),
-                  "kind": "conference"},
+        "venue": {
+            "name": rng.choice(("ICLR", "NeurIPS", "ICML", "ACL", "arXiv")),
+            "year": year + rng.randint(0, 1),
+            "kind": "conference",
+        },
         "scope": "weight-pruning",
         "identifiers": {"arxiv": f"{(year % 100):02d}{rng.randint(1, 12):02d}.{i:05d}"},
-        "links": {"paper": f"https://arxiv.org/abs/{i}",
-                  "code": [{"url": f"https://github.com/example/repo-{i}", "official": True}]},
-        "tags": {"type": pick("type", rng.randint(1, 2)), "criteria": pick("criteria"), "budget": pick("budget"),
-                 "data": pick("data"), "retrain": pick("retrain"), "weight": pick("weight")},
+        "links": {
+            "paper": f"https://arxiv.org/abs/{i}",
+            "code": [{"url": f"https://github.com/example/repo-{i}", "official": True}],
+        },
+        "tags": {
+            "type": pick("type", rng.randint(1, 2)),
+            "criteria": pick("criteria"),
+            "budget": pick("budget"),
+            "data": pick("data"),
+            "retrain": pick("retrain"),
+            "weight": pick("weight"),
+        },
         "takeaway": f"Synthetic take-away {i}: " + " ".join(rng.choice(WORDS) for _ in range(25)) + ".",
     }
 
@@ -72,7 +109,8 @@ def make_kb(root: Path, n: int) -> None:
         rec = synthetic_record(i, rng, vocab)
         (root / "papers" / f"{rec['id']}.yaml").write_text(MODELINE + yaml.safe_dump(rec, sort_keys=False))
         (root / "challenge" / f"{rec['id']}.md").write_text(
-            f"Synthetic challenge note {i}: " + " ".join(rng.choice(WORDS) for _ in range(40)) + ".\n")
+            f"Synthetic challenge note {i}: " + " ".join(rng.choice(WORDS) for _ in range(40)) + ".\n"
+        )
 
 
 def run(n: int, mkdocs: bool, checks: bool) -> dict[str, float]:
@@ -107,20 +145,35 @@ def run(n: int, mkdocs: bool, checks: bool) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--mkdocs-up-to", type=int, default=1000, metavar="N",
-                        help="run mkdocs only for sizes up to N (default 1000; 0 to skip)")
-    parser.add_argument("--checks-up-to", type=int, default=100_000, metavar="N",
-                        help="run kb.checks only for sizes up to N (default 2000: its near-duplicate title "
-                             "check compares every pair of titles, so it grows quadratically)")
+    parser.add_argument(
+        "--mkdocs-up-to",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="run mkdocs only for sizes up to N (default 1000; 0 to skip)",
+    )
+    parser.add_argument(
+        "--checks-up-to",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="run kb.checks only for sizes up to N (default 2000: its near-duplicate title "
+        "check compares every pair of titles, so it grows quadratically)",
+    )
     args = parser.parse_args()
     stages = ("load", "checks", "render", "write", "mkdocs")
     print(f"{'records':>8} " + " ".join(f"{s:>8}" for s in stages) + f" {'validate':>9} {'rendering':>9}")
     for n in args.sizes:
         t = run(n, mkdocs=n <= args.mkdocs_up_to, checks=n <= args.checks_up_to)
         cells = " ".join(f"{t[s]:8.2f}" if s in t else f"{'-':>8}" for s in stages)
-        print(f"{n:>8} {cells} {t['load'] + t.get('checks', float('nan')):9.2f} {t['render'] + t['write']:9.2f}", flush=True)
+        print(
+            f"{n:>8} {cells} {t['load'] + t.get('checks', float('nan')):9.2f} {t['render'] + t['write']:9.2f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

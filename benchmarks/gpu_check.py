@@ -19,7 +19,9 @@ import time
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--layers", type=int, default=16, help="decoder layers of the random model (default 16: ~1B)")
+    ap.add_argument(
+        "--layers", type=int, default=16, help="decoder layers of the random model (default 16: ~1B)"
+    )
     ap.add_argument("--tokens", type=int, default=2048, help="calibration tokens (default 2048)")
     args = ap.parse_args(argv)
     import torch
@@ -38,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
                          num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=2048)  # fmt: skip
     torch.manual_seed(0)
     base = LlamaForCausalLM(config).half().eval()
-    print(f"random LLaMA: {sum(p.numel() for p in base.parameters()) / 1e9:.2f}B parameters, {args.layers} layers")
+    print(
+        f"random LLaMA: {sum(p.numel() for p in base.parameters()) / 1e9:.2f}B parameters, {args.layers} layers"
+    )
     calib = torch.randint(0, config.vocab_size, (max(1, args.tokens // 512), 512))
     one_per_kind: dict[str, str] = {}
     for spec in registry.METHODS.values():

@@ -38,7 +38,9 @@ from .harness.eviction import AttentionView, Budget, CachePolicy, attach_policy,
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kv_budget: float = Field(0.2, gt=0)  # cache size as a fraction of the prompt (paper: 10% heavy + 10% recent)
+    kv_budget: float = Field(
+        0.2, gt=0
+    )  # cache size as a fraction of the prompt (paper: 10% heavy + 10% recent)
     budget_tokens: int | None = Field(None, ge=1)  # a count of cache entries instead (wins over kv_budget)
     recent_share: float = Field(0.5, ge=0, le=1)  # share of the budget kept as the recent window
 
@@ -71,7 +73,9 @@ def policy(config: Config) -> CachePolicy:
 
 
 # ---- model driver ---------------------------------------------------------------------------------
-def prune(model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None) -> Outcome:
+def prune(
+    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
+) -> Outcome:
     """Attach the H2O cache policy; no weight changes (the harness evaluates the policy while decoding)."""
     chosen = policy(config)
     attach_policy(model, chosen)

@@ -38,7 +38,9 @@ from .harness.eviction import AttentionView, Budget, CachePolicy, attach_policy,
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kv_budget: float = Field(0.5, gt=0)  # cache size as a fraction of the prompt (headline: 50%; code default 60%)
+    kv_budget: float = Field(
+        0.5, gt=0
+    )  # cache size as a fraction of the prompt (headline: 50%; code default 60%)
     budget_tokens: int | None = Field(None, ge=1)  # a count of cache entries instead (wins over kv_budget)
     recent_share: float = Field(0.3, ge=0, le=1)  # share of the budget kept as the recent window
     tau_init: float = Field(1.0, gt=0)
@@ -79,12 +81,16 @@ def noise_for(view: AttentionView, seed: int) -> torch.Tensor:
     keys = view.key_positions.repeat_interleave(view.groups, dim=1)  # (b, Hq, k)
     if view.step == 0:
         p = int(view.query_positions[-1]) + 1
-        block = gumbel_noise((b, hq, p, p), _generator(seed, view.stream, view.layer, -1)).to(view.logits.device)
+        block = gumbel_noise((b, hq, p, p), _generator(seed, view.stream, view.layer, -1)).to(
+            view.logits.device
+        )
         rows = block[:, :, view.query_positions]
         return rows.gather(-1, keys.clamp(max=p - 1).unsqueeze(2).expand(-1, -1, q, -1))
     out = []
     for t in view.query_positions.tolist():
-        row = gumbel_noise((b, hq, t + 1), _generator(seed, view.stream, view.layer, t)).to(view.logits.device)
+        row = gumbel_noise((b, hq, t + 1), _generator(seed, view.stream, view.layer, t)).to(
+            view.logits.device
+        )
         out.append(row.gather(-1, keys.clamp(max=t)))
     return torch.stack(out, dim=2)
 
@@ -95,7 +101,9 @@ class KeyTokenScore:
 
     name = "gumbel-softmax"
 
-    def __init__(self, tau_init: float = 1.0, tau_end: float = 2.0, noise: bool = True, seed: int = 0) -> None:
+    def __init__(
+        self, tau_init: float = 1.0, tau_end: float = 2.0, noise: bool = True, seed: int = 0
+    ) -> None:
         self.tau_init, self.tau_end, self.noise, self.seed = tau_init, tau_end, noise, seed
 
     def update(self, previous: torch.Tensor, view: AttentionView) -> torch.Tensor:
@@ -118,7 +126,9 @@ def policy(config: Config) -> CachePolicy:
 
 
 # ---- model driver ---------------------------------------------------------------------------------
-def prune(model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None) -> Outcome:
+def prune(
+    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
+) -> Outcome:
     """Attach the Keyformer cache policy; no weight changes (the harness evaluates the policy while decoding)."""
     chosen = policy(config)
     attach_policy(model, chosen)

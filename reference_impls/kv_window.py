@@ -46,13 +46,17 @@ class FirstTokens:
 
 
 def policy(config: Config) -> CachePolicy:
-    size: dict[str, Any] = {"tokens": config.budget_tokens} if config.budget_tokens else {"fraction": config.kv_budget}
+    size: dict[str, Any] = (
+        {"tokens": config.budget_tokens} if config.budget_tokens else {"fraction": config.kv_budget}
+    )
     if config.sink_tokens:
         return CachePolicy("sink", Budget(**size, scored_tokens=config.sink_tokens), FirstTokens())
     return CachePolicy("window", Budget(**size, recent=1.0))
 
 
-def prune(model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None) -> Outcome:
+def prune(
+    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
+) -> Outcome:
     """Attach the window (or sink + window) cache policy; no weight changes."""
     chosen = policy(config)
     attach_policy(model, chosen)

@@ -49,7 +49,9 @@ from .primitives.importance import group_importance, lowest, lowest_per_block, r
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    ratio: float = Field(0.25, ge=0.0, lt=1.0)  # share of attention groups and MLP channels removed per pruned layer
+    ratio: float = Field(
+        0.25, ge=0.0, lt=1.0
+    )  # share of attention groups and MLP channels removed per pruned layer
     importance: Literal["taylor", "second", "mix", "vectorize", "l2", "l1", "activation", "random"] = "taylor"
     reduce: Literal["sum", "mean", "max"] = "sum"  # how a group's member scores combine (upstream: sum)
     attention: Literal["kv-head", "q-head", "none"] = "kv-head"
@@ -86,7 +88,9 @@ def choose(family: G.Family, scores: torch.Tensor, ratio: float, model: nn.Modul
 
 
 # ---- model driver (mutates `model` in place) ------------------------------------------------------
-def prune(model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None) -> Outcome:
+def prune(
+    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
+) -> Outcome:
     """Score every group of the middle layers, remove the lowest share in each layer, optionally recover."""
     ctx = ctx or Context()
     n = len(decoder_layers(model))
@@ -122,7 +126,9 @@ def prune(model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Con
     if config.recovery_steps > 0:
         if calib is None:
             raise KBError("llm-pruner: LoRA recovery needs calibration tokens")
-        ctx.log(f"llm-pruner: LoRA recovery, {config.recovery_steps} steps of {config.recovery_batch} windows")
+        ctx.log(
+            f"llm-pruner: LoRA recovery, {config.recovery_steps} steps of {config.recovery_batch} windows"
+        )
         report = lora_steps(
             model, calib, Budget(config.recovery_steps, config.recovery_batch), lr=config.lora_lr,
             rank=config.lora_rank, alpha=config.lora_alpha, dropout=config.lora_dropout, seed=ctx.seed,

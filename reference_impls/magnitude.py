@@ -32,11 +32,15 @@ def magnitude_mask(weight: torch.Tensor, config: Config) -> torch.Tensor:
     score = weight.abs()
     if config.pattern is not None:
         return nm_mask(score, *config.pattern)
-    return matrix_mask(score, config.sparsity) if config.scope == "matrix" else row_mask(score, config.sparsity)
+    return (
+        matrix_mask(score, config.sparsity) if config.scope == "matrix" else row_mask(score, config.sparsity)
+    )
 
 
 # ---- model driver (mutates `model` in place) ----------------------------------------------
-def prune(model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None) -> Outcome:
+def prune(
+    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
+) -> Outcome:
     """Prune every decoder linear of `model` in place; `calib` is ignored."""
     ctx = ctx or Context()
     layers = decoder_layers(model)

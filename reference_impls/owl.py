@@ -84,7 +84,9 @@ def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context | 
     ratios = ctx.dense_statistic(key, lambda: outlier_ratios(model, calib, config.hyper_m, ctx))
     sparsities = layer_sparsities(ratios, config.sparsity, config.lam)
     if any(not 0.0 <= s < 1.0 for s in sparsities):
-        ctx.log(f"owl: clamping per-layer sparsities {min(sparsities):.3f}..{max(sparsities):.3f} into [0, 1)")
+        ctx.log(
+            f"owl: clamping per-layer sparsities {min(sparsities):.3f}..{max(sparsities):.3f} into [0, 1)"
+        )
         sparsities = [min(max(s, 0.0), 0.999) for s in sparsities]
     n = len(sparsities)
     offset = Context(batch_size=ctx.batch_size, seed=ctx.seed, log=ctx.log,

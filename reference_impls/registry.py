@@ -30,7 +30,12 @@ if TYPE_CHECKING:
     from kb.results import Kind, Metrics
 
 Target = Literal["sparsity", "pattern", "layers", "kv_budget"]
-TARGETS: tuple[str, ...] = ("sparsity", "pattern", "layers", "kv_budget")  # kv_budget: KV cache / prompt length
+TARGETS: tuple[str, ...] = (
+    "sparsity",
+    "pattern",
+    "layers",
+    "kv_budget",
+)  # kv_budget: KV cache / prompt length
 Metric = Literal["ppl", "probe", "speed", "cache"]  # cache: the long-context KV-cache evaluation
 
 
@@ -167,8 +172,10 @@ def _shortgpt_claim(r: Results) -> Verdict:
     ppl_ok = _finite(low, rand, high) and low < rand and low < high
     acc_ok = _finite(acc_low, acc_rand, acc_high) and acc_low > acc_rand and acc_low > acc_high
     best = min((r.ppl(label) for label in randoms), default=math.nan)
-    reason = (f"ppl lowest-BI {low:.2f} vs random mean {rand:.2f} (best draw {best:.2f}) and highest-BI {high:.2f}; "
-              f"probe acc_norm lowest-BI {acc_low:.3f} vs random mean {acc_rand:.3f} and highest-BI {acc_high:.3f}")
+    reason = (
+        f"ppl lowest-BI {low:.2f} vs random mean {rand:.2f} (best draw {best:.2f}) and highest-BI {high:.2f}; "
+        f"probe acc_norm lowest-BI {acc_low:.3f} vs random mean {acc_rand:.3f} and highest-BI {acc_high:.3f}"
+    )
     return ppl_ok and acc_ok, reason
 
 
@@ -182,8 +189,11 @@ def _h2o_claim(r: Results) -> Verdict:
 def _keyformer_claim(r: Results) -> Verdict:
     k, w, full, h = r.cache_ppl("keyformer"), r.cache_ppl("window"), r.cache_ppl("dense"), r.cache_ppl("h2o")
     holds = _finite(k, w, full) and k <= w and k <= 1.1 * full
-    return holds, (f"continuation ppl keyformer {k:.2f} vs window {w:.2f} and 1.1 x full cache {1.1 * full:.2f}; "
-                   f"reported, not asserted: h2o {h:.2f} (sink {r.cache_ppl('sink'):.2f}, full {full:.2f})")  # fmt: skip
+    reason = (
+        f"continuation ppl keyformer {k:.2f} vs window {w:.2f} and 1.1 x full cache {1.1 * full:.2f}; "
+        f"reported, not asserted: h2o {h:.2f} (sink {r.cache_ppl('sink'):.2f}, full {full:.2f})"
+    )
+    return holds, reason
 
 
 def _llm_pruner_claim(r: Results) -> Verdict:
@@ -194,14 +204,16 @@ def _llm_pruner_claim(r: Results) -> Verdict:
     ppl_ok = _finite(t, l2, rnd) and t < l2 and t < rnd
     acc_ok = _finite(acc_t, acc_l2, acc_rnd) and acc_t > acc_l2 and acc_t > acc_rnd
     lora_ok = _finite(lora, t) and lora < t
-    reason = (f"ppl taylor {t:.2f} vs l2 {l2:.2f} and random {rnd:.2f}; probe acc_norm taylor {acc_t:.3f} vs l2 "
-              f"{acc_l2:.3f} and random {acc_rnd:.3f}; after LoRA {lora:.2f} vs {t:.2f}; "
-              + ("same parameter count in every arm" if same else f"parameter counts differ: {sorted(sizes)}"))
+    reason = (
+        f"ppl taylor {t:.2f} vs l2 {l2:.2f} and random {rnd:.2f}; probe acc_norm taylor {acc_t:.3f} vs l2 "
+        f"{acc_l2:.3f} and random {acc_rnd:.3f}; after LoRA {lora:.2f} vs {t:.2f}; "
+        + ("same parameter count in every arm" if same else f"parameter counts differ: {sorted(sizes)}")
+    )
     return same and ppl_ok and acc_ok and lora_ok, reason
 
 
 # ---- papers -----------------------------------------------------------------------------------
-_PAPER_LIST = (
+_PAPER_LIST: tuple[PaperSpec, ...] = (
     PaperSpec(
         paper="wanda",
         method="wanda",

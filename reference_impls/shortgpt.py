@@ -56,7 +56,9 @@ def block_influences(model: nn.Module, calib: torch.Tensor, batch_size: int | No
     return [block_influence(c) for c in layer_io_cosine(model, calib, batch_size=batch_size)]
 
 
-def prune(model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None) -> Outcome:
+def prune(
+    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
+) -> Outcome:
     """Remove `config.layers` decoder layers chosen by Block Influence (or at random)."""
     ctx = ctx or Context()
     n = len(decoder_layers(model))

@@ -60,7 +60,9 @@ def inverse_hessian_factor(gram: torch.Tensor, percdamp: float) -> tuple[torch.T
         chol, info = torch.linalg.cholesky_ex(h + damp * eye)
         if int(info) == 0:
             break
-        print(f"sparsegpt: Hessian not positive definite, damping x10 (attempt {attempt + 1})", file=sys.stderr)
+        print(
+            f"sparsegpt: Hessian not positive definite, damping x10 (attempt {attempt + 1})", file=sys.stderr
+        )
         damp = damp * 10
     else:
         raise RuntimeError("SparseGPT: damped Hessian is not positive definite; use more calibration data")

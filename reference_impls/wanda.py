@@ -76,6 +76,8 @@ def prune_layers(
 
     def step(index: int, _name: str, linear: nn.Linear, stats: InputStats) -> None:
         sparsity = None if ratios is None else ratios[index]
-        set_weight(linear, prune_weight(linear.weight, stats.sq_norm.to(linear.weight.device), config, sparsity))
+        set_weight(
+            linear, prune_weight(linear.weight, stats.sq_norm.to(linear.weight.device), config, sparsity)
+        )
 
     prune_layerwise(model, calib, step, stats="sq_norm", batch_size=ctx.batch_size, progress=ctx.progress)

@@ -3,16 +3,16 @@
 `kb reproduce` runs a paper's headline comparison (the dense model, then each labelled run from a fresh
 copy of it), prints a table on stdout and progress on stderr, and writes the result record atomically to
 `--json PATH` (default: `results/<paper>-<model>.json` in the checkout). The output path (`--json`, `--save`)
-is checked before the model is loaded: a path that cannot be written is a one-line error, exit 2. Exit 0 when the paper's claim
-holds on this run, 1 when it does not (the numbers are still written), 2 on bad input.
+is checked before the model is loaded: a path that cannot be written is a one-line error, exit 2. Exit 0
+when the paper's claim holds on this run, 1 when it does not (the numbers are still written), 2 on bad input.
 
 `kb prune` runs one method and saves a model + tokenizer directory that `from_pretrained` loads; the
 directory appears only when complete (temporary sibling, then rename).
 
 Target options (`--sparsity`, `--pattern`, `--layers`, `--kv-budget`) default to the paper's own setting; each
 method accepts only those listed in the registry. KV-cache policies (H2O, Keyformer) change no weight: `kb prune`
-refuses them (nothing to save) and `kb reproduce` evaluates them on prompt + continuation windows. torch, transformers and the harness are imported inside the
-command functions, never at module level.
+refuses them (nothing to save) and `kb reproduce` evaluates them on prompt + continuation windows. torch,
+transformers and the harness are imported inside the command functions, never at module level.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ class _NoHyphenBreaks(argparse.HelpFormatter):
         import textwrap
 
         text = self._whitespace_matcher.sub(" ", text).strip()
-        return textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False)
+        return textwrap.fill(
+            text, width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False
+        )
 
 
 def register(subparsers: Any) -> None:
@@ -71,21 +73,33 @@ def register(subparsers: Any) -> None:
 
 
 def _common(p: argparse.ArgumentParser, default: str) -> None:
-    p.add_argument("--model", default="tiny-llama", help="tiny-llama (default), random-llama, a hub id or a path")
+    p.add_argument(
+        "--model", default="tiny-llama", help="tiny-llama (default), random-llama, a hub id or a path"
+    )
     target = p.add_mutually_exclusive_group()
     target.add_argument("--sparsity", type=float, help=f"fraction of weights to prune (default: {default})")
-    target.add_argument("--pattern", metavar="N:M", help="semi-structured: prune N of every M weights, e.g. 2:4")
+    target.add_argument(
+        "--pattern", metavar="N:M", help="semi-structured: prune N of every M weights, e.g. 2:4"
+    )
     p.add_argument("--layers", type=int, help=f"decoder layers to remove, depth methods (default: {default})")
-    p.add_argument("--kv-budget", type=float, metavar="F",
-                   help=f"KV cache kept, as a fraction of the prompt in (0, 1] (kv-cache methods; default: {default})")
-    p.add_argument("--dataset", default="pydoc", help="pydoc (offline, default), wikitext2, c4, or a UTF-8 file")
+    p.add_argument(
+        "--kv-budget",
+        type=float,
+        metavar="F",
+        help=f"KV cache kept, as a fraction of the prompt in (0, 1] (kv-cache methods; default: {default})",
+    )
+    p.add_argument(
+        "--dataset", default="pydoc", help="pydoc (offline, default), wikitext2, c4, or a UTF-8 file"
+    )
     p.add_argument("--nsamples", type=int, help=f"calibration sequences (default {_DATA['nsamples']})")
     p.add_argument("--seqlen", type=int, help=f"tokens per sequence (default {_DATA['seqlen']})")
     p.add_argument("--eval-tokens", type=int,
                    help=f"evaluation tokens, cut into seqlen windows (default {_DATA['eval_tokens']})")  # fmt: skip
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), help="default: cuda if available, else cpu")
     p.add_argument("--seed", type=int, default=0, help="calibration sampling seed (default 0)")
-    p.add_argument("--batch-size", type=int, help="calibration chunk (default: all at once, one pass per layer)")
+    p.add_argument(
+        "--batch-size", type=int, help="calibration chunk (default: all at once, one pass per layer)"
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
                    help="option of the paper's own method, validated by its config (repeatable)")  # fmt: skip
 
@@ -147,7 +161,11 @@ def _run_reproduce(args: argparse.Namespace) -> int:
 
     options = paper_options(spec, explicit)
     _check_lengths(options)
-    out = None if args.no_save else Path(args.json or repo_root() / "results" / f"{spec.paper}-{_slug(args.model)}.json")
+    out = (
+        None
+        if args.no_save
+        else Path(args.json or repo_root() / "results" / f"{spec.paper}-{_slug(args.model)}.json")
+    )
     if out is not None:
         out = check_writable(out, what="--json file")  # before the model is loaded, not after the run
     record = reproduce(spec.paper, options)
@@ -189,15 +207,22 @@ def format_table(record: Any) -> str:
     if any(r.metrics.probe is not None for r in runs):
         cols.append(("probe", lambda r: _num(r.metrics.probe.acc_norm if r.metrics.probe else None, 3)))
     if any(r.metrics.speed is not None for r in runs):
-        cols.append(("prefill x", lambda r: _num(r.metrics.speed.prefill_speedup if r.metrics.speed else None, 2)))
-        cols.append(("decode x", lambda r: _num(r.metrics.speed.decode_speedup if r.metrics.speed else None, 2)))
+        cols.append(
+            ("prefill x", lambda r: _num(r.metrics.speed.prefill_speedup if r.metrics.speed else None, 2))
+        )
+        cols.append(
+            ("decode x", lambda r: _num(r.metrics.speed.decode_speedup if r.metrics.speed else None, 2))
+        )
     if any(r.metrics.cache is not None for r in runs):
         cols += [
             ("cont. ppl", lambda r: _num(r.metrics.cache.ppl if r.metrics.cache else None, 2)),
             ("cache", lambda r: _budget(r.metrics.cache)),
             ("KiB prompt", lambda r: _kib(r.metrics.cache.cache_bytes_prompt if r.metrics.cache else None)),
             ("KiB end", lambda r: _kib(r.metrics.cache.cache_bytes_end if r.metrics.cache else None)),
-            ("decode tok/s", lambda r: _num(r.metrics.cache.decode_tokens_per_s if r.metrics.cache else None, 1)),
+            (
+                "decode tok/s",
+                lambda r: _num(r.metrics.cache.decode_tokens_per_s if r.metrics.cache else None, 1),
+            ),
             ("decode x", lambda r: _num(r.metrics.cache.decode_speedup if r.metrics.cache else None, 2)),
         ]
     cols.append(("prune s", lambda r: f"{r.prune_seconds:.1f}"))
@@ -209,8 +234,10 @@ def format_table(record: Any) -> str:
     ds = record.dataset
     lines += [
         "",
-        f"{record.paper} on {record.model}, {ds.corpus}: calibration {ds.calibration.tokens} tokens, "
-        f"evaluation {ds.evaluation.tokens} tokens, {record.total_seconds:.0f} s",
+        (
+            f"{record.paper} on {record.model}, {ds.corpus}: calibration {ds.calibration.tokens} tokens, "
+            f"evaluation {ds.evaluation.tokens} tokens, {record.total_seconds:.0f} s"
+        ),
         f"claim: {record.claim.statement}",
         f"holds: {'yes' if record.claim.holds else 'NO'} ({record.claim.reason})",
     ]

@@ -39,7 +39,9 @@ class CacheSettings:
     batch_size: int = 1
 
 
-def continuation_nll(model: nn.Module, windows: torch.Tensor, continuation: int, batch_size: int = 1) -> tuple[float, int]:
+def continuation_nll(
+    model: nn.Module, windows: torch.Tensor, continuation: int, batch_size: int = 1
+) -> tuple[float, int]:
     """(sum of NLL over the continuation tokens of every window, token count) under the model's attached policy."""
     policy = attached_policy(model)
     prompt = windows.shape[1] - continuation
@@ -85,7 +87,9 @@ def evaluate_cache(
     prompt = windows[:1, :prompt_len]
     with torch.inference_mode():
         _generate_once(model, prompt[:, : min(prompt_len, 16)], min(settings.generate_tokens, 2))  # warm-up
-        runs = [_generate_once(model, prompt, settings.generate_tokens) for _ in range(max(1, settings.repeats))]
+        runs = [
+            _generate_once(model, prompt, settings.generate_tokens) for _ in range(max(1, settings.repeats))
+        ]
     seconds = statistics.median(r[2] for r in runs)
     rate = settings.generate_tokens / seconds if seconds > 0 else math.inf
     split = policy.split(prompt_len) if policy is not None else None

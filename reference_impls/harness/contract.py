@@ -130,7 +130,10 @@ def check_outcome(
         if target.get("sparsity") is not None and not math.isclose(
             sum(ratios) / len(ratios), target["sparsity"], abs_tol=1e-6
         ):
-            _fail(method, f"per-layer ratios average {sum(ratios) / len(ratios):.6f}, target {target['sparsity']}")
+            _fail(
+                method,
+                f"per-layer ratios average {sum(ratios) / len(ratios):.6f}, target {target['sparsity']}",
+            )
     if kind == "depth":
         removed = outcome.removed_layers
         if len(set(removed)) != len(removed) or not all(0 <= i < before.layers for i in removed):
@@ -143,14 +146,18 @@ def check_outcome(
         if any(v != i for i, values in enumerate(after.layer_idx) for v in values):
             _fail(method, "layer_idx is not renumbered 0..n-1 after removing layers")
     if kind == "width":
-        if sum(math.prod(s) for s in after.shapes.values()) >= sum(math.prod(s) for s in before.shapes.values()):
+        if sum(math.prod(s) for s in after.shapes.values()) >= sum(
+            math.prod(s) for s in before.shapes.values()
+        ):
             _fail(method, "a width method did not shrink any matrix")
         if not outcome.shapes:
             _fail(method, "a width method must report the new shapes of what it shrank")
         for name, shape in outcome.shapes.items():
             inside = name.removeprefix("model.layers.")  # decoder parameters as `model_facts` names them
             if inside in after.shapes and list(after.shapes[inside]) != list(shape):
-                _fail(method, f"reported shape {shape} for {name}, the model has {list(after.shapes[inside])}")
+                _fail(
+                    method, f"reported shape {shape} for {name}, the model has {list(after.shapes[inside])}"
+                )
     if kind == "kv-cache" and outcome.cache_policy is None:
         _fail(method, "a kv-cache method must report its cache policy")
     if kind == "kv-cache" and after.zeros != before.zeros:

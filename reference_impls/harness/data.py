@@ -9,8 +9,8 @@ Every corpus is split once into two disjoint texts, calibration and evaluation, 
 Calibration samples are `nsamples` random windows of `seqlen` tokens from the calibration stream (drawn
 with `seed`, as upstream does; they may overlap, so the stream needs only more than `seqlen` tokens);
 evaluation uses the first `eval_tokens` tokens of the evaluation stream cut into non-overlapping windows of
-`seqlen` tokens, and a stream shorter than that is an error, never a smaller evaluation; the rest of the evaluation stream is kept as `heldout`
-(the multiple-choice probe is built from it).
+`seqlen` tokens, and a stream shorter than that is an error, never a smaller evaluation; the rest of the
+evaluation stream is kept as `heldout` (the multiple-choice probe is built from it).
 """
 
 from __future__ import annotations
@@ -97,16 +97,23 @@ def hub_corpus(name: str) -> Corpus:
         import datasets  # noqa: F401
         from datasets import load_dataset
     except ImportError:
-        raise KBError(f"--dataset {name} needs the optional 'datasets' package (pip install datasets)") from None
+        raise KBError(
+            f"--dataset {name} needs the optional 'datasets' package (pip install datasets)"
+        ) from None
     try:
         if name == "wikitext2":
             train = load_dataset("wikitext", "wikitext-2-raw-v1", split="train")
             test = load_dataset("wikitext", "wikitext-2-raw-v1", split="test")
             return Corpus(name, "\n\n".join(train["text"]), "\n\n".join(test["text"]))
-        files = {"train": "en/c4-train.00000-of-01024.json.gz", "validation": "en/c4-validation.00000-of-00008.json.gz"}
+        files = {
+            "train": "en/c4-train.00000-of-01024.json.gz",
+            "validation": "en/c4-validation.00000-of-00008.json.gz",
+        }
         c4 = load_dataset("allenai/c4", data_files=files)
-        return Corpus(name, "\n\n".join(c4["train"]["text"][:20000]), "\n\n".join(c4["validation"]["text"][:3000]))
-    except Exception as exc:  # datasets raises many types when offline
+        return Corpus(
+            name, "\n\n".join(c4["train"]["text"][:20000]), "\n\n".join(c4["validation"]["text"][:3000])
+        )
+    except Exception as exc:  # noqa: BLE001 - datasets raises many types when offline; all become one line
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise KBError(f"cannot load dataset {name} (offline?): {first}") from None
 
@@ -140,7 +147,11 @@ def token_data(
         raise KBError(f"eval_tokens ({eval_tokens}) must be at least seqlen ({seqlen})")
     if eval_stream.numel() < windows * seqlen:
         fit = eval_stream.numel() // seqlen * seqlen
-        hint = f"ask for --eval-tokens {fit} or fewer" if fit else f"use a longer file or a smaller --seqlen than {seqlen}"
+        hint = (
+            f"ask for --eval-tokens {fit} or fewer"
+            if fit
+            else f"use a longer file or a smaller --seqlen than {seqlen}"
+        )
         raise KBError(f"dataset {corpus.name}: evaluation part has {eval_stream.numel()} tokens, fewer than the "
                       f"{windows * seqlen} requested ({windows} windows of {seqlen}); {hint}")  # fmt: skip
     rng = random.Random(seed)

@@ -93,7 +93,9 @@ class Budget:
         return Split(total=total, recent=total - scored, scored=scored)
 
     def describe(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"fraction_of_prompt": self.fraction} if self.fraction is not None else {"tokens": self.tokens}
+        out: dict[str, Any] = (
+            {"fraction_of_prompt": self.fraction} if self.fraction is not None else {"tokens": self.tokens}
+        )
         if self.scored_tokens is not None:
             out["scored_tokens"] = self.scored_tokens
         else:
@@ -142,7 +144,9 @@ class CachePolicy:
     def split(self, prompt_tokens: int) -> Split:
         split = self.budget.resolve(prompt_tokens)
         if split.scored and self.scorer is None:
-            raise KBError(f"cache policy {self.name} has a scored part of {split.scored} tokens but no scorer")
+            raise KBError(
+                f"cache policy {self.name} has a scored part of {split.scored} tokens but no scorer"
+            )
         return split
 
     def describe(self) -> dict[str, Any]:
@@ -206,8 +210,12 @@ class Runtime:
     record: bool = False
     cache: Any = None  # evict: the transformers cache being cut
     layers: dict[int, _LayerState] = field(default_factory=dict)
-    trace: dict[int, list[torch.Tensor]] = field(default_factory=dict)  # layer -> kept positions after each step
-    final_scores: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> scores over positions (simulate)
+    trace: dict[int, list[torch.Tensor]] = field(
+        default_factory=dict
+    )  # layer -> kept positions after each step
+    final_scores: dict[int, torch.Tensor] = field(
+        default_factory=dict
+    )  # layer -> scores over positions (simulate)
 
     def _note(self, layer: int, kept_positions: torch.Tensor) -> None:
         if self.record:
@@ -222,7 +230,9 @@ class Runtime:
         return self.cache
 
     def cache_lengths(self) -> list[int]:
-        return [int(layer.keys.shape[-2]) for layer in getattr(self.cache, "layers", ()) if layer.keys is not None]
+        return [
+            int(layer.keys.shape[-2]) for layer in getattr(self.cache, "layers", ()) if layer.keys is not None
+        ]
 
 
 def _causal(q: int, k: int, device: torch.device) -> torch.Tensor:
@@ -274,7 +284,9 @@ def _register() -> None:
     AttentionInterface.register(ATTENTION, _policy_attention)
 
 
-def _view(runtime: Runtime, layer: int, logits, probs, key_positions, query_positions, groups, step) -> AttentionView:
+def _view(
+    runtime: Runtime, layer: int, logits, probs, key_positions, query_positions, groups, step
+) -> AttentionView:
     return AttentionView(logits=logits, probs=probs, key_positions=key_positions, query_positions=query_positions,
                          groups=groups, layer=layer, step=step, decode_steps=runtime.decode_steps,
                          stream=runtime.stream)  # fmt: skip
@@ -328,11 +340,17 @@ def _evict_layer(
     """Update the scores with this call's rows and cut the real cache of `layer` back to the budget."""
     policy = runtime.policy
     assert policy is not None
-    cache_layer = runtime.cache.layers[layer] if runtime.cache is not None and layer < len(runtime.cache.layers) else None
+    cache_layer = (
+        runtime.cache.layers[layer]
+        if runtime.cache is not None and layer < len(runtime.cache.layers)
+        else None
+    )
     if cache_layer is None or cache_layer.keys is not key:
-        raise KBError("real eviction needs the cache made by `evicting(...).new_cache(model)`; pass it to the model")
+        raise KBError(
+            "real eviction needs the cache made by `evicting(...).new_cache(model)`; pass it to the model"
+        )
     state = runtime.layers.setdefault(layer, _LayerState())
-    b, hkv, k, _d = key.shape
+    b, hkv, _k, _d = key.shape
     q = logits.shape[2]
     device = key.device
     if state.split is None:
@@ -345,8 +363,12 @@ def _evict_layer(
         previous = torch.cat([state.scores, torch.zeros(b, hkv, q, device=device)], dim=-1)
     scores = previous
     if policy.scorer is not None:
-        scores = policy.scorer.update(previous, _view(runtime, layer, logits, probs, positions, new, groups, state.calls))
-    keep = keep_mask(scores, positions, torch.ones_like(positions, dtype=torch.bool), state.seen + q - 1, state.split)
+        scores = policy.scorer.update(
+            previous, _view(runtime, layer, logits, probs, positions, new, groups, state.calls)
+        )
+    keep = keep_mask(
+        scores, positions, torch.ones_like(positions, dtype=torch.bool), state.seen + q - 1, state.split
+    )
     if not bool(keep.all()):
         n = int(keep[0, 0].sum())
         idx = torch.argsort((~keep).to(torch.int8), dim=-1, stable=True)[..., :n]
@@ -390,7 +412,9 @@ def simulate_logits(
     """Teacher-forced logits (b, T, vocab) of `ids` (b, T) with the cache the policy would keep after a prompt of
     `prompt_tokens` tokens (None: the full cache). Returns the logits and the runtime (trace when `record`)."""
     if not 0 < prompt_tokens < ids.shape[1]:
-        raise KBError(f"prompt of {prompt_tokens} tokens does not leave a continuation in {ids.shape[1]} tokens")
+        raise KBError(
+            f"prompt of {prompt_tokens} tokens does not leave a continuation in {ids.shape[1]} tokens"
+        )
     runtime = Runtime(policy, "simulate", prompt_tokens=prompt_tokens, decode_steps=ids.shape[1] - prompt_tokens,
                       stream=stream, record=record)  # fmt: skip
     device = model.get_input_embeddings().weight.device
@@ -431,7 +455,9 @@ def decode(
         logits = [out.logits[:, -1]]
         tokens = []
         for i in range(steps):
-            token = forced[:, i : i + 1].to(device) if forced is not None else logits[-1].argmax(-1, keepdim=True)
+            token = (
+                forced[:, i : i + 1].to(device) if forced is not None else logits[-1].argmax(-1, keepdim=True)
+            )
             tokens.append(token)
             out = model(input_ids=token, position_ids=torch.tensor([[p + i]], device=device), use_cache=True,
                         **{key: output_cache(out)})  # fmt: skip

@@ -104,7 +104,9 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
                 break
         if isinstance(obj, nn.ModuleList):
             return obj
-    raise KBError(f"cannot find decoder layers in {type(model).__name__} (looked for model.layers and similar)")
+    raise KBError(
+        f"cannot find decoder layers in {type(model).__name__} (looked for model.layers and similar)"
+    )
 
 
 def prunable_linears(layer: nn.Module) -> dict[str, nn.Linear]:
@@ -126,7 +128,9 @@ class _Captured(Exception):
     pass
 
 
-def capture_first_layer_inputs(model: nn.Module, input_ids: torch.Tensor, batch_size: int) -> list[LayerInputs]:
+def capture_first_layer_inputs(
+    model: nn.Module, input_ids: torch.Tensor, batch_size: int
+) -> list[LayerInputs]:
     """Run `model` on `input_ids` (samples, seq) in chunks, stopping at the first decoder layer.
 
     Returns, per chunk, the layer's positional hidden states and all keyword arguments exactly as the
@@ -191,7 +195,7 @@ def prune_layerwise(
                 outputs = [_single_pass(index, layer, chunks[0], linears, prune_linear, stats)]
             else:
                 outputs = _two_pass(index, layer, chunks, linears, prune_linear, stats)
-            chunks = [LayerInputs(out, c.kwargs) for out, c in zip(outputs, chunks)]
+            chunks = [LayerInputs(out, c.kwargs) for out, c in zip(outputs, chunks, strict=True)]
             if progress is not None:
                 progress(index + 1, len(layers))
 

@@ -84,8 +84,10 @@ def byte_tokenizer() -> Any:
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's printable stand-in character for each byte (the ByteLevel alphabet)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
-        range(ord("®"), ord("ÿ") + 1)
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
     )
     mapping, extra = {}, 0
     for b in range(256):
@@ -170,7 +172,9 @@ def check_supported(model: nn.Module, name: str) -> None:
                       "GPT-2-style Conv1D layers, which the harness does not prune; use a model whose projections "
                       "are nn.Linear (LLaMA, Qwen2, Mistral, OPT, ...)")  # fmt: skip
     if not any(isinstance(m, nn.Linear) for m in layers.modules()):
-        raise KBError(f"{name}: {type(model).__name__} is not supported: its decoder layers hold no nn.Linear to prune")
+        raise KBError(
+            f"{name}: {type(model).__name__} is not supported: its decoder layers hold no nn.Linear to prune"
+        )
 
 
 def _checked(loaded: LoadedModel) -> LoadedModel:
@@ -206,7 +210,9 @@ def inspect_model_dir(path: Path) -> None:
         raise KBError(f"{config_path}: {data['model_type']!r} is not an architecture this transformers knows "
                       f"({first[:200]})") from None  # fmt: skip
     if not remote and type(config) not in AutoModelForCausalLM._model_mapping:
-        raise KBError(f"{path}: architecture {data['model_type']!r} has no causal language model in transformers")
+        raise KBError(
+            f"{path}: architecture {data['model_type']!r} has no causal language model in transformers"
+        )
     try:
         with torch.device("meta"):
             skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=remote)
@@ -243,7 +249,9 @@ def _from_pretrained(name: str, source: str, device: str, *, local_only: bool) -
     local = Path(source).is_dir()
     part = "tokenizer"
     try:  # the tokenizer first: it is cheap, and a broken one should not cost a weight load
-        tok_kwargs = {"trust_remote_code": True} if kwargs.get("trust_remote_code") else {}  # no prompt on auto_map
+        tok_kwargs = (
+            {"trust_remote_code": True} if kwargs.get("trust_remote_code") else {}
+        )  # no prompt on auto_map
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only, **tok_kwargs)
         part = "weights"
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)

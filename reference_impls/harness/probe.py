@@ -69,7 +69,13 @@ class ProbeScore:
 
 
 def continuation_task(
-    stream: torch.Tensor, tokenizer: Any, *, items: int = 300, context: int = 16, length: int = 4, choices: int = 4
+    stream: torch.Tensor,
+    tokenizer: Any,
+    *,
+    items: int = 300,
+    context: int = 16,
+    length: int = 4,
+    choices: int = 4,
 ) -> TokenTask:
     """Build the built-in task from a 1-D token stream (see the module docstring)."""
     span = context + length
@@ -95,7 +101,9 @@ def continuation_task(
         answers.append(where)
     options = torch.stack(rows)  # (items, K, L)
     text_bytes = [[len(tokenizer.decode(c.tolist()).encode("utf-8")) for c in row] for row in options]
-    return TokenTask(BUILTIN, ctx, options, torch.tensor(answers), torch.tensor(text_bytes, dtype=torch.float32))
+    return TokenTask(
+        BUILTIN, ctx, options, torch.tensor(answers), torch.tensor(text_bytes, dtype=torch.float32)
+    )
 
 
 def _pick(scores: torch.Tensor, answer: torch.Tensor) -> float:
@@ -122,7 +130,9 @@ def score_task(model: nn.Module, task: TokenTask, *, batch_size: int = 64) -> Pr
                 total = total + logp.sum(-1)
             totals.append(total.reshape(-1, k).cpu())
     scores = torch.cat(totals)  # (items, K)
-    return ProbeScore(task.name, task.items, k, _pick(scores, task.answer), _pick(scores / task.choice_bytes, task.answer))
+    return ProbeScore(
+        task.name, task.items, k, _pick(scores, task.answer), _pick(scores / task.choice_bytes, task.answer)
+    )
 
 
 def score_text_items(model: nn.Module, tokenizer: Any, items: list[TextItem], name: str) -> ProbeScore:
@@ -143,7 +153,9 @@ def score_text_items(model: nn.Module, tokenizer: Any, items: list[TextItem], na
             logp = F.log_softmax(logits[:, :-1], -1).gather(2, ids[:, 1:, None].to(device)).squeeze(2).cpu()
             row_sums = [float(logp[r, len(ctx) - 1 : len(s) - 1].sum()) for r, s in enumerate(seqs)]
             sums.append(row_sums)
-            norms.append([v / max(1, len(c.encode("utf-8"))) for v, c in zip(row_sums, item.choices, strict=True)])
+            norms.append(
+                [v / max(1, len(c.encode("utf-8"))) for v, c in zip(row_sums, item.choices, strict=True)]
+            )
             answers.append(item.answer)
     answer = torch.tensor(answers)
     return ProbeScore(name, len(items), max(len(i.choices) for i in items),
@@ -166,7 +178,9 @@ def load_task(name: str, *, limit: int | None = None) -> list[TextItem]:
     try:
         from datasets import load_dataset
     except ImportError:
-        raise KBError(f"probe task {name} needs the optional 'datasets' package (pip install datasets)") from None
+        raise KBError(
+            f"probe task {name} needs the optional 'datasets' package (pip install datasets)"
+        ) from None
     try:
         if name == "hellaswag":
             rows = load_dataset("Rowan/hellaswag", split="validation")
@@ -180,7 +194,7 @@ def load_task(name: str, *, limit: int | None = None) -> list[TextItem]:
             rows = load_dataset("allenai/ai2_arc", subset, split="test")
             items = [TextItem(f"Question: {r['question']}\nAnswer:", tuple(" " + t for t in r["choices"]["text"]),
                               list(r["choices"]["label"]).index(r["answerKey"])) for r in rows]  # fmt: skip
-    except Exception as exc:  # datasets raises many types when offline
+    except Exception as exc:  # noqa: BLE001 - datasets raises many types when offline; all become one line
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise KBError(f"cannot load probe task {name} (offline?): {first}") from None
     return items[:limit] if limit else items

@@ -64,11 +64,15 @@ def skip_sublayers(model: nn.Module, attention: list[int], mlp: list[int]) -> No
 
 
 def _linear(rows: int, cols: int, like: nn.Linear) -> nn.Linear:
-    out = nn.Linear(cols, rows, bias=like.bias is not None, device=like.weight.device, dtype=like.weight.dtype)
+    out = nn.Linear(
+        cols, rows, bias=like.bias is not None, device=like.weight.device, dtype=like.weight.dtype
+    )
     return out
 
 
-def set_layer_widths(model: nn.Module, heads: list[int], kv_heads: list[int], intermediate: list[int]) -> None:
+def set_layer_widths(
+    model: nn.Module, heads: list[int], kv_heads: list[int], intermediate: list[int]
+) -> None:
     """Rebuild every layer's attention and MLP projections at its own width (weights to be loaded after)."""
     layers = model.model.layers
     if not len(heads) == len(kv_heads) == len(intermediate) == len(layers):
@@ -99,8 +103,12 @@ class KBPrunedLlamaConfig(LlamaConfig):
                  layer_intermediate_sizes: list[int] | None = None, **kwargs: Any) -> None:  # fmt: skip
         self.skipped_attention = list(skipped_attention or [])
         self.skipped_mlp = list(skipped_mlp or [])
-        self.layer_num_attention_heads = list(layer_num_attention_heads) if layer_num_attention_heads else None
-        self.layer_num_key_value_heads = list(layer_num_key_value_heads) if layer_num_key_value_heads else None
+        self.layer_num_attention_heads = (
+            list(layer_num_attention_heads) if layer_num_attention_heads else None
+        )
+        self.layer_num_key_value_heads = (
+            list(layer_num_key_value_heads) if layer_num_key_value_heads else None
+        )
         self.layer_intermediate_sizes = list(layer_intermediate_sizes) if layer_intermediate_sizes else None
         super().__init__(**kwargs)
 

@@ -48,7 +48,9 @@ class Budget:
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.batch_size < 1:
-            raise KBError(f"recovery budget needs steps >= 0 and batch_size >= 1, got {self.steps}, {self.batch_size}")
+            raise KBError(
+                f"recovery budget needs steps >= 0 and batch_size >= 1, got {self.steps}, {self.batch_size}"
+            )
 
 
 @dataclass
@@ -151,7 +153,9 @@ def _only_trainable(model: nn.Module, params: Sequence[nn.Parameter]) -> Iterato
         model.train(was_training)
 
 
-def kl_to_teacher(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def kl_to_teacher(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """Mean over tokens of KL(teacher || student) at temperature T, times T^2."""
     t = temperature
     s = F.log_softmax(student_logits.float() / t, dim=-1).reshape(-1, student_logits.shape[-1])
@@ -200,7 +204,9 @@ def train_steps(
             optimiser.step()
             report.losses.append(float(loss.detach()))
             if not math.isfinite(report.losses[-1]):
-                raise KBError(f"recovery diverged at step {i + 1} (loss {report.losses[-1]}); lower the learning rate")
+                raise KBError(
+                    f"recovery diverged at step {i + 1} (loss {report.losses[-1]}); lower the learning rate"
+                )
             if progress is not None:
                 progress(i + 1, budget.steps)
     return report
@@ -251,6 +257,6 @@ def distill_steps(
     if train == "lora":
         return lora_steps(student, tokens, budget, lr=lr, seed=seed, teacher=teacher, temperature=temperature,
                           progress=progress, **lora)  # type: ignore[arg-type]  # fmt: skip
-    params = [p for p in decoder_layers(student).parameters()]
+    params = list(decoder_layers(student).parameters())
     return train_steps(student, params, tokens, budget, lr=lr, seed=seed, teacher=teacher, temperature=temperature,
                        progress=progress, kind="kd")  # fmt: skip

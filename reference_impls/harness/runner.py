@@ -43,8 +43,8 @@ from kb.results import Claim, DatasetInfo, Outcome, Reproduction, RunResult
 
 from .. import registry
 from ..registry import MethodSpec, PaperSpec, Results, Run
-from .contract import Context, check_outcome, model_facts
 from .cacheeval import CacheSettings
+from .contract import Context, check_outcome, model_facts
 from .data import TokenData, load_corpus, token_data
 from .layerwise import decoder_layers
 from .metrics import measure, model_size
@@ -205,9 +205,13 @@ def apply_method(
     """Run one method on `model` in place and check its outcome; returns (outcome, seconds)."""
     before = model_facts(model)
     start = time.perf_counter()
-    outcome = method_module(plan_spec.name).prune(model, calib if plan_spec.needs_calibration else None, config, ctx)
+    outcome = method_module(plan_spec.name).prune(
+        model, calib if plan_spec.needs_calibration else None, config, ctx
+    )
     seconds = time.perf_counter() - start
-    check_outcome(plan_spec.name, plan_spec.kind, before, model_facts(model), outcome, _target_of(plan_spec, config))
+    check_outcome(
+        plan_spec.name, plan_spec.kind, before, model_facts(model), outcome, _target_of(plan_spec, config)
+    )
     return outcome, seconds
 
 
@@ -277,10 +281,14 @@ def _summary(metrics: Any) -> str:
     if metrics.probe is not None:
         parts.append(f"probe acc_norm {metrics.probe.acc_norm:.3f}")
     if metrics.speed is not None and metrics.speed.prefill_speedup is not None:
-        parts.append(f"prefill x{metrics.speed.prefill_speedup:.2f}, decode x{metrics.speed.decode_speedup:.2f}")
+        parts.append(
+            f"prefill x{metrics.speed.prefill_speedup:.2f}, decode x{metrics.speed.decode_speedup:.2f}"
+        )
     if metrics.cache is not None:
         c = metrics.cache
-        budget = "full cache" if c.budget_tokens is None else f"cache {c.budget_tokens}/{c.prompt_tokens} tokens"
+        budget = (
+            "full cache" if c.budget_tokens is None else f"cache {c.budget_tokens}/{c.prompt_tokens} tokens"
+        )
         parts.append(f"continuation ppl {c.ppl:.2f} ({budget}, {c.cache_bytes_end / 2**20:.2f} MiB at the end, "
                      f"decode {c.decode_tokens_per_s:.1f} tok/s)")  # fmt: skip
     parts.append(f"{metrics.size.layers} layers, {metrics.size.params_decoder / 1e6:.1f}M decoder params")
@@ -302,6 +310,7 @@ def reproduce(paper: str, options: RunOptions, log: Log = stderr_log) -> Reprodu
     if layers is not None and layers >= len(decoder_layers(loaded.model)):
         raise KBError(f"cannot remove {layers} of {len(decoder_layers(loaded.model))} decoder layers of "
                       f"{options.model}; ask for fewer with --layers")  # fmt: skip
+
     def reload() -> nn.Module:
         return load_model(options.model, options.device, seed=options.seed).model
 
@@ -340,7 +349,9 @@ def prune_to_dir(
         calib = None
     before = model_size(loaded.model)
     log(f"kb: pruning {options.model} with {method} ({_options_text(config)})")
-    ctx = Context(batch_size=options.batch_size, progress=layer_progress(method, log), seed=options.seed, log=log)
+    ctx = Context(
+        batch_size=options.batch_size, progress=layer_progress(method, log), seed=options.seed, log=log
+    )
     outcome, seconds = apply_method(loaded.model, mspec, config, calib, ctx)
     after = model_size(loaded.model)
     save_model(loaded.model, loaded.tokenizer, save, replace=force)

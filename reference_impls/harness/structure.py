@@ -38,7 +38,7 @@ def _renumber(layer: nn.Module, index: int) -> None:
 def remove_layers(model: nn.Module, indices: Iterable[int]) -> list[int]:
     """Delete the decoder layers at `indices` (of the current model); returns them sorted."""
     layers = decoder_layers(model)
-    drop = sorted(set(int(i) for i in indices))
+    drop = sorted({int(i) for i in indices})
     if any(not 0 <= i < len(layers) for i in drop):
         raise KBError(f"layer indices {drop} out of range for {len(layers)} layers")
     if len(drop) >= len(layers):
@@ -72,7 +72,9 @@ def skip_sublayers(model: nn.Module, *, attention: Iterable[int] = (), mlp: Iter
         if not 0 <= i < len(layers):
             raise KBError(f"layer index {i} out of range for {len(layers)} layers")
         if not (hasattr(layers[i], "self_attn") and hasattr(layers[i], "mlp")):
-            raise KBError(f"{type(layers[i]).__name__} has no self_attn/mlp: sublayer skipping needs a LLaMA-style layer")
+            raise KBError(
+                f"{type(layers[i]).__name__} has no self_attn/mlp: sublayer skipping needs a LLaMA-style layer"
+            )
     config = model.config
     before_attn = set(getattr(config, "skipped_attention", None) or [])
     before_mlp = set(getattr(config, "skipped_mlp", None) or [])
@@ -123,7 +125,9 @@ def _readable(directory: Path) -> None:
             os.chmod(path, 0o666 & ~umask)
 
 
-def _make_remote_code(directory: Path, gone: dict[str, list[int]], widths: dict[str, list[int]] | None = None) -> None:
+def _make_remote_code(
+    directory: Path, gone: dict[str, list[int]], widths: dict[str, list[int]] | None = None
+) -> None:
     config_path = directory / "config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
     if config.get("model_type") not in ("llama", pruned_llama.MODEL_TYPE):

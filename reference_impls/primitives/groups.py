@@ -149,11 +149,11 @@ def hidden_family(model: nn.Module) -> Family:
         leaf = name.rsplit(".", 2)
         if p.dim() == 1 and name.endswith("norm.weight"):
             members.append(Member(name, 0, 1))
-        elif name.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "gate_proj.weight", "up_proj.weight")):
+        elif name.endswith(
+            ("q_proj.weight", "k_proj.weight", "v_proj.weight", "gate_proj.weight", "up_proj.weight")
+        ):
             members.append(Member(name, 1, 1))
-        elif name.endswith(("o_proj.weight", "down_proj.weight")):
-            members.append(Member(name, 0, 1))
-        elif name.endswith(("o_proj.bias", "down_proj.bias")):
+        elif name.endswith(("o_proj.weight", "down_proj.weight", "o_proj.bias", "down_proj.bias")):
             members.append(Member(name, 0, 1))
         elif leaf[-2:] == ["embed_tokens", "weight"] or name == "lm_head.weight":
             members.append(Member(name, 1, 1))
@@ -187,7 +187,7 @@ def layer_families(model: nn.Module, layer: int, attention: Literal["kv-head", "
 @torch.no_grad()
 def mask(model: nn.Module, family: Family, units: Iterable[int]) -> None:
     """Zero the given groups in place (the masked reference for compaction)."""
-    units = sorted(set(int(u) for u in units))
+    units = sorted({int(u) for u in units})
     params = dict(model.named_parameters())
     for m in family.members:
         p = params[m.param]
@@ -201,7 +201,9 @@ def check_query_removal(model: nn.Module, layer: int, units: Sequence[int]) -> N
     rep = heads // kv
     per_kv = [sum(1 for u in units if u // rep == g) for g in range(kv)]
     if len(set(per_kv)) > 1:
-        raise KBError(f"layer {layer}: query-head removal must be even across KV heads, got {per_kv} per KV head")
+        raise KBError(
+            f"layer {layer}: query-head removal must be even across KV heads, got {per_kv} per KV head"
+        )
     if per_kv and per_kv[0] >= rep:
         raise KBError(f"layer {layer}: cannot remove every query head of a KV head (use kv-head groups)")
 
@@ -214,8 +216,8 @@ def compact(model: nn.Module, removals: Mapping[Family, Sequence[int]]) -> dict[
     """
     params = dict(model.named_parameters())
     drop: dict[str, dict[int, set[int]]] = {}  # param -> dim -> indices to remove
-    for family, units in removals.items():
-        units = sorted(set(int(u) for u in units))
+    for family, chosen in removals.items():
+        units = sorted({int(u) for u in chosen})
         if not units:
             continue
         if any(not 0 <= u < family.units for u in units):

@@ -92,8 +92,8 @@ def loss_gradients(
                 parts = torch.autograd.grad(loss, list(wanted.values()))
                 share = ids.shape[0] / n_seq
                 total_loss += float(loss.detach()) * share
-                for (n, _p), g in zip(wanted.items(), parts, strict=True):
-                    g = g.float()
+                for (n, _p), part in zip(wanted.items(), parts, strict=True):
+                    g = part.float()
                     grad[n].add_(g, alpha=share)
                     if sq is not None:
                         sq[n].addcmul_(g, g, value=1.0 / n_seq)
@@ -285,4 +285,4 @@ def lowest_per_block(scores: torch.Tensor, k: int, block: int) -> list[int]:
 
 def removal_count(units: int, ratio: float) -> int:
     """Groups to remove for a ratio: rounded to nearest (half up), always leaving at least one group."""
-    return min(units - 1, int(math.floor(units * ratio + 0.5)))
+    return min(units - 1, math.floor(units * ratio + 0.5))

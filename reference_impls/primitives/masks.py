@@ -13,7 +13,7 @@ import torch
 
 def count_to_prune(group_size: int, sparsity: float) -> int:
     """Number of weights pruned in a comparison group of `group_size`."""
-    return int(math.floor(group_size * sparsity + 1e-9))
+    return math.floor(group_size * sparsity + 1e-9)
 
 
 def lowest_k_per_row(score: torch.Tensor, k: int) -> torch.Tensor:

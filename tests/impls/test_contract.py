@@ -33,7 +33,9 @@ def test_every_method_keeps_the_contract_and_is_deterministic(name, calib_ids):
     for _ in range(2):
         model = copy.deepcopy(dense)
         config = runner.method_config(spec, {})
-        outcome, _seconds = runner.apply_method(model, spec, config, calib_ids, Context())  # checks invariants
+        outcome, _seconds = runner.apply_method(
+            model, spec, config, calib_ids, Context()
+        )  # checks invariants
         assert outcome.kind == spec.kind
         with torch.inference_mode():
             logits = model(calib_ids[:2]).logits
@@ -51,8 +53,10 @@ def _facts_after(model: nn.Module, edit) -> tuple:
 
 def test_a_silent_no_op_breaks_the_contract(random_model):
     before, after = _facts_after(random_model, lambda m: None)
-    with pytest.raises(ContractError, match="no weight was zeroed|decoder sparsity"):
-        check_outcome("fake", "weight-sparsity", before, after, Outcome(kind="weight-sparsity"), {"sparsity": 0.5})
+    with pytest.raises(ContractError, match=r"no weight was zeroed|decoder sparsity"):
+        check_outcome(
+            "fake", "weight-sparsity", before, after, Outcome(kind="weight-sparsity"), {"sparsity": 0.5}
+        )
 
 
 def test_wrong_kind_and_wrong_return_type_break_the_contract(random_model):
@@ -72,7 +76,9 @@ def test_removing_layers_without_renumbering_breaks_the_contract():
 
     before, after = _facts_after(model, careless)
     with pytest.raises(ContractError, match="layer_idx"):
-        check_outcome("fake", "depth", before, after, Outcome(kind="depth", removed_layers=[1]), {"layers": 1})
+        check_outcome(
+            "fake", "depth", before, after, Outcome(kind="depth", removed_layers=[1]), {"layers": 1}
+        )
 
 
 def test_allocation_ratios_must_average_the_target(random_model, calib_ids):
@@ -109,14 +115,23 @@ def test_every_run_starts_from_the_dense_model():
     target = {"sparsity": 0.5, "layers": 2}
     drop, prune = Run("drop", "shortgpt"), Run("prune", "wanda")
     quiet = lambda _msg: None  # noqa: E731
-    both = runner.compare(dense, byte_tokenizer(), data, _plans(drop, prune, target=target), options, log=quiet)
-    alone_prune = runner.compare(dense, byte_tokenizer(), data, _plans(prune, target=target), options, log=quiet)
-    alone_drop = runner.compare(dense, byte_tokenizer(), data, _plans(drop, target=target), options, log=quiet)
+    both = runner.compare(
+        dense, byte_tokenizer(), data, _plans(drop, prune, target=target), options, log=quiet
+    )
+    alone_prune = runner.compare(
+        dense, byte_tokenizer(), data, _plans(prune, target=target), options, log=quiet
+    )
+    alone_drop = runner.compare(
+        dense, byte_tokenizer(), data, _plans(drop, target=target), options, log=quiet
+    )
     by_label = {r.label: r for r in both}
     assert by_label["prune"].metrics.ppl == alone_prune[1].metrics.ppl
     assert by_label["prune"].metrics.size == alone_prune[1].metrics.size
     assert by_label["prune"].metrics.size.layers == 4  # not run on the shrunken model
-    assert by_label["drop"].metrics.ppl == alone_drop[1].metrics.ppl and by_label["drop"].metrics.size.layers == 2
+    assert (
+        by_label["drop"].metrics.ppl == alone_drop[1].metrics.ppl
+        and by_label["drop"].metrics.size.layers == 2
+    )
     assert all(torch.equal(before[k], v) for k, v in dense.state_dict().items())  # dense never modified
 
 

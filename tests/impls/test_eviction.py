@@ -54,8 +54,17 @@ def test_budget_resolution_fraction_count_and_split():
     assert ev.Budget(fraction=0.5, recent=0.3).resolve(256) == ev.Split(128, 38, 90)
     assert ev.Budget(tokens=7, recent=1.0).resolve(1000) == ev.Split(7, 7, 0)
     assert ev.Budget(tokens=10, scored_tokens=4).resolve(3) == ev.Split(10, 6, 4)
-    assert ev.Budget(fraction=0.01, recent=0.0).resolve(50) == ev.Split(1, 1, 0)  # the newest token always stays
-    for bad in (dict(), dict(fraction=0.2, tokens=3), dict(fraction=0.0), dict(tokens=0), dict(fraction=0.2, recent=2)):
+    assert ev.Budget(fraction=0.01, recent=0.0).resolve(50) == ev.Split(
+        1, 1, 0
+    )  # the newest token always stays
+    bad_budgets: list[dict[str, float]] = [
+        {},
+        {"fraction": 0.2, "tokens": 3},
+        {"fraction": 0.0},
+        {"tokens": 0},
+        {"fraction": 0.2, "recent": 2},
+    ]
+    for bad in bad_budgets:
         with pytest.raises(KBError):
             ev.Budget(**bad)
     with pytest.raises(KBError, match="no scorer"):

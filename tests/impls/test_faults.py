@@ -32,7 +32,10 @@ def test_output_paths_that_cannot_be_written_are_refused_before_loading(tmp_path
     afile = tmp_path / "file.txt"
     afile.write_text("x")
     cases = [
-        (["reproduce", "wanda", *SMALL, "--json", str(afile / "r.json")], "file.txt is a file, not a directory"),
+        (
+            ["reproduce", "wanda", *SMALL, "--json", str(afile / "r.json")],
+            "file.txt is a file, not a directory",
+        ),
         (["reproduce", "wanda", *SMALL, "--json", str(tmp_path)], "is a directory, not a file"),
         (["prune", "wanda", *SMALL, "--save", str(afile / "pruned")], "file.txt is a file, not a directory"),
         (["prune", "wanda", *SMALL, "--save", str(afile), "--force"], "is a file, not a directory"),
@@ -49,15 +52,18 @@ def test_unwritable_directory_is_refused_before_loading(tmp_path, capsys, monkey
     def denied(*_a, **_k):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(kb.fsutil.tempfile, "mkstemp", denied)  # root ignores mode bits; refuse the probe instead
+    monkeypatch.setattr(
+        kb.fsutil.tempfile, "mkstemp", denied
+    )  # root ignores mode bits; refuse the probe instead
     line, err = _one_line(capsys, ["reproduce", "wanda", *SMALL, "--json", str(tmp_path / "out" / "r.json")])
     assert "is not writable (Permission denied)" in line and "kb: loaded" not in err
     assert list(tmp_path.iterdir()) == []
 
 
 def test_disk_full_while_writing_results_or_model_is_one_line(tmp_path, capsys, monkeypatch):
-    import kb.fsutil
     from transformers import PreTrainedTokenizerFast
+
+    import kb.fsutil
 
     def full(*_a, **_k):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -95,11 +101,18 @@ def test_dataset_files_that_are_binary_or_too_short(tmp_path, capsys):
 def _config(family: str):
     from transformers import GPT2Config, LlamaConfig, MistralConfig, OPTConfig, Qwen2Config
 
-    common = {"vocab_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 256}
+    common = {
+        "vocab_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 256,
+    }
     return {
         "llama": lambda: LlamaConfig(hidden_size=64, intermediate_size=128, num_key_value_heads=2, **common),
         "qwen2": lambda: Qwen2Config(hidden_size=64, intermediate_size=128, num_key_value_heads=2, **common),
-        "mistral": lambda: MistralConfig(hidden_size=64, intermediate_size=128, num_key_value_heads=2, **common),
+        "mistral": lambda: MistralConfig(
+            hidden_size=64, intermediate_size=128, num_key_value_heads=2, **common
+        ),
         "opt": lambda: OPTConfig(hidden_size=64, ffn_dim=128, word_embed_proj_dim=64, **common),
         "gpt2": lambda: GPT2Config(vocab_size=256, n_positions=256, n_embd=64, n_layer=2, n_head=4),
     }[family]()
@@ -131,7 +144,11 @@ def test_supported_families_are_really_pruned(tmp_path, capsys, family):
     assert main(argv) == 0, capsys.readouterr().err
     assert "decoder sparsity 0.500" in capsys.readouterr().out
     pruned = AutoModelForCausalLM.from_pretrained(save)
-    linears = [m for m in pruned.modules() if isinstance(m, torch.nn.Linear) and m is not pruned.get_output_embeddings()]
+    linears = [
+        m
+        for m in pruned.modules()
+        if isinstance(m, torch.nn.Linear) and m is not pruned.get_output_embeddings()
+    ]
     zeros = sum(int((m.weight == 0).sum()) for m in linears)
     assert zeros >= 0.45 * sum(m.weight.numel() for m in linears)
 
@@ -183,7 +200,9 @@ def test_broken_model_directories(tmp_path, capsys):
         fh.truncate(100)
     cases.append((truncated, f"cannot load the weights from {truncated}: "))
     for path, needle in cases:
-        line, _ = _one_line(capsys, ["prune", "magnitude", *SMALL, "--model", str(path), "--save", str(tmp_path / "o")])
+        line, _ = _one_line(
+            capsys, ["prune", "magnitude", *SMALL, "--model", str(path), "--save", str(tmp_path / "o")]
+        )
         assert needle in line, line
     assert not (tmp_path / "o").exists()
 

@@ -49,7 +49,9 @@ def test_no_heavy_part_equals_the_window_baseline():
     a_logits, a = ev.simulate_logits(model, ids, heavyless, PROMPT, record=True)
     b_logits, b = ev.simulate_logits(model, ids, window, PROMPT, record=True)
     assert torch.equal(a_logits, b_logits)
-    assert all(torch.equal(x, y) for layer in a.trace for x, y in zip(a.trace[layer], b.trace[layer], strict=True))
+    assert all(
+        torch.equal(x, y) for layer in a.trace for x, y in zip(a.trace[layer], b.trace[layer], strict=True)
+    )
 
 
 def test_heavy_hitters_are_the_most_attended_older_tokens():
@@ -78,4 +80,6 @@ def test_prune_attaches_the_policy_and_changes_no_weight():
     assert outcome.kind == "kv-cache" and outcome.cache_policy["name"] == "h2o"
     assert outcome.cache_policy["budget"] == {"fraction_of_prompt": 0.2, "recent_share": 0.5}
     assert ev.attached_policy(model).split(100) == ev.Split(20, 10, 10)
-    assert model_facts(model) == facts and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert model_facts(model) == facts and all(
+        torch.equal(v, model.state_dict()[k]) for k, v in before.items()
+    )

@@ -3,6 +3,8 @@ and seeded determinism."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -31,7 +33,7 @@ def _same_trace(a: ev.Runtime, b: ev.Runtime) -> bool:
 def test_temperature_goes_linearly_from_tau_init_to_tau_end():
     taus = [keyformer.temperature(s, 10, 1.0, 2.0) for s in range(11)]
     assert taus[0] == 1.0 and taus[-1] == pytest.approx(2.0)
-    assert all(b > a for a, b in zip(taus, taus[1:]))
+    assert all(b > a for a, b in itertools.pairwise(taus))
     assert keyformer.temperature(5, None, 1.0, 2.0) == 1.0  # no planned length: stays at tau_init
 
 
@@ -39,7 +41,9 @@ def test_gumbel_score_without_noise_at_tau_one_is_the_softmax():
     logits = torch.randn(1, 2, 3, 5)
     logits[..., -1] = -torch.inf
     torch.testing.assert_close(keyformer.keyformer_probs(logits, None, 1.0), torch.softmax(logits, dim=-1))
-    noisy = keyformer.keyformer_probs(logits, keyformer.gumbel_noise(tuple(logits.shape), torch.Generator()), 1.5)
+    noisy = keyformer.keyformer_probs(
+        logits, keyformer.gumbel_noise(tuple(logits.shape), torch.Generator()), 1.5
+    )
     assert torch.all(noisy[..., -1] == 0) and torch.allclose(noisy.sum(-1), torch.ones(1, 2, 3))
     assert not torch.allclose(noisy, torch.softmax(logits / 1.5, dim=-1))
 
@@ -52,7 +56,9 @@ def test_gumbel_noise_has_the_gumbel_mean():
 def test_without_noise_and_at_tau_one_keyformer_selects_what_h2o_selects(model):
     ids = _ids()
     for fraction, share in ((0.3, 0.3), (0.5, 0.5), (0.2, 0.0)):
-        kf = keyformer.policy(keyformer.Config(kv_budget=fraction, recent_share=share, noise=False, tau_end=1.0))
+        kf = keyformer.policy(
+            keyformer.Config(kv_budget=fraction, recent_share=share, noise=False, tau_end=1.0)
+        )
         hh = h2o.policy(h2o.Config(kv_budget=fraction, recent_share=share))
         _a, a = ev.simulate_logits(model, ids, kf, PROMPT, record=True)
         _b, b = ev.simulate_logits(model, ids, hh, PROMPT, record=True)
@@ -86,6 +92,8 @@ def test_cache_size_stays_constant_during_generation(model):
     total = policy.split(PROMPT).total
     sizes = []
     with ev.evicting(model, policy, decode_steps=CONT) as runtime:
-        ev.decode(model, runtime, ids[:, :PROMPT], CONT, on_prefill=lambda: sizes.append(runtime.cache_lengths()))
+        ev.decode(
+            model, runtime, ids[:, :PROMPT], CONT, on_prefill=lambda: sizes.append(runtime.cache_lengths())
+        )
         sizes.append(runtime.cache_lengths())
     assert sizes == [[total, total], [total, total]] and total == 20

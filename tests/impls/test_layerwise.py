@@ -35,7 +35,9 @@ def test_layer2_calibrates_on_pruned_layer1_outputs(random_model, calib_ids, met
     seen.clear()
     method.prune(random_model, calib_ids, method.Config(sparsity=0.5), Context(batch_size=batch_size))
     hook.remove()
-    fed = torch.cat(seen[-len(calib_ids.split(batch_size or 8)) :])  # the last call(s) produced layer 2's inputs
+    fed = torch.cat(
+        seen[-len(calib_ids.split(batch_size or 8)) :]
+    )  # the last call(s) produced layer 2's inputs
     with torch.inference_mode():
         pruned_out = random_model(calib_ids, output_hidden_states=True, use_cache=False).hidden_states[1]
     torch.testing.assert_close(fed, pruned_out, rtol=1e-5, atol=1e-5)

@@ -35,14 +35,26 @@ def test_prune_removes_the_ratio_in_the_middle_layers_only(calib_ids, attention)
         inter = G.mlp_width(model, i)
         if i in layers:
             assert inter == 128 - 32  # a quarter of 128 channels
-            assert (heads, kv) == ((2, 1) if attention == "kv-head" else (2, 2))  # 1 of 2 KV groups; 1 of 2 q heads each
+            assert (heads, kv) == (
+                (2, 1) if attention == "kv-head" else (2, 2)
+            )  # 1 of 2 KV groups; 1 of 2 q heads each
         else:
             assert (heads, kv, inter) == (4, 2, 128)
-            assert all(torch.equal(a, b) for a, b in zip(model.model.layers[i].state_dict().values(),
-                                                        dense.model.layers[i].state_dict().values(), strict=True))
+            assert all(
+                torch.equal(a, b)
+                for a, b in zip(
+                    model.model.layers[i].state_dict().values(),
+                    dense.model.layers[i].state_dict().values(),
+                    strict=True,
+                )
+            )
     removed = sum(p.numel() for p in dense.parameters()) - sum(p.numel() for p in model.parameters())
     per_layer = 32 * 3 * 64 + (2 * 2 + 2 if attention == "kv-head" else 2 * 2) * 16 * 64
-    assert removed == len(layers) * per_layer == outcome.details["params_before"] - outcome.details["params_after"]
+    assert (
+        removed
+        == len(layers) * per_layer
+        == outcome.details["params_before"] - outcome.details["params_after"]
+    )
 
 
 def test_taylor_removes_the_groups_with_the_lowest_taylor_scores(calib_ids):
@@ -64,18 +76,26 @@ def test_lora_recovery_keeps_the_shapes_and_reports_its_budget(calib_ids):
     llm_pruner.prune(plain, calib_ids, llm_pruner.Config(), Context())
     out = llm_pruner.prune(healed, calib_ids, llm_pruner.Config(recovery_steps=3, recovery_batch=2, lora_lr=1e-3),
                            Context())  # fmt: skip
-    assert {n: p.shape for n, p in plain.named_parameters()} == {n: p.shape for n, p in healed.named_parameters()}
+    assert {n: p.shape for n, p in plain.named_parameters()} == {
+        n: p.shape for n, p in healed.named_parameters()
+    }
     assert out.details["recovery"]["steps"] == 3 and out.details["recovery"]["tokens"] == 3 * 2 * 64
-    assert not torch.equal(plain.model.layers[1].mlp.down_proj.weight, healed.model.layers[1].mlp.down_proj.weight)
+    assert not torch.equal(
+        plain.model.layers[1].mlp.down_proj.weight, healed.model.layers[1].mlp.down_proj.weight
+    )
 
 
 def test_bad_settings_are_one_line_errors(calib_ids):
     with pytest.raises(KBError, match="no layer left"):
-        llm_pruner.prune(random_llama(seed=0, layers=2), calib_ids, llm_pruner.Config(keep_first=2), Context())
+        llm_pruner.prune(
+            random_llama(seed=0, layers=2), calib_ids, llm_pruner.Config(keep_first=2), Context()
+        )
     with pytest.raises(KBError, match="calibration"):
         llm_pruner.prune(random_llama(seed=0, layers=2), None, llm_pruner.Config(), Context())
     with pytest.raises(KBError, match="nothing to prune"):
-        llm_pruner.prune(random_llama(seed=0, layers=2), calib_ids, llm_pruner.Config(attention="none", mlp=False))
+        llm_pruner.prune(
+            random_llama(seed=0, layers=2), calib_ids, llm_pruner.Config(attention="none", mlp=False)
+        )
 
 
 SMALL = ["--model", "random-llama", "--nsamples", "8", "--seqlen", "64", "--eval-tokens", "256"]
@@ -90,10 +110,19 @@ def test_kb_prune_writes_a_smaller_model_that_loads_with_one_call(tmp_path, caps
     assert "llm-pruner (width)" in capsys.readouterr().out
     loaded = load_model(str(save), "cpu")
     c = loaded.model.config  # both of 2 layers are pruned alike: a stock LLaMA config with smaller widths
-    assert (c.model_type, c.intermediate_size, c.num_attention_heads, c.num_key_value_heads) == ("llama", 96, 2, 1)
-    out = loaded.model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    assert (c.model_type, c.intermediate_size, c.num_attention_heads, c.num_key_value_heads) == (
+        "llama",
+        96,
+        2,
+        1,
+    )
+    out = loaded.model.generate(
+        torch.tensor([[1, 2, 3]]), max_new_tokens=4, min_new_tokens=4, do_sample=False
+    )
     assert out.shape == (1, 7)
-    assert sum(p.numel() for p in loaded.model.parameters()) < sum(p.numel() for p in random_llama().parameters())
+    assert sum(p.numel() for p in loaded.model.parameters()) < sum(
+        p.numel() for p in random_llama().parameters()
+    )
 
 
 def test_kb_reproduce_records_every_arm_at_the_same_size(tmp_path, capsys):
@@ -102,14 +131,28 @@ def test_kb_reproduce_records_every_arm_at_the_same_size(tmp_path, capsys):
     from kb.cli import main
 
     out = tmp_path / "r.json"
-    rc = main(["reproduce", "llm-pruner", *SMALL, "--probe-items", "20", "--set", "recovery_batch=2", "--json", str(out)])
+    rc = main(
+        [
+            "reproduce",
+            "llm-pruner",
+            *SMALL,
+            "--probe-items",
+            "20",
+            "--set",
+            "recovery_batch=2",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc in (0, 1)
     record = json.loads(out.read_text())
     runs = {r["label"]: r for r in record["runs"]}
     assert list(runs) == ["dense", "taylor", "l2", "random", "taylor-lora"]
     sizes = {runs[k]["metrics"]["size"]["params_total"] for k in ("taylor", "l2", "random", "taylor-lora")}
     assert len(sizes) == 1 and sizes.pop() < runs["dense"]["metrics"]["size"]["params_total"]
-    assert runs["taylor"]["metrics"]["speed"]["prefill_speedup"] > 0 and runs["l2"]["metrics"]["speed"] is None
+    assert (
+        runs["taylor"]["metrics"]["speed"]["prefill_speedup"] > 0 and runs["l2"]["metrics"]["speed"] is None
+    )
     assert runs["taylor-lora"]["outcome"]["details"]["recovery"]["steps"] == 20
     assert runs["taylor"]["outcome"]["shapes"]["model.layers.1.mlp.gate_proj.weight"] == [96, 64]
     capsys.readouterr()
@@ -141,7 +184,9 @@ def test_tiny_llama_compacts_to_the_analytic_size_and_reloads_in_a_fresh_process
     out = llm_pruner.prune(model, calib.repeat(2, 1), llm_pruner.Config(num_examples=2), Context())
     assert out.details["pruned_layers"] == list(range(4, 28))
     # per pruned layer: one KV group of 3 query heads ((2 x 3 + 2) x 64 x 576) and 384 MLP channels (3 x 576 each)
-    assert before - sum(p.numel() for p in model.parameters()) == 24 * ((2 * 3 + 2) * 64 * 576 + 384 * 3 * 576)
+    assert before - sum(p.numel() for p in model.parameters()) == 24 * (
+        (2 * 3 + 2) * 64 * 576 + 384 * 3 * 576
+    )
     c = model.config
     assert c.layer_num_attention_heads == [9] * 4 + [6] * 24 + [9] * 2
     assert c.layer_intermediate_sizes == [1536] * 4 + [1152] * 24 + [1536] * 2

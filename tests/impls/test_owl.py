@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -23,7 +25,7 @@ def test_mean_is_the_target_and_spread_is_two_lambda(ratios, sparsity, lam):
         assert max(s) - min(s) == pytest.approx(2 * lam, abs=1e-9)
         # more outliers -> lower sparsity (monotone decreasing map)
         order = sorted(range(len(ratios)), key=lambda i: ratios[i])
-        assert all(s[a] >= s[b] - 1e-12 for a, b in zip(order, order[1:]))
+        assert all(s[a] >= s[b] - 1e-12 for a, b in itertools.pairwise(order))
         assert s[max(range(len(ratios)), key=ratios.__getitem__)] == pytest.approx(min(s))
     else:
         assert s == [sparsity] * len(ratios)
@@ -58,7 +60,9 @@ def test_equal_outlier_ratios_fall_back_to_uniform_wanda(calib_ids):
     a, b = random_llama(seed=0, layers=3), random_llama(seed=0, layers=3)
     owl.prune(a, calib_ids, owl.Config(sparsity=0.5, lam=0.0), Context())
     wanda.prune(b, calib_ids, wanda.Config(sparsity=0.5), Context())
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
 
 
 def test_sparsegpt_base_reaches_the_allocated_ratios(calib_ids):

@@ -17,8 +17,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_registry_and_option_types_import_without_torch():
-    code = ("import sys, reference_impls.registry as r, reference_impls.harness.options, kb.results; "
-            "r.runnable_papers(); r.paper_ids(); assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys, reference_impls.registry as r, reference_impls.harness.options, kb.results; "
+        "r.runnable_papers(); r.paper_ids(); assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 

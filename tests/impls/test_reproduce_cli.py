@@ -18,7 +18,9 @@ def _one_line_error(capsys, argv, *, code=2):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == code
     errors = [line for line in err if line.startswith("kb: error: ")]
-    assert len(errors) == 1 and err[-1] == errors[0] and "Traceback" not in "".join(err), err  # progress may precede
+    assert len(errors) == 1 and err[-1] == errors[0] and "Traceback" not in "".join(err), (
+        err
+    )  # progress may precede
     return errors[0]
 
 
@@ -52,8 +54,14 @@ def _one_line_error(capsys, argv, *, code=2):
         (["prune", "window", "--save", "x"], "no pruned model to save"),
         (["reproduce", "h2o", "--kv-budget", "0"], "--kv-budget must be a fraction of the prompt in (0, 1]"),
         (["reproduce", "keyformer", "--kv-budget", "1.5"], "--kv-budget must be"),
-        (["reproduce", "wanda", "--kv-budget", "0.5"], "--kv-budget does not apply to wanda (weight-sparsity)"),
-        (["reproduce", "h2o", "--sparsity", "0.5"], "--sparsity does not apply to h2o (kv-cache); it takes --kv-budget"),
+        (
+            ["reproduce", "wanda", "--kv-budget", "0.5"],
+            "--kv-budget does not apply to wanda (weight-sparsity)",
+        ),
+        (
+            ["reproduce", "h2o", "--sparsity", "0.5"],
+            "--sparsity does not apply to h2o (kv-cache); it takes --kv-budget",
+        ),
         (["reproduce", "keyformer", "--set", "tau_init=0"], "keyformer option tau_init"),
         (["reproduce", "h2o", "--set", "recent_share=2"], "h2o option recent_share"),
         (["prune", "wanda"], "--save"),
@@ -73,19 +81,35 @@ def test_bad_dataset_files(capsys, tmp_path):
     out = tmp_path / "r.json"
     for path, needle in [(empty, "is empty"), (binary, "not UTF-8"), (tmp_path / "missing.txt", "neither"),
                          (tmp_path, "neither"), (tiny, "tokens")]:  # fmt: skip
-        line = _one_line_error(capsys, ["reproduce", "wanda", *SMALL, "--dataset", str(path), "--json", str(out)])
+        line = _one_line_error(
+            capsys, ["reproduce", "wanda", *SMALL, "--dataset", str(path), "--json", str(out)]
+        )
         assert needle in line
     assert not out.exists()
 
 
 def test_seqlen_beyond_model_context(capsys, tmp_path):
-    argv = ["reproduce", "wanda", "--model", "random-llama", "--seqlen", "2048", "--eval-tokens", "4096", "--no-save"]
+    argv = [
+        "reproduce",
+        "wanda",
+        "--model",
+        "random-llama",
+        "--seqlen",
+        "2048",
+        "--eval-tokens",
+        "4096",
+        "--no-save",
+    ]
     assert "context of 1024" in _one_line_error(capsys, argv)
 
 
 def test_unknown_model_paths(capsys, tmp_path):
-    assert "does not exist" in _one_line_error(capsys, ["prune", "wanda", "--model", "./no/such", "--save", str(tmp_path / "o")])
-    assert "no config.json" in _one_line_error(capsys, ["prune", "wanda", "--model", str(tmp_path), "--save", str(tmp_path / "o")])
+    assert "does not exist" in _one_line_error(
+        capsys, ["prune", "wanda", "--model", "./no/such", "--save", str(tmp_path / "o")]
+    )
+    assert "no config.json" in _one_line_error(
+        capsys, ["prune", "wanda", "--model", str(tmp_path), "--save", str(tmp_path / "o")]
+    )
     assert not (tmp_path / "o").exists()
 
 
@@ -103,7 +127,9 @@ def test_reproduce_writes_result_record(capsys, tmp_path):
     assert record["claim"]["holds"] == (rc == 0) and "wanda" in record["claim"]["reason"]
     assert record["config"]["target"] == {"sparsity": 0.5}  # the paper's default target
     for r in record["runs"][1:]:
-        assert r["config"]["sparsity"] == 0.5 and r["metrics"]["size"]["decoder_sparsity"] == pytest.approx(0.5)
+        assert r["config"]["sparsity"] == 0.5 and r["metrics"]["size"]["decoder_sparsity"] == pytest.approx(
+            0.5
+        )
         assert r["outcome"]["kind"] == "weight-sparsity" and r["metrics"]["speed"] is None
     assert "wanda" in captured.out and "ppl" in captured.out and "holds:" in captured.out
     assert str(out) in captured.err
@@ -129,7 +155,9 @@ def test_reproduce_depth_paper_records_structure_probe_and_speed(tmp_path, capsy
     assert "the 1 layers with the lowest Block Influence" in record["claim"]["statement"]
     dense, low = record["runs"][0], record["runs"][1]
     assert dense["metrics"]["size"]["layers"] == 2 and low["metrics"]["size"]["layers"] == 1
-    assert len(low["outcome"]["removed_layers"]) == 1 and len(low["outcome"]["details"]["block_influence"]) == 2
+    assert (
+        len(low["outcome"]["removed_layers"]) == 1 and len(low["outcome"]["details"]["block_influence"]) == 2
+    )
     assert low["metrics"]["size"]["params_decoder"] == dense["metrics"]["size"]["params_decoder"] // 2
     assert low["metrics"]["probe"]["items"] == 20 and dense["metrics"]["probe"]["choices"] == 4
     assert low["metrics"]["speed"]["prefill_speedup"] > 0 and record["runs"][2]["metrics"]["speed"] is None
@@ -220,7 +248,9 @@ def test_reproduce_kv_cache_paper_records_the_cache_evaluation(tmp_path, capsys)
     assert record.config["target"] == {"kv_budget": 0.25}
     dense = record.run("dense").metrics
     assert dense.ppl is None and dense.cache.policy == "full" and dense.cache.budget_tokens is None
-    assert dense.cache.prompt_tokens == 32 and dense.cache.continuation_tokens == 64 and dense.cache.windows == 2
+    assert (
+        dense.cache.prompt_tokens == 32 and dense.cache.continuation_tokens == 64 and dense.cache.windows == 2
+    )
     for label in ("window", "sink", "h2o"):
         run = record.run(label)
         assert run.kind == "kv-cache" and run.config["kv_budget"] == 0.25 and run.metrics.ppl is None

@@ -33,7 +33,9 @@ def test_an_identity_layer_has_zero_influence_and_goes_first(calib_ids):
     assert all(0.0 <= b <= 2.0 for b in bi)
     assert bi[3] == pytest.approx(0.0, abs=1e-6) and min(bi[:3] + bi[4:]) > 1e-3
     outcome = shortgpt.prune(model, calib_ids, shortgpt.Config(layers=1), Context())
-    assert outcome.removed_layers == [3] and outcome.details["block_influence"][3] == pytest.approx(0, abs=1e-6)
+    assert outcome.removed_layers == [3] and outcome.details["block_influence"][3] == pytest.approx(
+        0, abs=1e-6
+    )
 
 
 def test_hooks_agree_with_output_hidden_states(calib_ids):
@@ -59,7 +61,9 @@ def test_selection_rules():
 
 def test_prune_removes_the_k_lowest_and_keeps_the_rest_untouched(calib_ids):
     model = random_llama(seed=0, layers=6)
-    kept_before = {i: {k: v.clone() for k, v in layer.state_dict().items()} for i, layer in enumerate(model.model.layers)}
+    kept_before = {
+        i: {k: v.clone() for k, v in layer.state_dict().items()} for i, layer in enumerate(model.model.layers)
+    }
     bi = shortgpt.block_influences(model, calib_ids)
     outcome = shortgpt.prune(model, calib_ids, shortgpt.Config(layers=2), Context())
     expected = sorted(sorted(range(6), key=lambda i: (bi[i], i))[:2])
@@ -84,8 +88,13 @@ def test_sibling_runs_share_the_dense_scores(monkeypatch):
     data = token_data(byte_tokenizer(), pydoc_corpus(), nsamples=4, seqlen=64, eval_tokens=256, seed=0)
     dense = random_llama(seed=0, layers=6)
     spec = registry.METHODS["shortgpt"]
-    plans = [runner.Plan(Run(s, "shortgpt"), spec, shortgpt.Config(layers=2, selection=s)) for s in ("lowest", "highest")]
-    low, high = runner.compare(dense, byte_tokenizer(), data, plans, runner.RunOptions(), log=lambda _m: None)[1:]
+    plans = [
+        runner.Plan(Run(s, "shortgpt"), spec, shortgpt.Config(layers=2, selection=s))
+        for s in ("lowest", "highest")
+    ]
+    low, high = runner.compare(
+        dense, byte_tokenizer(), data, plans, runner.RunOptions(), log=lambda _m: None
+    )[1:]
     assert len(calls) == 1
     bi = real(dense, data.calib)
     assert low.outcome.removed_layers == shortgpt.select_layers(bi, 2, "lowest")

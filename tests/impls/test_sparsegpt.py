@@ -12,7 +12,9 @@ from reference_impls.primitives import masks
 
 def _layer_problem(out=24, cols=80, tokens=400, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(tokens, cols, generator=gen) @ torch.randn(cols, cols, generator=gen) * 0.3  # correlated inputs
+    x = (
+        torch.randn(tokens, cols, generator=gen) @ torch.randn(cols, cols, generator=gen) * 0.3
+    )  # correlated inputs
     return torch.randn(out, cols, generator=gen), x
 
 
@@ -31,7 +33,9 @@ def test_unstructured_mask_is_per_block_not_per_row():
     x[:, :8] *= 20
     new = sparsegpt.sparsegpt_prune(w, x.T @ x, sparsegpt.Config(sparsity=0.5))
     per_row = (new == 0).sum(1)
-    assert int(per_row.sum()) == 16 * 32 and len(set(per_row.tolist())) > 1  # rows differ; the block total is exact
+    assert (
+        int(per_row.sum()) == 16 * 32 and len(set(per_row.tolist())) > 1
+    )  # rows differ; the block total is exact
 
 
 @pytest.mark.parametrize("pattern", [(2, 4), (4, 8)])
@@ -62,7 +66,11 @@ def test_update_reconstructs_better_than_zeroing(cfg, seed):
     mask = new == 0
     err_obs = (x @ (w - new).T).norm()
     err_zero = (x @ (w - w.masked_fill(mask, 0)).T).norm()
-    mag = masks.matrix_mask(w.abs(), cfg.sparsity) if cfg.pattern is None else masks.nm_mask(w.abs(), *cfg.pattern)
+    mag = (
+        masks.matrix_mask(w.abs(), cfg.sparsity)
+        if cfg.pattern is None
+        else masks.nm_mask(w.abs(), *cfg.pattern)
+    )
     err_mag = (x @ (w - w.masked_fill(mag, 0)).T).norm()
     assert err_obs < err_zero
     assert err_obs <= err_mag

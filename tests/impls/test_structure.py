@@ -22,8 +22,12 @@ PROMPT = torch.tensor([[5, 17, 99, 3, 42, 8, 77, 120]])
 
 def _greedy(model, steps=6):
     with torch.inference_mode():
-        cached = model.generate(PROMPT, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, use_cache=True)
-        plain = model.generate(PROMPT, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, use_cache=False)
+        cached = model.generate(
+            PROMPT, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, use_cache=True
+        )
+        plain = model.generate(
+            PROMPT, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, use_cache=False
+        )
     assert torch.equal(cached, plain)  # a stale layer_idx or cache length shows up here
     return cached
 
@@ -55,13 +59,20 @@ def test_skipping_a_sublayer_equals_zeroing_its_output_projection(part):
     model = random_llama(seed=0, layers=3)
     zeroed = random_llama(seed=0, layers=3)
     with torch.no_grad():
-        proj = zeroed.model.layers[1].self_attn.o_proj if part == "attention" else zeroed.model.layers[1].mlp.down_proj
+        proj = (
+            zeroed.model.layers[1].self_attn.o_proj
+            if part == "attention"
+            else zeroed.model.layers[1].mlp.down_proj
+        )
         proj.weight.zero_()
     structure.skip_sublayers(model, **{part: [1]})
     with torch.inference_mode():
         torch.testing.assert_close(model(PROMPT).logits, zeroed(PROMPT).logits, rtol=1e-5, atol=1e-5)
     assert model_size(model).params_total < model_size(zeroed).params_total
-    assert structure.skipped(model) == {"attention": [1] if part == "attention" else [], "mlp": [1] if part == "mlp" else []}
+    assert structure.skipped(model) == {
+        "attention": [1] if part == "attention" else [],
+        "mlp": [1] if part == "mlp" else [],
+    }
 
 
 def test_skipped_attention_in_layer_zero_keeps_generation_positions_right():
@@ -91,10 +102,10 @@ from transformers import AutoModelForCausalLM
 path = sys.argv[1]
 kwargs = {"trust_remote_code": True} if json.load(open(path + "/config.json"))["model_type"] != "llama" else {}
 model = AutoModelForCausalLM.from_pretrained(path, **kwargs).eval()
-out = model.generate(torch.tensor([%s]), max_new_tokens=6, min_new_tokens=6, do_sample=False)
+out = model.generate(torch.tensor([PROMPT]), max_new_tokens=6, min_new_tokens=6, do_sample=False)
 print(json.dumps({"tokens": out[0].tolist(), "layers": model.config.num_hidden_layers,
                   "params": sum(p.numel() for p in model.parameters())}))
-""" % PROMPT[0].tolist()
+""".replace("PROMPT", str(PROMPT[0].tolist()))
 
 
 def _fresh_process(path, home) -> dict:
@@ -122,7 +133,9 @@ def test_saved_model_loads_in_a_fresh_process_and_generates_the_same(tmp_path, e
         assert config["model_type"] == "llama" and config["num_hidden_layers"] == 3
     umask = os.umask(0)
     os.umask(umask)
-    assert all(f.stat().st_mode & 0o777 == 0o666 & ~umask for f in (tmp_path / "out").iterdir())  # readable by all
+    assert all(
+        f.stat().st_mode & 0o777 == 0o666 & ~umask for f in (tmp_path / "out").iterdir()
+    )  # readable by all
     got = _fresh_process(tmp_path / "out", tmp_path)
     assert got["tokens"] == expected
     assert got["params"] == model_size(model).params_total

@@ -63,7 +63,7 @@ def test_wanda_beats_row_magnitude_on_outlier_features():
     gen = torch.Generator().manual_seed(0)
     w, x = torch.randn(32, 64, generator=gen), torch.randn(512, 64, generator=gen)
     x[:, :4] *= 30  # a few large-scale input features, as in LLMs
-    err_wanda = ((x @ (w - wanda.prune_weight(w, x.square().sum(0), wanda.Config())).T)).norm()
+    err_wanda = (x @ (w - wanda.prune_weight(w, x.square().sum(0), wanda.Config())).T).norm()
     keep = ~magnitude.magnitude_mask(w, magnitude.Config(scope="row"))
     err_mag = (x @ (w - w * keep).T).norm()
     assert err_wanda < err_mag

@@ -29,9 +29,9 @@ import json, sys, torch
 from transformers import AutoModelForCausalLM
 path = sys.argv[1]
 model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True).eval()
-out = model.generate(torch.tensor([%s]), max_new_tokens=6, min_new_tokens=6, do_sample=False)
+out = model.generate(torch.tensor([PROMPT]), max_new_tokens=6, min_new_tokens=6, do_sample=False)
 print(json.dumps({"tokens": out[0].tolist(), "params": sum(p.numel() for p in model.parameters())}))
-""" % PROMPT[0].tolist()
+""".replace("PROMPT", str(PROMPT[0].tolist()))
 
 
 def _fresh_process(path, home) -> dict:
@@ -45,8 +45,12 @@ def _fresh_process(path, home) -> dict:
 
 def _greedy(model, steps=6):
     with torch.inference_mode():
-        cached = model.generate(PROMPT, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, use_cache=True)
-        plain = model.generate(PROMPT, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, use_cache=False)
+        cached = model.generate(
+            PROMPT, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, use_cache=True
+        )
+        plain = model.generate(
+            PROMPT, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, use_cache=False
+        )
     assert torch.equal(cached, plain)
     return cached
 
@@ -79,8 +83,13 @@ def test_groups_follow_the_config_not_fixed_sizes():
     assert G.mlp_family(model, 0).params_per_unit(model) == 3 * c.hidden_size
     # a hidden channel: the (tied) embedding column, 2 norms per layer + the final norm, and per layer the
     # inputs of q/k/v/gate/up and the outputs of o/down
-    per_layer = 2 + (c.num_attention_heads + 2 * c.num_key_value_heads) * hd + 2 * c.intermediate_size \
-        + c.num_attention_heads * hd + c.intermediate_size
+    per_layer = (
+        2
+        + (c.num_attention_heads + 2 * c.num_key_value_heads) * hd
+        + 2 * c.intermediate_size
+        + c.num_attention_heads * hd
+        + c.intermediate_size
+    )
     assert hidden.params_per_unit(model) == c.vocab_size + 1 + c.num_hidden_layers * per_layer
 
 
@@ -124,7 +133,9 @@ def test_removing_every_group_or_a_bad_index_is_refused():
 
 def test_uniform_widths_stay_a_stock_config_and_hidden_channels_shrink_everything():
     model = random_llama(seed=0, layers=2)
-    removals = {G.kv_head_family(model, i): [0] for i in range(2)} | {G.hidden_family(model): list(range(0, 64, 4))}
+    removals = {G.kv_head_family(model, i): [0] for i in range(2)} | {
+        G.hidden_family(model): list(range(0, 64, 4))
+    }
     G.compact(model, removals)
     c = model.config
     assert (c.num_attention_heads, c.num_key_value_heads, c.hidden_size, c.head_dim) == (2, 1, 48, 16)
@@ -166,7 +177,9 @@ def test_gradients_are_chunk_invariant_and_leave_requires_grad_alone(random_mode
     pieces = I.loss_gradients(random_model, _tokens(), names, chunk=1, fisher=True)
     for n in names:
         torch.testing.assert_close(whole.grad[n], pieces.grad[n], rtol=1e-4, atol=1e-7)
-        assert pieces.fisher is not None and (pieces.fisher[n] >= 0).all() and pieces.fisher[n].abs().sum() > 0
+        assert (
+            pieces.fisher is not None and (pieces.fisher[n] >= 0).all() and pieces.fisher[n].abs().sum() > 0
+        )
     assert {n: p.requires_grad for n, p in random_model.named_parameters()} == flags
     assert all(p.grad is None for p in random_model.parameters())
 
@@ -178,7 +191,9 @@ def test_taylor_score_predicts_the_loss_change_of_removing_a_small_group():
     family = G.mlp_family(model, 1)
     grads = I.loss_gradients(model, tokens, [m.param for m in family.members])
     params = dict(model.named_parameters())
-    signed = {m.param: I.element_scores("vectorize", params[m.param], grads.grad[m.param]) for m in family.members}
+    signed = {
+        m.param: I.element_scores("vectorize", params[m.param], grads.grad[m.param]) for m in family.members
+    }
     first_order = I.family_scores(family, signed, "sum")  # sum over the group of w * g (signed)
     base = grads.loss
     eps = 1e-3
@@ -231,7 +246,9 @@ def test_magnitude_and_taylor_scores_match_their_definitions(random_model):
     l2 = I.group_importance(random_model, [family], "l2", reduce="sum")[family]
     torch.testing.assert_close(l2, gate.square().sum(1) + up.square().sum(1) + down.square().sum(0))
     mx = I.group_importance(random_model, [family], "l1", reduce="max")[family]
-    torch.testing.assert_close(mx, torch.stack([gate.abs().sum(1), up.abs().sum(1), down.abs().sum(0)]).max(0).values)
+    torch.testing.assert_close(
+        mx, torch.stack([gate.abs().sum(1), up.abs().sum(1), down.abs().sum(0)]).max(0).values
+    )
     grads = I.loss_gradients(random_model, _tokens(), [m.param for m in family.members])
     g = [grads.grad[m.param] for m in family.members]
     taylor = I.group_importance(random_model, [family], "taylor", tokens=_tokens())[family]
@@ -242,7 +259,9 @@ def test_magnitude_and_taylor_scores_match_their_definitions(random_model):
 def test_activation_importance_of_an_mlp_channel_is_its_input_to_down_proj(random_model):
     family = G.mlp_family(random_model, 1)
     seen = []
-    hook = random_model.model.layers[1].mlp.down_proj.register_forward_pre_hook(lambda _m, a: seen.append(a[0]))
+    hook = random_model.model.layers[1].mlp.down_proj.register_forward_pre_hook(
+        lambda _m, a: seen.append(a[0])
+    )
     tokens = _tokens(3, 16)
     with torch.inference_mode():
         random_model(tokens)
@@ -256,7 +275,9 @@ def test_selection_helpers():
     s = torch.tensor([0.5, 0.1, 0.9, 0.1, 0.3, 0.2])
     assert I.lowest(s, 2) == [1, 3] and I.lowest(s, 0) == []
     assert I.lowest_per_block(s, 1, 3) == [1, 3]
-    assert I.removal_count(3, 0.25) == 1 and I.removal_count(1536, 0.25) == 384 and I.removal_count(2, 0.9) == 1
+    assert (
+        I.removal_count(3, 0.25) == 1 and I.removal_count(1536, 0.25) == 384 and I.removal_count(2, 0.9) == 1
+    )
 
 
 # ---- recovery -------------------------------------------------------------------------------------------
@@ -284,9 +305,9 @@ def test_lora_steps_lower_the_training_loss_and_repeat_exactly():
     for _ in range(2):
         model = random_llama(seed=0, layers=2)
         shapes = {n: p.shape for n, p in model.named_parameters()}
-        ticks = []
+        ticks: list[tuple[int, int]] = []
         report = recovery.lora_steps(model, tokens, recovery.Budget(6, 2), lr=1e-2, rank=4,
-                                     progress=lambda d, t: ticks.append((d, t)))  # fmt: skip
+                                     progress=lambda d, t, ticks=ticks: ticks.append((d, t)))  # fmt: skip
         assert ticks[-1] == (6, 6) and report.tokens == 6 * 2 * 32
         assert {n: p.shape for n, p in model.named_parameters()} == shapes
         assert all(not p.requires_grad or p.grad is None for p in model.parameters())
@@ -300,7 +321,7 @@ def test_equal_budgets_see_the_same_windows():
     a = recovery.batch_order(10, recovery.Budget(7, 3), seed=5)
     assert a == recovery.batch_order(10, recovery.Budget(7, 3), seed=5)
     assert len(a) == 7 and all(len(b) == 3 for b in a)
-    flat = sum(a, [])
+    flat = [window for batch in a for window in batch]
     assert sorted(flat[:10]) == list(range(10))  # every window once before any repeats
 
 
@@ -312,9 +333,13 @@ def test_distillation_is_zero_for_the_teacher_itself_and_moves_the_student_towar
     student = copy.deepcopy(teacher)
     G.compact(student, {G.mlp_family(student, 0): list(range(64)), G.kv_head_family(student, 1): [0]})
     kl_before = float(recovery.kl_to_teacher(_logits(student, ids), logits))
-    report = recovery.distill_steps(student, teacher, ids.repeat(4, 1), recovery.Budget(8, 2), lr=3e-4, train="all")
+    report = recovery.distill_steps(
+        student, teacher, ids.repeat(4, 1), recovery.Budget(8, 2), lr=3e-4, train="all"
+    )
     assert report.kind == "kd" and report.losses[-1] < report.losses[0]  # the same windows every step
     assert float(recovery.kl_to_teacher(_logits(student, ids), logits)) < kl_before
     torch.testing.assert_close(_logits(teacher, ids), logits)  # the teacher is never trained
-    lora = recovery.distill_steps(copy.deepcopy(student), teacher, _tokens(8, 16), recovery.Budget(2, 2), lr=1e-3)
+    lora = recovery.distill_steps(
+        copy.deepcopy(student), teacher, _tokens(8, 16), recovery.Budget(2, 2), lr=1e-3
+    )
     assert lora.kind == "lora-kd" and lora.tokens == 2 * 2 * 16

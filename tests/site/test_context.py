@@ -110,4 +110,6 @@ def test_kv_cache_reproductions_show_their_cache_columns() -> None:
     for row, run in zip(ctx["rows"], rep.runs, strict=True):
         assert run.metrics.cache is not None
         assert row["cache_ppl"] == f"{run.metrics.cache.ppl:.2f}"
-        assert row["cache_budget"] == ("all" if run.metrics.cache.budget_tokens is None else str(run.metrics.cache.budget_tokens))
+        assert row["cache_budget"] == (
+            "all" if run.metrics.cache.budget_tokens is None else str(run.metrics.cache.budget_tokens)
+        )
