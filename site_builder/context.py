@@ -19,10 +19,10 @@ from .inputs import GithubMeta, Reproduction
 from .text import markdown_html
 
 NOTE_KINDS = ("blog", "reviews", "summary", "discussion")
-# Where the catalogue's own repository lives. mkdocs.yml's `repo_url` wins when it is set (see
-# `repository_url`); it is deliberately not set there, because mkdocs-material then asks the GitHub
-# API for star counts from every visitor's browser, and the site makes no outside requests.
-REPOSITORY_URL = "https://github.com/pruning-kb/pruning-kb"
+# Where the catalogue's own repository lives: `extra.repository` in mkdocs.yml, or `repo_url` when a
+# deployment sets it (mkdocs-material then asks the GitHub API for star counts from visitors' browsers,
+# so the project itself leaves it unset: the site makes no outside requests). No address is published
+# until one is configured: the home page then names no repository rather than a guessed one.
 # A venue's kind, as the status facet and the paper pages name it.
 STATUS_LABELS = {
     "conference": "Conference",
@@ -85,14 +85,14 @@ def heading(p: Paper) -> str:
     return p.title
 
 
-def repository_url(mkdocs_config: dict[str, Any] | None) -> str:
-    """The catalogue's repository: `repo_url` from mkdocs.yml when set, else `REPOSITORY_URL`."""
-    configured = (mkdocs_config or {}).get("repo_url")
-    return (
-        configured
-        if isinstance(configured, str) and configured.startswith(("https://", "http://"))
-        else REPOSITORY_URL
-    )
+def repository_url(mkdocs_config: dict[str, Any] | None) -> str | None:
+    """The catalogue's repository from mkdocs.yml (`repo_url`, else `extra.repository`), http(s) only."""
+    config = mkdocs_config or {}
+    extra = config.get("extra")
+    for candidate in (config.get("repo_url"), extra.get("repository") if isinstance(extra, dict) else None):
+        if isinstance(candidate, str) and candidate.startswith(("https://", "http://")):
+            return candidate
+    return None
 
 
 def short_count(n: int) -> str:
@@ -396,14 +396,14 @@ def site_context(
     }
 
 
-def catalogue_citation(repo: str, count: int) -> str:
+def catalogue_citation(repo: str | None, count: int) -> str:
     """A BibTeX entry for the catalogue itself (each paper's own entry is on its page)."""
     return (
         "@misc{pruning-kb,\n"
         "  title        = {pruning-kb: a validated knowledge base of large-language-model pruning papers},\n"
         "  author       = {{pruning-kb contributors}},\n"
-        f"  howpublished = {{\\url{{{repo}}}}},\n"
-        f"  note         = {{A catalogue of {count} papers with tags, take-aways and open challenges}}\n"
+        + (f"  howpublished = {{\\url{{{repo}}}}},\n" if repo else "")
+        + f"  note         = {{A catalogue of {count} papers with tags, take-aways and open challenges}}\n"
         "}\n"
     )
 

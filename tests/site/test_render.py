@@ -190,18 +190,20 @@ def test_home_page_counts_values_marks_unused_ones_and_says_how_to_cite(pages, k
         for v in a.values
         if not any(e.value == v.id for r in kb.records for e in getattr(r.paper.tags, a.axis))
     )
-    from site_builder.context import REPOSITORY_URL
-
-    assert f"[{REPOSITORY_URL}]({REPOSITORY_URL})" in home
+    assert (
+        "the project's repository" in home and "howpublished" not in home
+    )  # no address configured: none guessed
     assert "@misc{pruning-kb," in home and 'data-copy-label="Copy citation"' in home
 
 
-def test_repository_url_comes_from_mkdocs_repo_url_when_set() -> None:
-    from site_builder.context import REPOSITORY_URL, repository_url
+def test_repository_url_comes_from_mkdocs_config_when_set() -> None:
+    from site_builder.context import catalogue_citation, repository_url
 
-    assert repository_url({}) == REPOSITORY_URL
+    assert repository_url({}) is None
     assert repository_url({"repo_url": "https://example.org/kb"}) == "https://example.org/kb"
-    assert repository_url({"repo_url": "javascript:alert(1)"}) == REPOSITORY_URL
+    assert repository_url({"extra": {"repository": "https://example.org/x"}}) == "https://example.org/x"
+    assert repository_url({"repo_url": "javascript:alert(1)"}) is None
+    assert "\\url{https://example.org/x}" in catalogue_citation("https://example.org/x", 3)
 
 
 def test_challenges_are_grouped_and_folded_one_per_paper(pages, kb) -> None:
