@@ -54,6 +54,11 @@ def register(subparsers: Any) -> None:
     _common(rep, "the paper's setting")
     rep.add_argument("--probe-items", type=int, help="items of the multiple-choice probe, where a paper uses it "
                      f"(default {_DATA['probe_items']})")  # fmt: skip
+    rep.add_argument(
+        "--all-runs",
+        action="store_true",
+        help="also the runs the claim does not use (e.g. OWL's SparseGPT pair)",
+    )
     rep.add_argument("--json", metavar="PATH", help="result file (default: results/<paper>-<model>.json)")
     rep.add_argument("--no-save", action="store_true", help="do not write the result file")
     rep.set_defaults(func=_run_reproduce)
@@ -130,6 +135,8 @@ def _explicit(args: argparse.Namespace) -> dict[str, Any]:
             if value < 1:
                 raise KBError(f"--{name.replace('_', '-')} must be a positive integer")
             out[name] = value
+    if getattr(args, "all_runs", False):
+        out["all_runs"] = True
     if args.batch_size is not None and args.batch_size < 1:
         raise KBError("--batch-size must be a positive integer")
     if args.dataset not in ("pydoc", "wikitext2", "c4"):

@@ -78,6 +78,7 @@ class RunOptions:
     eval_batch_size: int = 1  # one window at a time: the (seqlen x vocab) logits dominate peak memory
     threads: int | None = None
     probe_items: int = 300
+    all_runs: bool = False  # also the runs marked `extra` (context the claim does not use)
     speed_repeats: int = 5
     speed_prompt_tokens: int = 128
     continuation_tokens: int = 64  # kv-cache evaluation: the last tokens of each window are the continuation
@@ -152,6 +153,8 @@ def plan_runs(paper: PaperSpec, options: RunOptions) -> list[Plan]:
                           f"use kb prune {paper.method} --set {clash[0]}=... for other values")  # fmt: skip
     plans = []
     for run in paper.runs:
+        if run.extra and not options.all_runs:
+            continue
         mspec = registry.method_spec(run.method)
         own = options.overrides if run.method == paper.method else {}
         plans.append(Plan(run, mspec, method_config(mspec, options.target, own, dict(run.options))))

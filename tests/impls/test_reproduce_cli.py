@@ -261,3 +261,16 @@ def test_reproduce_kv_cache_paper_records_the_cache_evaluation(tmp_path, capsys)
         assert c.decode_speedup is not None and c.ppl > 0
     assert record.claim.holds == (rc == 0) and "continuation ppl h2o" in record.claim.reason
     assert "cont. ppl" in captured.out and "8/32" in captured.out
+
+
+def test_extra_runs_only_with_all_runs(tmp_path, capsys):
+    """OWL's SparseGPT pair is context the claim does not use: left out unless asked for."""
+    quick, full = tmp_path / "quick.json", tmp_path / "full.json"
+    main(["reproduce", "owl", *SMALL, "--json", str(quick)])
+    main(["reproduce", "owl", *SMALL, "--all-runs", "--json", str(full)])
+    labels = [r["label"] for r in json.loads(quick.read_text())["runs"]]
+    assert labels == ["dense", "magnitude", "wanda", "owl-wanda"]
+    record = json.loads(full.read_text())
+    assert [r["label"] for r in record["runs"]] == [*labels, "sparsegpt", "owl-sparsegpt"]
+    assert record["config"]["all_runs"] is True
+    capsys.readouterr()
