@@ -77,6 +77,4 @@ def prune(
     model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
 ) -> Outcome:
     """Attach the H2O cache policy; no weight changes (the harness evaluates the policy while decoding)."""
-    chosen = policy(config)
-    attach_policy(model, chosen)
-    return Outcome(kind="kv-cache", cache_policy=chosen.describe())
+    return attach_policy(model, policy(config))

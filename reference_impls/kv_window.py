@@ -58,6 +58,4 @@ def prune(
     model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
 ) -> Outcome:
     """Attach the window (or sink + window) cache policy; no weight changes."""
-    chosen = policy(config)
-    attach_policy(model, chosen)
-    return Outcome(kind="kv-cache", cache_policy=chosen.describe())
+    return attach_policy(model, policy(config))

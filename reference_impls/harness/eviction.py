@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from kb.errors import KBError
+from kb.results import Outcome
 
 from .kvcache import cache_kwarg, output_cache
 from .layerwise import decoder_layers
@@ -159,9 +160,11 @@ class CachePolicy:
         }  # fmt: skip
 
 
-def attach_policy(model: nn.Module, policy: CachePolicy) -> None:
-    """What a kv-cache method's `prune` does: the model keeps its weights and carries the policy."""
+def attach_policy(model: nn.Module, policy: CachePolicy) -> Outcome:
+    """What a kv-cache method's `prune` does: the model keeps its weights and carries the policy; returns the
+    outcome the method reports."""
     setattr(model, _POLICY_ATTR, policy)
+    return Outcome(kind="kv-cache", cache_policy=policy.describe())
 
 
 def attached_policy(model: nn.Module) -> CachePolicy | None:
