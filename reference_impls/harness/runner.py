@@ -94,6 +94,14 @@ def _flag(target: str) -> str:
     return "--" + target.replace("_", "-")
 
 
+def check_targets(spec: MethodSpec, target: dict[str, Any], owner: str) -> None:
+    """A one-line error for a command-line target the method does not take (`owner` names it for the user)."""
+    for key in target:
+        if key not in spec.targets:
+            accepts = ", ".join(_flag(t) for t in spec.targets) or "no target option"
+            raise KBError(f"{_flag(key)} does not apply to {owner} ({spec.kind}); it takes {accepts}")
+
+
 def paper_options(spec: PaperSpec, explicit: dict[str, Any]) -> RunOptions:
     """Harness defaults, then the paper's defaults, then what the command line set explicitly."""
     unknown = set(explicit) - {f.name for f in dataclasses.fields(RunOptions)}
@@ -101,11 +109,7 @@ def paper_options(spec: PaperSpec, explicit: dict[str, Any]) -> RunOptions:
         raise KBError(f"unknown run options: {', '.join(sorted(unknown))}")
     target = {k: v for k, v in spec.defaults.items() if k in registry.TARGETS}
     given = dict(explicit.get("target") or {})
-    own = registry.METHODS[spec.method]
-    for key in given:
-        if key not in own.targets:
-            accepts = ", ".join(_flag(t) for t in own.targets) or "no target option"
-            raise KBError(f"{_flag(key)} does not apply to {spec.paper} ({own.kind}); it takes {accepts}")
+    check_targets(registry.METHODS[spec.method], given, spec.paper)
     if "pattern" in given:
         target.pop("sparsity", None)
     target.update(given)
@@ -335,10 +339,7 @@ def prune_to_dir(
 ) -> dict[str, Any]:
     """Prune `options.model` with `method` and save model + tokenizer to `save` (atomically)."""
     mspec = registry.savable_method(method)
-    for key in options.target:
-        if key not in mspec.targets:
-            accepts = ", ".join(_flag(t) for t in mspec.targets) or "no target option"
-            raise KBError(f"{_flag(key)} does not apply to {method} ({mspec.kind}); it takes {accepts}")
+    check_targets(mspec, options.target, method)
     config = method_config(mspec, options.target, options.overrides)
     save = Path(save).expanduser()
     if save.exists() and not force:

@@ -49,3 +49,18 @@ def tiny_llama():
     data = token_data(loaded.tokenizer, pydoc_corpus(), nsamples=16, seqlen=256, eval_tokens=2048, seed=0)
     dense = {k: v.clone() for k, v in loaded.model.state_dict().items()}
     return loaded, data, dense
+
+
+@pytest.fixture
+def no_datasets(monkeypatch):
+    """Make `import datasets` fail, as on a machine without the optional `data` extra."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def refuse(name, *args, **kwargs):
+        if name == "datasets" or name.startswith("datasets."):
+            raise ImportError("no datasets")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", refuse)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -53,18 +51,13 @@ def test_cached_scoring_equals_scoring_whole_sequences():
     assert probe.score_text_items(model, byte_tokenizer(), text, "same").acc == pytest.approx(expected)
 
 
-def test_too_little_text_and_bad_task_names_are_one_line_errors(monkeypatch):
+def test_too_little_text_and_bad_task_names_are_one_line_errors():
     with pytest.raises(KBError, match="held-out tokens"):
         probe.continuation_task(_stream(100), byte_tokenizer(), items=300)
     with pytest.raises(KBError, match="unknown probe task"):
         probe.load_task("mmlu")
-    real_import = builtins.__import__
 
-    def no_datasets(name, *args, **kwargs):
-        if name == "datasets" or name.startswith("datasets."):
-            raise ImportError("no datasets")
-        return real_import(name, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "__import__", no_datasets)
+def test_real_tasks_without_the_datasets_package_are_one_line_errors(no_datasets):
     with pytest.raises(KBError, match="needs the optional 'datasets' package"):
         probe.load_task("hellaswag")

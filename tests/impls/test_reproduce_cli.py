@@ -210,17 +210,7 @@ def test_interrupted_prune_leaves_no_directory(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
 
 
-def test_hub_dataset_without_datasets_package_is_one_line(capsys, monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_datasets(name, *args, **kwargs):
-        if name == "datasets" or name.startswith("datasets."):
-            raise ImportError("no datasets")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_datasets)
+def test_hub_dataset_without_datasets_package_is_one_line(capsys, no_datasets):
     line = _one_line_error(capsys, ["reproduce", "wanda", *SMALL, "--dataset", "wikitext2", "--no-save"])
     assert "datasets" in line
 

@@ -5,31 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from savedmodels import PROMPT, fresh_process, greedy
 
 from reference_impls.harness import structure
 from reference_impls.harness.kvcache import cache_bytes
 from reference_impls.harness.metrics import model_size
 from reference_impls.harness.models import byte_tokenizer, random_llama
 from reference_impls.harness.speed import measure_speed
-
-PROMPT = torch.tensor([[5, 17, 99, 3, 42, 8, 77, 120]])
-
-
-def _greedy(model, steps=6):
-    with torch.inference_mode():
-        cached = model.generate(
-            PROMPT, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, use_cache=True
-        )
-        plain = model.generate(
-            PROMPT, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, use_cache=False
-        )
-    assert torch.equal(cached, plain)  # a stale layer_idx or cache length shows up here
-    return cached
 
 
 def test_remove_layers_renumbers_and_counts():
@@ -43,7 +28,7 @@ def test_remove_layers_renumbers_and_counts():
     after = model_size(model)
     assert before.params_total - after.params_total == 2 * per_layer
     assert after.layers == 3 and after.params_decoder == 3 * per_layer
-    _greedy(model)
+    greedy(model)
 
 
 @pytest.mark.parametrize("bad", [[5], [-1], [0, 1, 2, 3, 4]])
@@ -78,7 +63,7 @@ def test_skipping_a_sublayer_equals_zeroing_its_output_projection(part):
 def test_skipped_attention_in_layer_zero_keeps_generation_positions_right():
     model = random_llama(seed=0, layers=3)
     structure.skip_sublayers(model, attention=[0])
-    _greedy(model)
+    greedy(model)
     sample = measure_speed(model, PROMPT, decode_tokens=3, repeats=1)
     dense = measure_speed(random_llama(seed=0, layers=3), PROMPT, decode_tokens=3, repeats=1)
     assert sample.kv_cache_bytes < dense.kv_cache_bytes
@@ -96,26 +81,6 @@ def test_kv_cache_bytes_are_measured_exactly():
     assert cache_bytes(out.past_key_values) == 3 * 2 * c.num_key_value_heads * head_dim * PROMPT.shape[1] * 4
 
 
-_FRESH = """
-import json, sys, torch
-from transformers import AutoModelForCausalLM
-path = sys.argv[1]
-kwargs = {"trust_remote_code": True} if json.load(open(path + "/config.json"))["model_type"] != "llama" else {}
-model = AutoModelForCausalLM.from_pretrained(path, **kwargs).eval()
-out = model.generate(torch.tensor([PROMPT]), max_new_tokens=6, min_new_tokens=6, do_sample=False)
-print(json.dumps({"tokens": out[0].tolist(), "layers": model.config.num_hidden_layers,
-                  "params": sum(p.numel() for p in model.parameters())}))
-""".replace("PROMPT", str(PROMPT[0].tolist()))
-
-
-def _fresh_process(path, home) -> dict:
-    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(home)}  # nothing from this process
-    proc = subprocess.run([sys.executable, "-c", _FRESH, str(path)], capture_output=True, text=True, timeout=300,
-                          env=env)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 @pytest.mark.parametrize("edit", ["layers", "sublayers"])
 def test_saved_model_loads_in_a_fresh_process_and_generates_the_same(tmp_path, edit):
     model = random_llama(seed=0, layers=4)
@@ -123,7 +88,7 @@ def test_saved_model_loads_in_a_fresh_process_and_generates_the_same(tmp_path, e
         structure.remove_layers(model, [2])
     else:
         structure.skip_sublayers(model, attention=[0, 2], mlp=[3])
-    expected = _greedy(model)[0].tolist()
+    expected = greedy(model)[0].tolist()
     structure.save_model(model, byte_tokenizer(), tmp_path / "out")
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     if edit == "sublayers":
@@ -136,6 +101,6 @@ def test_saved_model_loads_in_a_fresh_process_and_generates_the_same(tmp_path, e
     assert all(
         f.stat().st_mode & 0o777 == 0o666 & ~umask for f in (tmp_path / "out").iterdir()
     )  # readable by all
-    got = _fresh_process(tmp_path / "out", tmp_path)
+    got = fresh_process(tmp_path / "out", tmp_path)
     assert got["tokens"] == expected
     assert got["params"] == model_size(model).params_total

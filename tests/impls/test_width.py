@@ -7,13 +7,11 @@ save a model that loads in a fresh process and generates the same tokens.
 from __future__ import annotations
 
 import copy
-import json
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
+from savedmodels import PROMPT, fresh_process, greedy
 
 from kb.errors import KBError
 from reference_impls.harness import recovery
@@ -21,38 +19,6 @@ from reference_impls.harness.models import byte_tokenizer, random_llama, random_
 from reference_impls.harness.structure import remove_layers, save_model
 from reference_impls.primitives import groups as G
 from reference_impls.primitives import importance as I
-
-PROMPT = torch.tensor([[5, 17, 99, 3, 42, 8, 77, 120]])
-
-_FRESH = """
-import json, sys, torch
-from transformers import AutoModelForCausalLM
-path = sys.argv[1]
-model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True).eval()
-out = model.generate(torch.tensor([PROMPT]), max_new_tokens=6, min_new_tokens=6, do_sample=False)
-print(json.dumps({"tokens": out[0].tolist(), "params": sum(p.numel() for p in model.parameters())}))
-""".replace("PROMPT", str(PROMPT[0].tolist()))
-
-
-def _fresh_process(path, home) -> dict:
-    """Load with the one documented call in a new interpreter with a clean environment."""
-    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(home)}
-    proc = subprocess.run([sys.executable, "-c", _FRESH, str(path)], capture_output=True, text=True, timeout=300,
-                          env=env)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _greedy(model, steps=6):
-    with torch.inference_mode():
-        cached = model.generate(
-            PROMPT, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, use_cache=True
-        )
-        plain = model.generate(
-            PROMPT, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, use_cache=False
-        )
-    assert torch.equal(cached, plain)
-    return cached
 
 
 def _params(model) -> int:
@@ -114,7 +80,7 @@ def test_compacted_forward_equals_masked_forward_and_counts_are_analytic(kind):
     if kind == "q-head":
         assert shapes["model.layers.1.self_attn.q_proj.weight"] == [32, 64] and attn.num_key_value_groups == 1
     assert model.config.layer_intermediate_sizes[2] == 126
-    _greedy(model)  # cached and uncached generation agree
+    greedy(model)  # cached and uncached generation agree
 
 
 def test_query_head_removal_must_be_even_across_kv_heads():
@@ -149,7 +115,7 @@ def test_removing_layers_keeps_per_layer_widths_in_step():
     G.compact(model, {G.mlp_family(model, 0): [1], G.mlp_family(model, 2): [1, 2]})
     remove_layers(model, [1])
     assert model.config.layer_intermediate_sizes == [127, 126]
-    _greedy(model)
+    greedy(model)
 
 
 @pytest.mark.parametrize("uniform", [True, False])
@@ -157,11 +123,11 @@ def test_width_pruned_model_loads_in_a_fresh_process_and_generates_the_same(tmp_
     model = random_llama(seed=0, layers=3)
     layers = range(3) if uniform else [1]
     G.compact(model, {f: [0] for i in layers for f in (G.kv_head_family(model, i), G.mlp_family(model, i))})
-    expected = _greedy(model)[0].tolist()
+    expected = greedy(model)[0].tolist()
     save_model(model, byte_tokenizer(), tmp_path / "out")
     config = (tmp_path / "out" / "config.json").read_text()
     assert ('"kb_pruned_llama"' in config) is not uniform
-    got = _fresh_process(tmp_path / "out", tmp_path)
+    got = fresh_process(tmp_path / "out", tmp_path, remote=True)
     assert got["tokens"] == expected and got["params"] == _params(model)
 
 
