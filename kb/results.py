@@ -21,15 +21,6 @@ SCHEMA_VERSION: Final = 2
 
 # What a method does to a model; decides which invariants the harness checks after it ran.
 Kind = Literal["weight-sparsity", "allocation", "depth", "width", "kv-cache", "training", "stand-in"]
-KINDS: tuple[str, ...] = (
-    "weight-sparsity",
-    "allocation",
-    "depth",
-    "width",
-    "kv-cache",
-    "training",
-    "stand-in",
-)
 
 
 def _read_number(value: Any) -> Any:
