@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
 
 SCHEMA_VERSION: Final = 2
 
@@ -149,6 +149,30 @@ class DatasetInfo(_Strict):
                 f"evaluation {self.evaluation.tokens:,} tokens)")  # fmt: skip
 
 
+class Series(_Strict):
+    label: str
+    x: list[Number]
+    y: list[Number]
+
+    @model_validator(mode="after")
+    def _same_length(self) -> Series:
+        if len(self.x) != len(self.y):
+            raise ValueError(f"series {self.label!r}: {len(self.x)} x values but {len(self.y)} y values")
+        return self
+
+
+class Figure(_Strict):
+    """A paper-level plot the site renders (SVG plus a data table), e.g. a sparsity sweep or loss curves."""
+
+    key: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")  # file-name slug, unique within the reproduction
+    title: str
+    x_label: str
+    y_label: str
+    series: list[Series] = Field(min_length=1)
+    x_log: bool = False
+    y_log: bool = False
+
+
 class Reproduction(_Strict):
     schema_version: Literal[2] = SCHEMA_VERSION
     paper: str
@@ -159,6 +183,7 @@ class Reproduction(_Strict):
     total_seconds: Number | None = None
     runs: list[RunResult] = Field(min_length=1)
     claim: Claim
+    figures: list[Figure] = []  # paper-level plots made from the runs (PaperSpec.figures)
 
     def run(self, label: str) -> RunResult:
         for r in self.runs:

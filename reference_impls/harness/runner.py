@@ -323,7 +323,9 @@ def reproduce(paper: str, options: RunOptions, log: Log = stderr_log) -> Reprodu
 
     runs = compare(loaded.model, loaded.tokenizer, data, plans, options, probe="probe" in spec.metrics,
                    ppl="ppl" in spec.metrics, log=log, fresh=reload)  # fmt: skip
-    holds, reason = spec.check(Results({r.label: r.metrics for r in runs}))
+    results = Results({r.label: r.metrics for r in runs}, {r.label: r.outcome for r in runs})
+    holds, reason = spec.check(results)
+    figures = spec.figures(results) if spec.figures else []
     device = str(loaded.model.get_input_embeddings().weight.device)
     return Reproduction(
         paper=paper, model=options.model, dataset=DatasetInfo.model_validate(data.describe()),
@@ -331,6 +333,7 @@ def reproduce(paper: str, options: RunOptions, log: Log = stderr_log) -> Reprodu
                 "probe": BUILTIN if "probe" in spec.metrics else None},
         versions=versions(), total_seconds=round(time.perf_counter() - t0, 2), runs=runs,
         claim=Claim(statement=spec.statement(options.target), holds=bool(holds), reason=reason),
+        figures=figures,
     )  # fmt: skip
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from kb.results import Kind, Metrics
+    from kb.results import Figure, Kind, Metrics, Outcome
 
 Target = Literal["sparsity", "pattern", "layers", "kv_budget"]
 TARGETS: tuple[str, ...] = (
@@ -51,14 +51,21 @@ class Run:
 class Results:
     """Every run's metrics by label, as a claim check sees them."""
 
-    def __init__(self, metrics: Mapping[str, Metrics]) -> None:
+    def __init__(
+        self, metrics: Mapping[str, Metrics], outcomes: Mapping[str, Outcome | None] | None = None
+    ) -> None:
         self._metrics = dict(metrics)
+        self._outcomes = dict(outcomes or {})
 
     def __getitem__(self, label: str) -> Metrics:
         return self._metrics[label]
 
     def labels(self, prefix: str = "") -> list[str]:
         return [k for k in self._metrics if k.startswith(prefix)]
+
+    def outcome(self, label: str) -> Outcome | None:
+        """What the run's method said it changed (None for the dense baseline)."""
+        return self._outcomes.get(label)
 
     def ppl(self, label: str) -> float:
         value = self._metrics[label].ppl
@@ -90,6 +97,7 @@ class PaperSpec:
     check: Callable[[Results], Verdict]
     defaults: Mapping[str, Any] = field(default_factory=dict)  # targets and data options the CLI may override
     metrics: tuple[Metric, ...] = ("ppl",)
+    figures: Callable[[Results], list[Figure]] | None = None  # paper-level plots made from the runs
 
     @property
     def implementation(self) -> str:

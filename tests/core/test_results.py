@@ -40,3 +40,18 @@ def test_unknown_fields_and_kinds_are_rejected():
     bad["runs"][0]["kind"] = "magic"
     with pytest.raises(ValidationError):
         Reproduction.model_validate(bad)
+
+
+def test_figures_round_trip_and_reject_ragged_series():
+    rec = _record(3.0)
+    rec["figures"] = [{"key": "sweep", "title": "t", "x_label": "sparsity", "y_label": "ppl",
+                       "series": [{"label": "magnitude", "x": [0.1, 0.5], "y": [3.0, math.inf]}]}]  # fmt: skip
+    back = Reproduction.model_validate_json(Reproduction.model_validate(rec).model_dump_json())
+    assert back.figures[0].series[0].y == [3.0, math.inf]
+    rec["figures"][0]["series"][0]["y"] = [3.0]
+    with pytest.raises(ValidationError, match="2 x values but 1 y values"):
+        Reproduction.model_validate(rec)
+    rec["figures"][0]["series"][0]["y"] = [3.0, 4.0]
+    rec["figures"][0]["key"] = "Bad Key"
+    with pytest.raises(ValidationError, match="key"):
+        Reproduction.model_validate(rec)

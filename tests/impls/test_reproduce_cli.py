@@ -264,3 +264,30 @@ def test_extra_runs_only_with_all_runs(tmp_path, capsys):
     assert [r["label"] for r in record["runs"]] == [*labels, "sparsegpt", "owl-sparsegpt"]
     assert record["config"]["all_runs"] is True
     capsys.readouterr()
+
+
+def test_paper_figures_come_from_the_runs(tmp_path, capsys, monkeypatch):
+    """A paper's `figures` hook sees every run's metrics and outcome; its plots land in the record."""
+    import dataclasses
+
+    from kb.results import Figure, Reproduction, Series
+    from reference_impls import registry
+
+    def figures(r: registry.Results) -> list[Figure]:
+        labels = ["magnitude", "wanda"]
+        ratios = [r.outcome(label).kind for label in labels]  # outcomes reach the hook
+        assert ratios == ["weight-sparsity"] * 2 and r.outcome("dense") is None
+        return [Figure(key="ppl", title="t", x_label="arm", y_label="ppl",
+                       series=[Series(label="ppl", x=[0, 1], y=[r.ppl(label) for label in labels])])]  # fmt: skip
+
+    monkeypatch.setitem(
+        registry.PAPERS, "wanda", dataclasses.replace(registry.PAPERS["wanda"], figures=figures)
+    )
+    out = tmp_path / "r.json"
+    main(["reproduce", "wanda", *SMALL, "--json", str(out)])
+    record = Reproduction.model_validate_json(out.read_text())
+    assert record.figures[0].series[0].y == [
+        record.run("magnitude").metrics.ppl,
+        record.run("wanda").metrics.ppl,
+    ]
+    capsys.readouterr()
