@@ -302,7 +302,6 @@ def check_results(
                 )
             keys.setdefault(key, i)
         if row.get("headline") is True:
-            headlines += 1
             if paper_id is not None and row.get("method") != paper_id:
                 yield Problem(
                     file,
@@ -310,7 +309,7 @@ def check_results(
                     f"results[{i}].headline",
                     f"the headline row must be this paper's own method {paper_id!r}, not {row.get('method')!r}",
                 )
-            elif headlines > 1:
+            elif (headlines := headlines + 1) > 1:
                 yield Problem(
                     file,
                     loaded.line_of(("results", i, "headline")),
