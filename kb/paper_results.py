@@ -108,6 +108,7 @@ class PaperResult(_Strict):
     method: Annotated[str, Field(min_length=2, max_length=40, pattern=METHOD_PATTERN)]
     versus: Annotated[str, Field(max_length=40, pattern=METHOD_PATTERN)] | None = None  # relative metrics
     seqlen: Annotated[int, Field(ge=1, le=1_000_000)] | None = None  # evaluation window, when it matters
+    shots: Annotated[int, Field(ge=0, le=100)] | None = None  # in-context examples, for few-shot scores
     source: ResultSource
     headline: bool = False
     key: Annotated[str, Field(pattern=_SLUG, max_length=40)] | None = None

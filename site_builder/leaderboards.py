@@ -39,6 +39,7 @@ CSV_COLUMNS = (
     "method",
     "versus",
     "seqlen",
+    "shots",
     "headline",
     "source_url",
     "source_locator",
@@ -87,7 +88,7 @@ class Row:
     @property
     def group(self) -> tuple[Any, ...]:
         r = self.result
-        return (r.model, r.dataset, r.metric, r.setting.key(), r.seqlen, r.versus)
+        return (r.model, r.dataset, r.metric, r.setting.key(), r.seqlen, r.shots, r.versus)
 
     @property
     def is_dense(self) -> bool:
@@ -109,6 +110,7 @@ class Row:
             "method_is_record": self.method_is_record,
             "versus": r.versus,
             "seqlen": r.seqlen,
+            "shots": r.shots,
             "headline": r.headline,
             "source_url": r.source.url,
             "source_locator": r.source.locator,
@@ -188,6 +190,8 @@ def _title(row: Row) -> str:
     parts = [r.model, f"{row.dataset_label} {row.metric_label.lower()}", row.setting_label]
     if r.seqlen:
         parts.append(f"{r.seqlen}-token windows")
+    if r.shots is not None:
+        parts.append(f"{r.shots}-shot")
     if r.versus:
         parts.append(f"vs {r.versus}")
     return " · ".join(parts)
@@ -200,7 +204,7 @@ def build_slices(rows: list[Row], min_methods: int = MIN_METHODS) -> list[Slice]
     dense: dict[tuple[Any, ...], list[Row]] = {}
     for row in rows:
         if row.is_dense:
-            dense.setdefault(row.group[:3] + row.group[4:5], []).append(row)
+            dense.setdefault(row.group[:3] + row.group[4:6], []).append(row)
         else:
             groups.setdefault(row.group, []).append(row)
     slices: list[Slice] = []
@@ -282,6 +286,7 @@ def results_csv(rows: list[Row]) -> str:
                 r.method,
                 r.versus or "",
                 num(r.seqlen),
+                num(r.shots),
                 "true" if r.headline else "",
                 _csv_text(r.source.url),
                 _csv_text(r.source.locator),
