@@ -91,6 +91,12 @@ class Row:
         return (r.model, r.dataset, r.metric, r.setting.key(), r.seqlen, r.shots, r.versus)
 
     @property
+    def reference_key(self) -> tuple[Any, ...]:
+        """What a dense number must share with a slice to be shown as its reference."""
+        r = self.result
+        return (r.model, r.dataset, r.metric, r.seqlen, r.shots)
+
+    @property
     def is_dense(self) -> bool:
         return self.result.method == DENSE and self.result.setting.label() == "dense"
 
@@ -204,7 +210,7 @@ def build_slices(rows: list[Row], min_methods: int = MIN_METHODS) -> list[Slice]
     dense: dict[tuple[Any, ...], list[Row]] = {}
     for row in rows:
         if row.is_dense:
-            dense.setdefault(row.group[:3] + row.group[4:6], []).append(row)
+            dense.setdefault(row.reference_key, []).append(row)
         else:
             groups.setdefault(row.group, []).append(row)
     slices: list[Slice] = []
@@ -229,7 +235,6 @@ def build_slices(rows: list[Row], min_methods: int = MIN_METHODS) -> list[Slice]
         used.add(slug)
         for row in unique:
             row.slice_id = slug
-        g = first.group
         slices.append(
             Slice(
                 id=slug,
@@ -241,7 +246,7 @@ def build_slices(rows: list[Row], min_methods: int = MIN_METHODS) -> list[Slice]
                 unit=first.unit,
                 direction=first.direction,
                 rows=unique,
-                dense=sorted(dense.get(g[:3] + g[4:5], []), key=lambda r: r.paper)
+                dense=sorted(dense.get(first.reference_key, []), key=lambda r: r.paper)
                 if not first.relative
                 else [],
             )

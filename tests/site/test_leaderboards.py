@@ -41,6 +41,7 @@ RESULTS = {
         _r("LLaMA-7B", "magnitude", 20.0, setting={"pattern": "2:4"}),
         _r("OPT-1.3B", "wanda", 61.0, dataset="boolq", metric="accuracy"),
         _r("OPT-1.3B", "magnitude", 55.5, dataset="boolq", metric="accuracy"),
+        _r("OPT-1.3B", "sparsegpt", 60.0, dataset="boolq", metric="accuracy", shots=5),  # few-shot: apart
     ],
     "fixture-depth": [
         _r("LLaMA-7B", "sparsegpt", 7.22, note="re-run <script>alert(1)</script> | =SUM(A1)"),
@@ -98,7 +99,7 @@ def test_sorting_follows_the_metric_direction_and_ties_share_a_rank(results_kb):
     assert [r["rank"] for r in ppl["rows"]] == [1, 1, 1, 4, 5]
     assert ppl["better"] == "lower is better"
     acc = slices["OPT-1.3B · BoolQ accuracy · 50% unstructured"]
-    assert [r["value"] for r in acc["rows"]] == ["61%", "61%", "55.5%"]  # higher first
+    assert [r["value"] for r in acc["rows"]] == ["61%", "61%", "55.5%"]  # higher first; the 5-shot row apart
     assert acc["better"] == "higher is better"
 
 
