@@ -168,3 +168,14 @@ def test_leaderboard_nav_becomes_a_section():
     pages = [LEADERBOARDS_INDEX, "leaderboards/a.md"]
     assert with_leaderboard_nav(nav, pages)[1] == {"Leaderboards": pages}
     assert with_leaderboard_nav(nav, []) == nav
+
+
+def test_the_catalogue_has_five_comparable_slices_from_sourced_numbers():
+    from kb.store import load_kb
+
+    kb = load_kb(Path(__file__).resolve().parents[2])
+    slices = build_slices(result_rows(kb))
+    assert len(slices) >= 5
+    assert all(len(s.methods) >= 3 and all(r.result.source.url for r in s.rows) for s in slices)
+    # at least one slice compares numbers reported by different papers
+    assert any(len({r.paper for r in s.rows}) > 1 for s in slices)
