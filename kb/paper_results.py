@@ -90,6 +90,13 @@ class ResultSource(_Strict):
     ]  # "Table 3", "README.md line 84"
 
 
+Note = Annotated[
+    str,
+    BeforeValidator(lambda v: v.strip() if isinstance(v, str) else v),
+    Field(min_length=1, max_length=160, pattern=r"^[^\n]*$"),
+]
+
+
 def _finite(x: float) -> float:
     if not math.isfinite(x):
         raise ValueError("value must be a finite number")
@@ -112,9 +119,7 @@ class PaperResult(_Strict):
     source: ResultSource
     headline: bool = False
     key: Annotated[str, Field(pattern=_SLUG, max_length=40)] | None = None
-    note: Annotated[str, BeforeValidator(lambda v: v.strip() if isinstance(v, str) else v)] | None = Field(
-        default=None, max_length=160
-    )
+    note: Note | None = None  # what a reader must know to compare it: "up to", the variant, the caveat
 
 
 # ---- the closed vocabularies of datasets and metrics ------------------------------------------
