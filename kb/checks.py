@@ -32,6 +32,7 @@ def check_all(kb: KnowledgeBase, runnable: Mapping[str, str] | None = None) -> l
             problems.extend(check_record(rec, kb.vocab))
         for file, loaded in kb.unloadable:  # still tell the contributor about every tag
             problems.extend(check_tags(file, loaded, kb.vocab))
+            problems.extend(check_results(file, loaded, kb.vocab))
     for rec in kb.records:
         problems.extend(check_provenance(rec, _raw_lines(kb, rec)))
     for file, loaded in [*((r.file, r.loaded) for r in kb.records), *kb.unloadable]:
@@ -58,6 +59,7 @@ def check_record(rec: Record, vocab: Vocabulary) -> Iterator[Problem]:
     if n > 3:
         yield Problem(rec.file, rec.line("takeaway"), "takeaway", f"{n} sentences; keep it to 1-3")
     yield from check_tags(rec.file, rec.loaded, vocab)
+    yield from check_results(rec.file, rec.loaded, vocab, p.id)
     for path in p.unverified:
         number_key = prov.NUMBER_KEY.match(path)
         if number_key:
@@ -247,6 +249,73 @@ def check_tags(file: str, loaded: Loaded, vocab: Vocabulary) -> Iterator[Problem
                     yield from _check_choice(file, loaded, qloc, qfield, spec, given)
                 else:
                     yield from _check_quantity(file, loaded, qloc, qfield, spec.units, given, value.tokens)
+
+
+def check_results(
+    file: str, loaded: Loaded, vocab: Vocabulary, paper_id: str | None = None
+) -> Iterator[Problem]:
+    """Datasets and metrics of `results:` against their closed lists, a `versus` for relative metrics,
+    unique `key`s, and at most one headline row (which must be the paper's own method). Read from the
+    parsed YAML, like the tags, so it also runs on records whose other fields are broken."""
+    rows = loaded.data.get("results") if isinstance(loaded.data, dict) else None
+    if not isinstance(rows, list):
+        return
+    if paper_id is None and isinstance(loaded.data.get("id"), str):
+        paper_id = loaded.data["id"]
+    keys: dict[str, int] = {}
+    headlines = 0
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            continue
+        for name, terms in (("dataset", vocab.datasets), ("metric", vocab.metrics)):
+            given = row.get(name)
+            if isinstance(given, str) and terms.get(given) is None:
+                near = terms.suggest(given)
+                hint = (
+                    f" (did you mean {near!r}?)"
+                    if near
+                    else f" (valid: {', '.join(v.id for v in terms.values)})"
+                )
+                yield Problem(
+                    file,
+                    loaded.line_of(("results", i, name)),
+                    f"results[{i}].{name}",
+                    f"{given!r} is not a known {name}{hint}",
+                )
+        metric_id = row.get("metric")
+        metric = vocab.metrics.get(metric_id) if isinstance(metric_id, str) else None
+        if metric is not None and metric.relative and not row.get("versus"):
+            yield Problem(
+                file,
+                loaded.line_of(("results", i, "metric")),
+                f"results[{i}].versus",
+                f"{metric.id!r} compares two methods: say which one in `versus`",
+            )
+        key = row.get("key")
+        if isinstance(key, str):
+            if key in keys:
+                yield Problem(
+                    file,
+                    loaded.line_of(("results", i, "key")),
+                    f"results[{i}].key",
+                    f"{key!r} is also the key of results[{keys[key]}]",
+                )
+            keys.setdefault(key, i)
+        if row.get("headline") is True:
+            if paper_id is not None and row.get("method") != paper_id:
+                yield Problem(
+                    file,
+                    loaded.line_of(("results", i, "headline")),
+                    f"results[{i}].headline",
+                    f"the headline row must be this paper's own method {paper_id!r}, not {row.get('method')!r}",
+                )
+            elif (headlines := headlines + 1) > 1:
+                yield Problem(
+                    file,
+                    loaded.line_of(("results", i, "headline")),
+                    f"results[{i}].headline",
+                    "only one row can be the headline",
+                )
 
 
 def _check_choice(

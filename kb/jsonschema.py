@@ -31,6 +31,12 @@ def build_schema(vocab: Vocabulary) -> dict[str, Any]:
             ],
         }
     defs.pop("TagEntry", None)
+    result = defs["PaperResult"]["properties"]
+    for name, terms in (("dataset", vocab.datasets), ("metric", vocab.metrics)):
+        result[name] = {
+            "description": f"one of concepts/{name}s.yaml",
+            "anyOf": [{"const": t.id, "description": f"{t.label}: {t.definition}"} for t in terms.values],
+        }
     return schema
 
 

@@ -10,8 +10,8 @@ where every number quoted in its take-away or notes comes from. A fact is covere
   number the text field with the number in brackets, e.g. `takeaway[93%]` or `notes[30,000]`.
 
 Sourced numbers are collected by `NUMBER_PROVIDERS`, one function per part of the record that can
-vouch for a number. Today only `sources[].numbers` does; a later list of paper-reported results,
-each with its own source, becomes one more provider and counts the same way.
+vouch for a number: `sources[].numbers`, and the `results:` list (paper-reported numbers, each with
+its own source), whose values and setting percentages count the same way.
 
 What counts as a number (the rule `find_numbers` implements; tests/core/test_provenance.py
 pins it down):
@@ -31,6 +31,7 @@ Words are never numbers: "about five hours" needs no source, but it should still
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -118,8 +119,30 @@ def _from_sources(p: Paper) -> Iterator[str]:
         yield from src.numbers
 
 
-# A later `results:` list (paper-reported numbers, each with a source) adds its provider here.
-NUMBER_PROVIDERS: list[NumberProvider] = [_from_sources]
+def _from_results(p: Paper) -> Iterator[str]:
+    """A paper-reported result carries its own source, so its value backs the same number in prose.
+    The value is offered as written in YAML (`24.55`), with a percent sign when the metric is in
+    percent (`2.62%`) or a factor (`2.1x`), and, for fractions in the setting, as a percentage (`70%`)."""
+    for r in p.results:
+        for text in _value_forms(r.value):
+            yield text
+            yield f"{text}%"
+            yield f"{text}x"
+        for frac in (r.setting.sparsity, r.setting.params_removed, r.setting.kv_budget):
+            if frac is not None:
+                yield f"{frac * 100:g}%"
+
+
+def _value_forms(value: float) -> set[str]:
+    """`26.3` also as `26.30`: YAML drops trailing zeros that the prose keeps."""
+    forms = {f"{value:g}", repr(value)}
+    forms |= {f"{value:.{d}f}" for d in (1, 2, 3) if math.isclose(float(f"{value:.{d}f}"), value)}
+    if value == int(value):
+        forms.add(str(int(value)))
+    return forms
+
+
+NUMBER_PROVIDERS: list[NumberProvider] = [_from_sources, _from_results]
 
 
 def sourced_numbers(p: Paper) -> set[str]:

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from .paper_results import PaperResult
+
 SCHEMA_VERSION = 1
 ID_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 FIRST_YEAR = 1980
@@ -191,6 +193,7 @@ class Paper(_Strict):
     implementation: Annotated[str, Field(pattern=r"^reference_impls/[a-z0-9_/]+\.py$")] | None = None
     unverified: dict[str, Annotated[str, Field(min_length=3, max_length=300)]] = {}
     sources: list[Source] = []
+    results: list[PaperResult] = []  # paper-reported numbers (`kb.paper_results`); last in the file
 
 
 def sentence_count(text: str) -> int:

@@ -12,11 +12,14 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .paper_results import DatasetTerms, MetricTerms, Terms
+
 AXES: tuple[str, ...] = ("type", "criteria", "budget", "data", "retrain", "weight")
+T = TypeVar("T", bound=Terms)
 NOTE_MAX = 80
 _SLUG = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 
@@ -96,6 +99,9 @@ class Axis(_Strict):
 
 class Vocabulary(_Strict):
     axes: dict[str, Axis]
+    # The closed lists of datasets and metrics for paper-reported results (`kb.paper_results`).
+    datasets: DatasetTerms = DatasetTerms(kind="datasets", values=[])
+    metrics: MetricTerms = MetricTerms(kind="metrics", values=[])
 
     def __getitem__(self, axis: str) -> Axis:
         return self.axes[axis]
@@ -143,7 +149,29 @@ def load_vocabulary(concepts_dir: Path) -> Vocabulary:
                 f"{rel}:{loaded.line_of(('axis',))}", f"axis is {axis.axis!r}, expected {name!r}"
             )
         axes[name] = axis
-    return Vocabulary(axes=axes)
+    datasets = _load_terms(Path(concepts_dir), "datasets", DatasetTerms)
+    metrics = _load_terms(Path(concepts_dir), "metrics", MetricTerms)
+    return Vocabulary(axes=axes, datasets=datasets, metrics=metrics)
+
+
+def _load_terms(concepts_dir: Path, name: str, model: type[T]) -> T:
+    from .yamlio import YamlError, load_yaml
+
+    path, rel = concepts_dir / f"{name}.yaml", f"concepts/{name}.yaml"
+    if not path.is_file():
+        raise VocabularyError(f"{rel}:1", f"missing vocabulary file for {name}")
+    try:
+        loaded = load_yaml(path)
+    except YamlError as exc:
+        raise VocabularyError(f"{rel}:{exc.line}", exc.message) from None
+    try:
+        terms = model.model_validate(loaded.data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        where = ".".join(str(p) for p in loc) or "(file)"
+        raise VocabularyError(f"{rel}:{loaded.line_of(loc)}", f"{where}: {err['msg']}") from None
+    return terms
 
 
 # ---- quantities -------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ class Rendered:
     committed: dict[str, str]  # path relative to the root -> wanted text
     stale_badges: list[str]  # badge files on disk that no value uses any more
     paper_nav: list[dict[str, list[str]]] = field(default_factory=list)  # {year: [papers/<id>.md, ...]}
+    leaderboard_nav: list[str] = field(default_factory=list)  # leaderboards/<slice>.md, index first
 
 
 def read_mkdocs_config(root: Path) -> dict[str, Any]:
@@ -72,7 +73,10 @@ def render_all(kb: KnowledgeBase) -> Rendered:
     on_disk = sorted(p.name for p in (root / BADGES_DIR).glob("*.svg"))
     stale = [f"{BADGES_DIR}/{n}" for n in on_disk if n not in badges]
     nav = [{str(y["year"]): [f"papers/{p['id']}.md" for p in y["papers"]]} for y in ctx["years"]]
-    return Rendered(pages=pages, committed=committed, stale_badges=stale, paper_nav=nav)
+    boards = [LEADERBOARDS_INDEX, *(f"leaderboards/{b['id']}.md" for b in ctx["leaderboards"])]
+    return Rendered(
+        pages=pages, committed=committed, stale_badges=stale, paper_nav=nav, leaderboard_nav=boards
+    )
 
 
 def stale_committed(root: Path, rendered: Rendered) -> list[str]:
@@ -117,7 +121,13 @@ def build(
             write_docs(rendered.pages, tmp_docs)
             if site_out is not None:
                 with atomic_directory(site_out, replace=True) as tmp_site:
-                    run_mkdocs(kb.root / MKDOCS_CONFIG, tmp_docs, tmp_site, rendered.paper_nav)
+                    run_mkdocs(
+                        kb.root / MKDOCS_CONFIG,
+                        tmp_docs,
+                        tmp_site,
+                        rendered.paper_nav,
+                        rendered.leaderboard_nav,
+                    )
     except OSError as exc:  # a full disk or a directory made read-only meanwhile; nothing was replaced
         where = exc.filename or docs_out
         raise KBError(f"cannot write the site: {where}: {exc.strerror or exc}", code=2) from None
@@ -152,8 +162,30 @@ def with_paper_nav(nav: Any, papers: list[dict[str, list[str]]]) -> Any:
     return out
 
 
+LEADERBOARDS_INDEX = "leaderboards/index.md"
+LEADERBOARDS_NAV_TITLE = "Leaderboards"
+
+
+def with_leaderboard_nav(nav: Any, pages: list[str]) -> Any:
+    """mkdocs.yml's `nav` with its `leaderboards/index.md` entry turned into a section holding the
+    index and every slice page (mkdocs takes each page's own title). Left alone without that entry."""
+    if not isinstance(nav, list) or not pages:
+        return nav
+    out = []
+    for item in nav:
+        if isinstance(item, dict) and list(item.values()) == [LEADERBOARDS_INDEX]:
+            out.append({next(iter(item)): pages})
+        else:
+            out.append(item)
+    return out
+
+
 def run_mkdocs(
-    config: Path, docs_dir: Path, site_dir: Path, paper_nav: list[dict[str, list[str]]] | None = None
+    config: Path,
+    docs_dir: Path,
+    site_dir: Path,
+    paper_nav: list[dict[str, list[str]]] | None = None,
+    leaderboard_nav: list[str] | None = None,
 ) -> None:
     """`mkdocs build --strict` with the docs and site folders overridden and the paper pages added
     to the navigation; one-line errors."""
@@ -176,7 +208,7 @@ def run_mkdocs(
         cfg = load_config(
             config_file=str(config), docs_dir=str(docs_dir), site_dir=str(site_dir), strict=True
         )
-        cfg["nav"] = with_paper_nav(cfg["nav"], paper_nav or [])
+        cfg["nav"] = with_leaderboard_nav(with_paper_nav(cfg["nav"], paper_nav or []), leaderboard_nav or [])
         mkdocs_build(cfg)
     except (Abort, ConfigurationError, MkDocsException) as exc:
         first = handler.messages[0] if handler.messages else str(exc).splitlines()[0]

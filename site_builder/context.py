@@ -16,6 +16,7 @@ from kb.vocab import Axis, ChoiceQualifier, Vocabulary
 from . import bibtex
 from .badges import text_colour
 from .inputs import GithubMeta, Reproduction
+from .leaderboards import MIN_METHODS, build_slices, result_rows, results_csv
 from .text import markdown_html
 
 NOTE_KINDS = ("blog", "reviews", "summary", "discussion")
@@ -346,6 +347,16 @@ def site_context(
                 by_id[r["id"]]["related_by"].append({"id": p["id"], "title": p["name"]})
     for p in papers:
         p["related_by"].sort(key=lambda r: (r["title"].lower(), r["id"]))
+    rows = result_rows(kb)
+    slices = build_slices(rows)
+    for p in papers:
+        own = [r for r in rows if r.paper == p["id"]]
+        p["results"] = [r.context() for r in own]
+        p["slices"] = [
+            {"id": s.id, "title": s.title}
+            for s in slices
+            if any(r.paper == p["id"] or r.result.method == p["id"] for r in s.rows)
+        ]
     axes = [axis_context(a) for a in kb.vocab.ordered()]
     for axis in axes:
         for value in axis["values"]:
@@ -393,6 +404,10 @@ def site_context(
         "schema_version": SCHEMA_VERSION,
         "repository": repo,
         "citation": catalogue_citation(repo, len(papers)),
+        "leaderboards": [s.context() for s in slices],
+        "results_count": len(rows),
+        "leaderboard_min": MIN_METHODS,
+        "results_csv": results_csv(rows),
     }
 
 

@@ -99,7 +99,11 @@ def render_pages(ctx: dict[str, Any], export: dict[str, Any], bib: str) -> dict[
         "assets/axes.css": _render("axes.css.j2", **ctx),
         "papers.json": json.dumps(export, indent=1, ensure_ascii=False, sort_keys=False) + "\n",
         "papers.bib": bib,
+        "results.csv": ctx["results_csv"],
+        "leaderboards/index.md": _render("leaderboards.md.j2", **ctx),
     }
+    for board in ctx["leaderboards"]:
+        pages[f"leaderboards/{board['id']}.md"] = _render("leaderboard.md.j2", s=board)
     for a in ctx["axes"]:
         pages[f"concepts/{a['id']}.md"] = _render("concept.md.j2", a=a)
     for p in ctx["papers"]:

@@ -25,6 +25,8 @@ def test_every_page_and_export_is_rendered(pages, kb) -> None:
         "about.md",
         "papers.json",
         "papers.bib",
+        "results.csv",
+        "leaderboards/index.md",
         "assets/axes.css",
         "assets/kb.css",
         "assets/kb.js",
