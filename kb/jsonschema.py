@@ -31,6 +31,19 @@ def build_schema(vocab: Vocabulary) -> dict[str, Any]:
             ],
         }
     defs.pop("TagEntry", None)
+    if "form" in vocab.lists:
+        form = vocab.lists["form"]
+        one = {"enum": [v.id for v in form.values]}
+        schema["properties"]["form"] = {
+            "description": f"{form.label}: {form.question} Most deployable first.",
+            "anyOf": [one, {"type": "array", "maxItems": 7, "items": one}],
+        }
+    if "theme" in vocab.lists and "Finding" in defs:
+        theme = vocab.lists["theme"]
+        defs["Finding"]["properties"]["theme"] = {
+            "description": f"{theme.label}: {theme.question}",
+            "anyOf": [{"enum": [v.id for v in theme.values]}, {"type": "null"}],
+        }
     return schema
 
 

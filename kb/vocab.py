@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .closedlists import LISTS, ClosedList, ClosedListError, load_closed_list, nearest
+
 AXES: tuple[str, ...] = ("type", "criteria", "budget", "data", "retrain", "weight")
 NOTE_MAX = 80
 _SLUG = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
@@ -81,21 +83,12 @@ class Axis(_Strict):
 
     def suggest(self, text: str) -> str | None:
         """The nearest valid value id for a misspelt or seed-style value, or None."""
-        key = _norm(text)
-        if not key:
-            return None
-        by_norm: dict[str, str] = {}
-        for v in self.values:
-            for name in (v.id, v.label, *v.aliases):
-                by_norm.setdefault(_norm(name), v.id)
-        if key in by_norm:
-            return by_norm[key]
-        close = difflib.get_close_matches(key, list(by_norm), n=1, cutoff=0.6)
-        return by_norm[close[0]] if close else None
+        return nearest(text, [(v.id, [v.id, v.label, *v.aliases]) for v in self.values])
 
 
 class Vocabulary(_Strict):
     axes: dict[str, Axis]
+    lists: dict[str, ClosedList] = {}  # `form` and `theme` (kb.closedlists)
 
     def __getitem__(self, axis: str) -> Axis:
         return self.axes[axis]
@@ -113,12 +106,8 @@ class VocabularyError(Exception):
         self.message = message
 
 
-def _norm(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "", text.lower())
-
-
 def load_vocabulary(concepts_dir: Path) -> Vocabulary:
-    """Read and check `concepts/<axis>.yaml` for all six axes."""
+    """Read and check `concepts/<axis>.yaml` for all six axes, and the closed lists (`form`, `theme`)."""
     from .yamlio import YamlError, load_yaml
 
     axes: dict[str, Axis] = {}
@@ -143,7 +132,13 @@ def load_vocabulary(concepts_dir: Path) -> Vocabulary:
                 f"{rel}:{loaded.line_of(('axis',))}", f"axis is {axis.axis!r}, expected {name!r}"
             )
         axes[name] = axis
-    return Vocabulary(axes=axes)
+    lists: dict[str, ClosedList] = {}
+    for name in LISTS:
+        try:
+            lists[name] = load_closed_list(Path(concepts_dir), name)
+        except ClosedListError as exc:
+            raise VocabularyError(exc.where, exc.message) from None
+    return Vocabulary(axes=axes, lists=lists)
 
 
 # ---- quantities -------------------------------------------------------------------------------
