@@ -118,6 +118,8 @@ def _show(args: argparse.Namespace) -> int:
     p = rec.paper
     print(f"{p.title}  [{p.id}]")
     print(f"{', '.join(p.authors)}")
+    if p.origin is not None:
+        print(f"origin: {p.origin.kind} ({', '.join(p.origin.affiliations)})")
     print(f"{p.venue.name} {p.venue.year} ({p.venue.kind}); first public {p.year}")
     print(f"paper: {p.links.paper}")
     for c in p.links.code:
@@ -132,7 +134,13 @@ def _show(args: argparse.Namespace) -> int:
             )
             shown.append(f"{e.value} ({quals})" if quals else e.value)
         print(f"{axis.label:9} {'; '.join(shown)}")
+    if p.form:
+        forms = kb.vocab.lists["form"]
+        print(f"{'Form':9} {'; '.join(sorted(p.form, key=forms.rank))}")
     print(f"takeaway: {p.takeaway}")
+    for i, f in enumerate(p.findings, 1):
+        theme = f" [{f.theme}]" if f.theme else ""
+        print(f"finding {i}{theme}: {f.claim} ({f.source.locator}, {f.source.url})")
     if kb.challenges.get(p.id):
         print(f"challenge: {kb.challenges[p.id].strip()}")
     print(f"reproduce: {data['reproduce'] or 'no reference implementation yet'}")
