@@ -238,3 +238,14 @@ def test_new_records_start_with_the_three_fields(tmp_kb, capsys):
     main(["validate"])
     out = capsys.readouterr().out
     assert "demo-new.yaml" in out and "origin.kind" in out
+
+
+def test_show_prints_origin_forms_in_priority_order_and_findings(tmp_kb, capsys):
+    assert _validate(tmp_kb, capsys, BASE) == (0, [])
+    assert main(["show", "demo-method"]) == 0
+    out = capsys.readouterr().out
+    assert "origin: academia (Example University)" in out
+    assert "Form      n-m-sparse; unstructured-sparse" in out  # the record lists unstructured first
+    assert (
+        "finding 1 [importance-metric]: A made-up finding" in out and "(table 1, https://example.org/" in out
+    )
