@@ -249,3 +249,15 @@ def test_show_prints_origin_forms_in_priority_order_and_findings(tmp_kb, capsys)
     assert (
         "finding 1 [importance-metric]: A made-up finding" in out and "(table 1, https://example.org/" in out
     )
+
+
+def test_list_filters_on_form_and_origin(tmp_kb, capsys):
+    assert _validate(tmp_kb, capsys, BASE) == (0, [])
+    assert main(["list", "--tag", "form=n-m-sparse", "--tag", "origin=academia"]) == 0
+    assert capsys.readouterr().out.startswith("demo-method")
+    assert main(["list", "--tag", "form=fewer-layers"]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["list", "--tag", "form=2:4"]) == 2
+    assert "'2:4' is not a form value (did you mean 'n-m-sparse'?)" in capsys.readouterr().err
+    assert main(["list", "--tag", "origin=industri"]) == 2
+    assert "(did you mean 'industry'?)" in capsys.readouterr().err
