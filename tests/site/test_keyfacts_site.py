@@ -149,3 +149,12 @@ def test_real_catalogue_pages_show_measured_results_for_runnable_papers() -> Non
     assert "**Measured here.**" in shortgpt and "CPU prefill" in shortgpt
     assert "no CPU speed-up measured" in pages["papers/wanda.md"]
     assert "**Measured here.**" not in pages["papers/minitron.md"]
+
+
+def test_form_and_theme_colours_read_at_4_5_to_1(kb) -> None:
+    from site_builder.badges import contrast, text_colour
+
+    for closed in kb.vocab.lists.values():
+        for colour in [closed.colour, *(v.colour for v in closed.values)]:
+            c = colour.lower()
+            assert contrast(c, text_colour(c)) >= 4.5, (closed.name, c)
