@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from . import provenance as prov
+from .keyfacts import check_key_facts
 from .schema import Paper, sentence_count
 from .store import KnowledgeBase, Problem, Record
 from .vocab import AXES, NOTE_MAX, ChoiceQualifier, Vocabulary, parse_quantity
@@ -40,6 +41,8 @@ def check_all(kb: KnowledgeBase, runnable: Mapping[str, str] | None = None) -> l
     problems.extend(check_cross(kb))
     problems.extend(check_challenges(kb))
     problems.extend(check_implementations(kb, runnable))
+    if kb.vocab is not None:
+        problems.extend(check_key_facts(kb, kb.vocab, runnable))
     return sorted(set(problems))
 
 
@@ -116,14 +119,14 @@ def check_provenance(rec: Record, raw_lines: list[str]) -> Iterator[Problem]:
                 )
             elif not any(
                 prov.canonical(token) == n.canonical or prov.canonical(token) in n.ends
-                for field in prov.TEXT_FIELDS
-                for n in prov.find_numbers(getattr(p, field) or "")
+                for text in prov.quoted_texts(p)
+                for n in prov.find_numbers(text)
             ):
                 yield Problem(
                     rec.file,
                     rec.line(*loc),
                     f"sources[{i}].numbers[{j}]",
-                    f"{token!r} is not quoted in the take-away or notes",
+                    f"{token!r} is not quoted in the take-away, notes or findings",
                 )
     claims = [c for s in p.sources for c in s.supports]
     for fact in prov.required_facts(p):

@@ -37,6 +37,19 @@ def build_schema(vocab: Vocabulary) -> dict[str, Any]:
             "description": f"one of concepts/{name}s.yaml",
             "anyOf": [{"const": t.id, "description": f"{t.label}: {t.definition}"} for t in terms.values],
         }
+    if "form" in vocab.lists:
+        form = vocab.lists["form"]
+        one = {"enum": [v.id for v in form.values]}
+        schema["properties"]["form"] = {
+            "description": f"{form.label}: {form.question} Most deployable first.",
+            "anyOf": [one, {"type": "array", "maxItems": 7, "items": one}],
+        }
+    if "theme" in vocab.lists and "Finding" in defs:
+        theme = vocab.lists["theme"]
+        defs["Finding"]["properties"]["theme"] = {
+            "description": f"{theme.label}: {theme.question}",
+            "anyOf": [{"enum": [v.id for v in theme.values]}, {"type": "null"}],
+        }
     return schema
 
 

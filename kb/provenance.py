@@ -158,9 +158,17 @@ def covered(number: Number, sourced: set[str]) -> bool:
 NUMBER_KEY = re.compile(rf"^({'|'.join(TEXT_FIELDS)})\[(.+)\]$")
 
 
+def quoted_texts(p: Paper) -> list[str]:
+    """Every prose field whose numbers need a source: take-away, notes and each finding's claim."""
+    return [*(getattr(p, f) or "" for f in TEXT_FIELDS), *(f.claim for f in p.findings)]
+
+
 def required_facts(p: Paper) -> list[tuple[str, ...]]:
-    """Paths (as tuples) of the facts that need a source or an unverified reason."""
+    """Paths (as tuples) of the facts that need a source or an unverified reason. The origin needs one
+    unless it carries its own (`origin.source`); findings always carry their own (the schema says so)."""
     facts: list[tuple[str, ...]] = [("venue",)]
+    if p.origin is not None and p.origin.source is None:
+        facts.append(("origin",))
     facts += [("identifiers", k) for k in p.identifiers.model_dump(exclude_none=True)]
     facts += [("earlier_versions", str(i)) for i in range(len(p.earlier_versions))]
     return facts

@@ -75,6 +75,15 @@ class EarlierVersion(_Strict):
     note: Annotated[str, Field(min_length=3, max_length=200)] | None = None
 
 
+SourceNumbers = list[
+    Annotated[
+        str,
+        BeforeValidator(lambda v: str(v) if isinstance(v, (int, float)) else v),
+        Field(min_length=1, max_length=30),
+    ]
+]
+
+
 class Source(_Strict):
     """Where a fact comes from: a primary page (official repository file, proceedings or OpenReview
     page, arXiv abstract) and where in it. `supports` names the record fields it backs (`venue`,
@@ -84,19 +93,49 @@ class Source(_Strict):
     url: Url
     locator: Annotated[str, BeforeValidator(_strip), Field(min_length=3, max_length=200, pattern=r"^[^\n]*$")]
     supports: list[Annotated[str, Field(min_length=1, max_length=80)]] = []
-    numbers: list[
-        Annotated[
-            str,
-            BeforeValidator(lambda v: str(v) if isinstance(v, (int, float)) else v),
-            Field(min_length=1, max_length=30),
-        ]
-    ] = []
+    numbers: SourceNumbers = []
 
     @model_validator(mode="after")
     def _backs_something(self) -> Source:
         if not self.supports and not self.numbers:
             raise ValueError("a source must list the fields it supports or the numbers it backs")
         return self
+
+
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=40)]
+
+
+class InlineSource(_Strict):
+    """The page one fact comes from, written next to the fact: a primary page and where in it, plus
+    the numbers of that fact it backs (as written there)."""
+
+    url: Url
+    locator: Annotated[str, BeforeValidator(_strip), Field(min_length=3, max_length=200, pattern=r"^[^\n]*$")]
+    numbers: SourceNumbers = []
+
+
+class Origin(_Strict):
+    """Where the authors work, as the paper's first page or official repository says: the
+    affiliations (organisation names, most authors first) and whether they are companies, universities
+    and public institutes, or both. Sourced inline (`source`) or through `sources[].supports: [origin]`."""
+
+    kind: Literal["industry", "academia", "mixed"]
+    affiliations: Annotated[
+        list[Annotated[str, BeforeValidator(_strip), Field(min_length=2, max_length=100)]],
+        Field(min_length=1, max_length=20),
+    ]
+    source: InlineSource | None = None
+
+
+class Finding(_Strict):
+    """One key experimental conclusion of the paper, in our own words: a single claim, where the paper
+    shows it (`source`: table, figure or section and the page), an optional theme from
+    `concepts/theme.yaml`, and optionally the runnable paper whose reproduction tests it (`tested_by`)."""
+
+    claim: Annotated[str, BeforeValidator(_strip), Field(min_length=20, max_length=320, pattern=r"^[^\n]*$")]
+    theme: Annotated[str, Field(min_length=1, max_length=40)] | None = None  # checked by kb.checks
+    source: InlineSource
+    tested_by: Slug | None = None
 
 
 class Identifiers(_Strict):
@@ -171,6 +210,7 @@ class Paper(_Strict):
     authors: Annotated[
         list[Annotated[str, Field(min_length=2, max_length=80)]], Field(min_length=1, max_length=200)
     ]
+    origin: Origin | None = None  # `kb validate` asks for it
     year: Year  # first public appearance (arXiv or venue, whichever came first)
     venue: Venue
     earlier_versions: list[EarlierVersion] = []  # oldest first
@@ -187,7 +227,14 @@ class Paper(_Strict):
     links: Links
     repo: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")] | None = None
     tags: Tags
+    # Deployable forms from `concepts/form.yaml`, most deployable first; `kb validate` asks for them.
+    form: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=40)]],
+        BeforeValidator(_as_list),
+        Field(max_length=7),
+    ] = []
     takeaway: Annotated[str, BeforeValidator(_strip), Field(min_length=40, max_length=700)]
+    findings: Annotated[list[Finding], Field(max_length=5)] = []  # 1-5; `kb validate` asks for them
     notes: Annotated[str, BeforeValidator(_strip), Field(max_length=2000)] | None = None
     related: list[Annotated[str, Field(pattern=ID_PATTERN)]] = []
     implementation: Annotated[str, Field(pattern=r"^reference_impls/[a-z0-9_/]+\.py$")] | None = None

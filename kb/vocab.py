@@ -16,6 +16,7 @@ from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .closedlists import LISTS, ClosedList, ClosedListError, load_closed_list, nearest
 from .paper_results import DatasetTerms, MetricTerms, Terms
 
 AXES: tuple[str, ...] = ("type", "criteria", "budget", "data", "retrain", "weight")
@@ -84,17 +85,7 @@ class Axis(_Strict):
 
     def suggest(self, text: str) -> str | None:
         """The nearest valid value id for a misspelt or seed-style value, or None."""
-        key = _norm(text)
-        if not key:
-            return None
-        by_norm: dict[str, str] = {}
-        for v in self.values:
-            for name in (v.id, v.label, *v.aliases):
-                by_norm.setdefault(_norm(name), v.id)
-        if key in by_norm:
-            return by_norm[key]
-        close = difflib.get_close_matches(key, list(by_norm), n=1, cutoff=0.6)
-        return by_norm[close[0]] if close else None
+        return nearest(text, [(v.id, [v.id, v.label, *v.aliases]) for v in self.values])
 
 
 class Vocabulary(_Strict):
@@ -102,6 +93,7 @@ class Vocabulary(_Strict):
     # The closed lists of datasets and metrics for paper-reported results (`kb.paper_results`).
     datasets: DatasetTerms = DatasetTerms(kind="datasets", values=[])
     metrics: MetricTerms = MetricTerms(kind="metrics", values=[])
+    lists: dict[str, ClosedList] = {}  # `form` and `theme` (kb.closedlists)
 
     def __getitem__(self, axis: str) -> Axis:
         return self.axes[axis]
@@ -119,12 +111,8 @@ class VocabularyError(Exception):
         self.message = message
 
 
-def _norm(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "", text.lower())
-
-
 def load_vocabulary(concepts_dir: Path) -> Vocabulary:
-    """Read and check `concepts/<axis>.yaml` for all six axes."""
+    """Read and check `concepts/<axis>.yaml` for all six axes, and the closed lists (`form`, `theme`)."""
     from .yamlio import YamlError, load_yaml
 
     axes: dict[str, Axis] = {}
@@ -151,7 +139,13 @@ def load_vocabulary(concepts_dir: Path) -> Vocabulary:
         axes[name] = axis
     datasets = _load_terms(Path(concepts_dir), "datasets", DatasetTerms)
     metrics = _load_terms(Path(concepts_dir), "metrics", MetricTerms)
-    return Vocabulary(axes=axes, datasets=datasets, metrics=metrics)
+    lists: dict[str, ClosedList] = {}
+    for name in LISTS:
+        try:
+            lists[name] = load_closed_list(Path(concepts_dir), name)
+        except ClosedListError as exc:
+            raise VocabularyError(exc.where, exc.message) from None
+    return Vocabulary(axes=axes, datasets=datasets, metrics=metrics, lists=lists)
 
 
 def _load_terms(concepts_dir: Path, name: str, model: type[T]) -> T:

@@ -84,9 +84,12 @@ def svg_label(text: str, colour: str) -> str:
     )
 
 
-def badge_files(axes: list[dict]) -> dict[str, str]:
-    """`docs/badges/<axis>.svg` and `docs/badges/<axis>-<value>.svg` contents, keyed by file name."""
+def badge_files(axes: list[dict], form: dict | None = None) -> dict[str, str]:
+    """`docs/badges/<axis>.svg` and `docs/badges/<axis>-<value>.svg` contents, keyed by file name, plus
+    `form-<value>.svg` for the deployable forms (each value in its own colour)."""
     files: dict[str, str] = {}
+    for v in form["values"] if form else []:
+        files[f"form-{v['id']}.svg"] = svg_badge("Form", v["label"], v["colour"])
     for a in axes:
         files[f"{a['id']}.svg"] = svg_label(a["label"], a["colour"])
         for v in a["values"]:

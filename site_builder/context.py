@@ -16,6 +16,15 @@ from kb.vocab import Axis, ChoiceQualifier, Vocabulary
 from . import bibtex
 from .badges import text_colour
 from .inputs import GithubMeta, Reproduction
+from .keyfacts import (
+    ORIGIN_LABELS,
+    findings_by_theme,
+    findings_context,
+    form_values,
+    list_context,
+    measured_context,
+    origin_context,
+)
 from .leaderboards import MIN_METHODS, build_slices, result_rows, results_csv
 from .text import markdown_html
 
@@ -275,6 +284,7 @@ def paper_context(
         "name": p.short_name or p.title,
         "heading": heading(p),
         "authors": list(p.authors),
+        "origin": origin_context(p),
         "year": p.year,
         "venue": {
             "name": p.venue.name,
@@ -309,7 +319,10 @@ def paper_context(
         "repo": p.repo,
         "stars": stars_context(p, meta),
         "tags": tag_groups(p, kb.vocab),
+        "form": form_values(p, kb.vocab.lists["form"]),
+        "measured": measured_context(reps.get(p.id)) if p.implementation else None,
         "takeaway": p.takeaway,
+        "findings": findings_context(p, kb.vocab.lists["theme"], reps),
         "notes_html": markdown_html(p.notes) if p.notes else None,
         "challenge_html": markdown_html(challenge) if challenge else None,
         "related": [{"id": r, "title": titles.get(r, r)} for r in p.related],
@@ -358,6 +371,14 @@ def site_context(
             if any(r.paper == p["id"] or r.result.method == p["id"] for r in s.rows)
         ]
     axes = [axis_context(a) for a in kb.vocab.ordered()]
+    form = list_context(kb.vocab.lists["form"])
+    themes = list_context(kb.vocab.lists["theme"])
+    for value in form["values"]:
+        value["papers"] = [
+            {"id": p["id"], "name": p["name"], "venue": p["venue"]["label"]}
+            for p in papers
+            if any(f["id"] == value["id"] for f in p["form"])
+        ]
     for axis in axes:
         for value in axis["values"]:
             value["papers"] = [
@@ -394,6 +415,9 @@ def site_context(
     repo = repository_url(mkdocs_config)
     return {
         "axes": axes,
+        "form": form,
+        "themes": themes,
+        "finding_groups": findings_by_theme(papers, themes),
         "papers": papers,
         "years": [{"year": y, "papers": ps} for y, ps in sorted(years.items(), reverse=True)],
         "board": sorted(board, key=lambda p: p["name"].lower()),
@@ -470,5 +494,7 @@ def papers_json(kb: KnowledgeBase, ctx: dict[str, Any]) -> dict[str, Any]:
             for a in ctx["axes"]
         ],
         "statuses": [{"id": k, "label": v} for k, v in STATUS_LABELS.items()],
+        "forms": [{"id": v["id"], "label": v["label"]} for v in ctx["form"]["values"]],
+        "origins": [{"id": k, "label": v} for k, v in ORIGIN_LABELS.items()],
         "papers": items,
     }

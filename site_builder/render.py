@@ -96,6 +96,8 @@ def render_pages(ctx: dict[str, Any], export: dict[str, Any], bib: str) -> dict[
         "all-papers.md": _render("all_papers.md.j2", **ctx),
         "challenges.md": _render("challenges.md.j2", **ctx),
         "reproductions.md": _render("reproductions.md.j2", **ctx),
+        "findings.md": _render("findings.md.j2", **ctx),
+        "concepts/form.md": _render("form.md.j2", **ctx),
         "assets/axes.css": _render("axes.css.j2", **ctx),
         "papers.json": json.dumps(export, indent=1, ensure_ascii=False, sort_keys=False) + "\n",
         "papers.bib": bib,
@@ -118,7 +120,7 @@ def render_readme_section(ctx: dict[str, Any]) -> str:
 
 
 def render_badges(ctx: dict[str, Any]) -> dict[str, str]:
-    return badge_files(ctx["axes"])
+    return badge_files(ctx["axes"], ctx["form"])
 
 
 def render_bibliography(papers) -> str:

@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="append",
         default=[],
         metavar="AXIS=VALUE",
-        help="keep papers carrying VALUE on AXIS (e.g. type=structured); repeatable",
+        help="keep papers carrying VALUE on AXIS (e.g. type=structured, form=fewer-layers, "
+        "origin=industry); repeatable",
     )
     p.add_argument("--json", action="store_true", help="print a JSON list of records (each with its id)")
     p.set_defaults(func=_list)
@@ -67,7 +68,22 @@ def record_json(rec: Record) -> dict[str, Any]:
     return data
 
 
+ORIGIN_KINDS = ("industry", "academia", "mixed")
+
+
+def _values(rec: Record, axis: str) -> list[str]:
+    """The record's values on a tag axis, or on `form` / `origin` (its kind)."""
+    p = rec.paper
+    if axis == "form":
+        return list(p.form)
+    if axis == "origin":
+        return [p.origin.kind] if p.origin else []
+    return [e.value for e in getattr(p.tags, axis)]
+
+
 def _parse_filters(kb: KnowledgeBase, raw: list[str]) -> list[tuple[str, str]]:
+    import difflib
+
     from ..vocab import AXES
 
     assert kb.vocab is not None  # load_valid() refuses a knowledge base without one
@@ -77,9 +93,21 @@ def _parse_filters(kb: KnowledgeBase, raw: list[str]) -> list[tuple[str, str]]:
         axis, value = axis.strip(), value.strip()
         if not sep or not axis or not value:
             raise KBError(f"--tag expects AXIS=VALUE, got {item!r}")
-        if axis not in AXES:
-            raise KBError(f"unknown axis {axis!r}; axes are {', '.join(AXES)}")
-        if kb.vocab[axis].value(value) is None:
+        if axis == "form":
+            forms = kb.vocab.lists["form"]
+            if forms.value(value) is None:
+                near = forms.suggest(value)
+                raise KBError(
+                    f"{value!r} is not a form value" + (f" (did you mean {near!r}?)" if near else "")
+                )
+        elif axis == "origin":
+            if value not in ORIGIN_KINDS:
+                close = difflib.get_close_matches(value, ORIGIN_KINDS, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else f" (one of {', '.join(ORIGIN_KINDS)})"
+                raise KBError(f"{value!r} is not an origin kind{hint}")
+        elif axis not in AXES:
+            raise KBError(f"unknown axis {axis!r}; axes are {', '.join(AXES)}, form, origin")
+        elif kb.vocab[axis].value(value) is None:
             near = kb.vocab[axis].suggest(value)
             raise KBError(f"{value!r} is not a {axis} value" + (f" (did you mean {near!r}?)" if near else ""))
         filters.append((axis, value))
@@ -89,9 +117,7 @@ def _parse_filters(kb: KnowledgeBase, raw: list[str]) -> list[tuple[str, str]]:
 def _list(args: argparse.Namespace) -> int:
     kb = load_valid()
     filters = _parse_filters(kb, args.tag)
-    chosen = [
-        r for r in kb.records if all(any(e.value == v for e in getattr(r.paper.tags, a)) for a, v in filters)
-    ]
+    chosen = [r for r in kb.records if all(v in _values(r, a) for a, v in filters)]
     chosen.sort(key=lambda r: (-r.paper.venue.year, r.paper.id))
     if args.json:
         print(json.dumps([record_json(r) for r in chosen], indent=2, ensure_ascii=False))
@@ -118,6 +144,8 @@ def _show(args: argparse.Namespace) -> int:
     p = rec.paper
     print(f"{p.title}  [{p.id}]")
     print(f"{', '.join(p.authors)}")
+    if p.origin is not None:
+        print(f"origin: {p.origin.kind} ({', '.join(p.origin.affiliations)})")
     print(f"{p.venue.name} {p.venue.year} ({p.venue.kind}); first public {p.year}")
     print(f"paper: {p.links.paper}")
     for c in p.links.code:
@@ -132,7 +160,13 @@ def _show(args: argparse.Namespace) -> int:
             )
             shown.append(f"{e.value} ({quals})" if quals else e.value)
         print(f"{axis.label:9} {'; '.join(shown)}")
+    if p.form:
+        forms = kb.vocab.lists["form"]
+        print(f"{'Form':9} {'; '.join(sorted(p.form, key=forms.rank))}")
     print(f"takeaway: {p.takeaway}")
+    for i, f in enumerate(p.findings, 1):
+        theme = f" [{f.theme}]" if f.theme else ""
+        print(f"finding {i}{theme}: {f.claim} ({f.source.locator}, {f.source.url})")
     if kb.challenges.get(p.id):
         print(f"challenge: {kb.challenges[p.id].strip()}")
     print(f"reproduce: {data['reproduce'] or 'no reference implementation yet'}")

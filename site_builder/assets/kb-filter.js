@@ -1,5 +1,5 @@
-/* pruning-kb: the all-papers filter. Reads papers.json and builds facet checkboxes (the six axes, the
-   choice qualifiers such as the granularity of structured pruning, venue, status and year), a text
+/* pruning-kb: the all-papers filter. Reads papers.json and builds facet checkboxes (deployable form, the six axes, the
+   choice qualifiers such as the granularity of structured pruning, venue, origin, status and year), a text
    search and a sortable list. Matching: OR within a facet, AND across facets and search words.
    Each facet value shows how many papers it would give combined with the other facets' choices.
    The state lives in the query string (?type=structured&type-granularity=depth&sort=year&dir=desc),
@@ -32,6 +32,12 @@
   /* Facets: {id, label, note, sub, values: [{id, label}], of(paper) -> [value ids]}. */
   function facetsOf(data) {
     var facets = [];
+    if (data.forms) {  /* the deployable form first: the reader's first question */
+      facets.push({
+        id: "form", label: "Deployable form", values: data.forms.map(function (v) { return { id: v.id, label: v.label }; }),
+        of: function (p) { return p.form || []; }
+      });
+    }
     data.axes.forEach(function (a) {
       facets.push({
         id: a.id, label: a.label, values: a.values.map(function (v) { return { id: v.id, label: v.label }; }),
@@ -61,6 +67,12 @@
         .map(function (v) { return { id: v, label: v }; }),
       of: function (p) { return [p.venue.name]; }
     });
+    if (data.origins) {
+      facets.push({
+        id: "origin", label: "Origin", values: data.origins.map(function (v) { return { id: v.id, label: v.label }; }),
+        of: function (p) { return p.origin ? [p.origin.kind] : []; }
+      });
+    }
     facets.push({
       id: "status", label: "Status",
       values: (data.statuses || []).map(function (s) { return { id: s.id, label: s.label }; }),
@@ -78,6 +90,10 @@
   function haystack(data, p) {
     var parts = [p.id, p.title, p.short_name || "", p.authors.join(" "), p.takeaway, p.notes || "",
                  p.site.venue_label, p.venue.name];
+    (data.forms || []).forEach(function (f) {
+      if ((p.form || []).indexOf(f.id) >= 0) { parts.push(f.label, f.id); }
+    });
+    if (p.origin) { parts.push(p.origin.kind, p.origin.affiliations.join(" ")); }
     data.axes.forEach(function (a) {
       (p.tags[a.id] || []).forEach(function (t) {
         parts.push(a.label, labelOf(a, t.value), t.value);
@@ -142,9 +158,24 @@
     return out;
   }
 
+  /* The record's deployable forms, in the list's order (most deployable first). */
+  function formBadge(base, data, p) {
+    var mine = (data.forms || []).filter(function (f) { return (p.form || []).indexOf(f.id) >= 0; });
+    if (!mine.length) { return null; }
+    var span = el("span", { "class": "kb-badge kb-form", "data-axis": "form" }, [
+      el("a", { "class": "kb-badge__axis", href: base + "concepts/form/", text: "Form" })
+    ]);
+    mine.forEach(function (f) {
+      span.appendChild(el("a", { "class": "kb-badge__value kb-form-" + f.id, href: base + "concepts/form/#" + f.id }, [
+        el("span", { "class": "kb-sr", text: "Form: " }), f.label
+      ]));
+    });
+    return span;
+  }
+
   function row(base, data, p, withStars) {
     var tags = el("span", { "class": "kb-tagflow" },
-      data.axes.map(function (a) { return badge(base, a, p.tags[a.id] || []); }));
+      [formBadge(base, data, p)].concat(data.axes.map(function (a) { return badge(base, a, p.tags[a.id] || []); })));
     var cells = [
       el("td", { "class": "kb-title" }, [
         el("a", { href: base + p.site.page, text: p.short_name || p.title }),

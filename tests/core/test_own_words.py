@@ -1,4 +1,4 @@
-"""Own words: no take-away, note or challenge note shares 8 or more consecutive words with the seed
+"""Own words: no take-away, note, key finding or challenge note shares 8 or more consecutive words with the seed
 documents the project started from. Titles, author lists, venue names and links are facts and do
 not count. The seeds live outside the repository (CI puts a read-only `shared/` beside the
 checkout); without them the check is skipped, not failed."""
@@ -77,6 +77,8 @@ def _texts(kb):
         yield rec.file, "takeaway", rec.paper.takeaway
         if rec.paper.notes:
             yield rec.file, "notes", rec.paper.notes
+        for i, finding in enumerate(rec.paper.findings):
+            yield rec.file, f"findings[{i}].claim", finding.claim
     for note_id, text in sorted(kb.challenges.items()):
         yield f"challenge/{note_id}.md", "challenge", text
 

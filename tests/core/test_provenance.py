@@ -122,7 +122,7 @@ def test_numbers_in_notes_are_checked_too(tmp_kb, capsys):
     code, lines = _validate(tmp_kb, capsys, record)
     assert code == 1
     assert lines == [
-        f"{F}:43: notes: number '37%' has no source: list it under a source's numbers, "
+        f"{F}:52: notes: number '37%' has no source: list it under a source's numbers, "
         "or add unverified 'notes[37%]' with a reason"
     ]
 
@@ -152,9 +152,9 @@ def test_stale_or_malformed_source_entries_are_reported(tmp_kb, capsys):
     code, lines = _validate(tmp_kb, capsys, record)
     assert code == 1
     assert lines == [
-        f"{F}:44: sources[1].supports[0]: 'venue.city' names no field of this record",
-        f"{F}:45: sources[1].numbers[0]: '9.99' is not quoted in the take-away or notes",
-        f"{F}:45: sources[1].numbers[1]: '7B model' is not one number as the validator reads it "
+        f"{F}:53: sources[1].supports[0]: 'venue.city' names no field of this record",
+        f"{F}:54: sources[1].numbers[0]: '9.99' is not quoted in the take-away, notes or findings",
+        f"{F}:54: sources[1].numbers[1]: '7B model' is not one number as the validator reads it "
         "(e.g. '6.51', '25%', '2.1x', '20-30%')",
     ]
 
@@ -164,7 +164,7 @@ def test_unverified_number_must_be_in_the_text(tmp_kb, capsys):
     code, lines = _validate(tmp_kb, capsys, record)
     assert (code, lines) == (
         1,
-        [f"{F}:43: unverified.takeaway[93%]: '93%' is not a number quoted in takeaway"],
+        [f"{F}:52: unverified.takeaway[93%]: '93%' is not a number quoted in takeaway"],
     )
 
 
@@ -172,7 +172,7 @@ def test_source_needs_something_to_support(tmp_kb, capsys):
     record = BASE.replace("    supports: [venue, identifiers]\n", "")
     code, lines = _validate(tmp_kb, capsys, record)
     assert code == 1
-    assert f"{F}:39: sources[0]: a source must list the fields it supports or the numbers it backs" in lines
+    assert f"{F}:48: sources[0]: a source must list the fields it supports or the numbers it backs" in lines
 
 
 def test_earlier_versions_need_a_source_and_are_exported(tmp_kb, capsys):

@@ -168,12 +168,14 @@ def test_sorting_by_year_both_ways(page, records) -> None:
     assert "sort=year&dir=asc" in page.url
 
 
-def test_a_paper_page_shows_its_six_badges(page, records) -> None:
+def test_a_paper_page_shows_its_form_and_six_badges(page, records) -> None:
     rec = next((r for r in records if r.paper.id == "wanda"), records[0])
     page.goto(page.base + f"papers/{rec.paper.id}/")
     axes = page.eval_on_selector_all(".kb-paper-badges .kb-badge", "els => els.map(e => e.dataset.axis)")
-    assert axes == list(AXES)
-    first = page.eval_on_selector(".kb-paper-badges .kb-badge__value", "a => a.getAttribute('href')")
+    assert axes == ["form", *AXES]  # the deployable form first, then the six axes
+    first = page.eval_on_selector(
+        ".kb-paper-badges .kb-badge[data-axis=type] .kb-badge__value", "a => a.getAttribute('href')"
+    )
     assert first.startswith("../../concepts/type/#")
     page.click(".kb-paper-badges .kb-badge[data-axis=type] .kb-badge__value")
     assert page.url.split("#")[0].endswith("/concepts/type/")
@@ -193,10 +195,10 @@ def test_home_page_search_and_dark_mode_toggle(page) -> None:
 
 def _facets(records, vocab) -> dict[str, dict[str, set[str]]]:
     """facet id -> paper id -> the facet's values on that paper (axes, choice qualifiers such as
-    `type-granularity`, venue, status, year)."""
+    `type-granularity`, deployable form, venue, origin, status, year)."""
     from kb.vocab import ChoiceQualifier
 
-    out: dict[str, dict[str, set[str]]] = {}
+    out: dict[str, dict[str, set[str]]] = {"form": {r.paper.id: set(r.paper.form) for r in records}}
     for axis in vocab.ordered():
         out[axis.axis] = {r.paper.id: {e.value for e in getattr(r.paper.tags, axis.axis)} for r in records}
         names = sorted(
@@ -219,6 +221,7 @@ def _facets(records, vocab) -> dict[str, dict[str, set[str]]]:
                 values[r.paper.id] = got
             out[f"{axis.axis}-{name}"] = values
     out["venue"] = {r.paper.id: {r.paper.venue.name} for r in records}
+    out["origin"] = {r.paper.id: {r.paper.origin.kind} if r.paper.origin else set() for r in records}
     out["status"] = {r.paper.id: {r.paper.venue.kind} for r in records}
     out["year"] = {r.paper.id: {str(r.paper.venue.year)} for r in records}
     return out

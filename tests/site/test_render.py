@@ -22,6 +22,8 @@ def test_every_page_and_export_is_rendered(pages, kb) -> None:
         "all-papers.md",
         "challenges.md",
         "reproductions.md",
+        "findings.md",
+        "concepts/form.md",
         "about.md",
         "papers.json",
         "papers.bib",
@@ -70,7 +72,7 @@ def test_contributor_text_is_escaped_and_unsafe_links_are_dropped(pages) -> None
 
 def test_tables_follow_the_seed_layout(pages) -> None:
     table = pages["tables.md"]
-    assert "| Title & take-away | Tags | Notes | Code |" in table
+    assert "| Title & take-away | Form | Tags | Notes | Code |" in table
     assert re.findall(r"^## (\d{4})$", table, flags=re.M) == ["2024", "2023"]
     row = next(line for line in table.splitlines() if "papers/fixture-width.md" in line)
     assert "[PyTorch](https://github.com/example/width) <small>(unofficial)</small>" in row

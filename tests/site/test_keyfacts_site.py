@@ -1,0 +1,160 @@
+"""Deployable form, origin and findings on the site: badges, facets, columns, the findings page,
+measured size and speed, and escaping of contributor text."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from kb.results import Reproduction
+from site_builder.build import render_all
+from site_builder.keyfacts import measured_context, result_run
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def rendered(kb):
+    return render_all(kb)
+
+
+@pytest.fixture
+def pages(rendered) -> dict[str, str]:
+    return rendered.pages
+
+
+def test_form_badge_comes_first_and_lists_forms_most_deployable_first(pages) -> None:
+    page = pages["papers/wanda.md"]
+    strip = page.split("## Key findings")[0]
+    assert strip.index('data-axis="form"') < strip.index('data-axis="type"')
+    # the record lists n-m-sparse first; the page orders by the list: N:M before unstructured
+    labels = re.findall(r"\(\.\./concepts/form\.md#([a-z-]+)\)\{\.kb-badge__value", strip)
+    assert labels == ["n-m-sparse", "unstructured-sparse"]
+    assert (
+        "| Deployable form | [N:M semi-structured](../concepts/form.md#n-m-sparse), [Unstructured sparse]"
+        in page
+    )
+    assert (
+        "| Origin | Industry and academia: Example University, Example Labs Inc. ([source](https://example.org/wanda/paper"
+        in page
+    )
+
+
+def test_form_colours_and_svg_badges(rendered, kb) -> None:
+    css = rendered.pages["assets/axes.css"]
+    for v in kb.vocab.lists["form"].values:
+        assert f".kb-form-{v.id} {{ --kb-colour: {v.colour.lower()};" in css
+        assert f"docs/badges/form-{v.id}.svg" in rendered.committed
+    svg = rendered.committed["docs/badges/form-fewer-layers.svg"]
+    assert 'aria-label="Form: Fewer layers"' in svg
+
+
+def test_tables_and_readme_have_a_form_column(rendered) -> None:
+    table = rendered.pages["tables.md"]
+    row = next(line for line in table.splitlines() if "papers/fixture-depth.md" in line)
+    cells = row.split(" | ")
+    assert "kb-form-fewer-layers" in cells[1] and "kb-axis-type" not in cells[1]
+    section = rendered.committed["README.md"]
+    assert "| Title & take-away | Form | Tags | Notes | Code |" in section
+    readme_row = next(line for line in section.splitlines() if "2306.00003" in line)
+    assert "[![Form: Cache policy](docs/badges/form-cache-policy.svg)](concepts/form.yaml)" in readme_row
+
+
+def test_papers_json_carries_the_form_and_origin_facets(pages, kb) -> None:
+    data = json.loads(pages["papers.json"])
+    assert [f["id"] for f in data["forms"]] == [v.id for v in kb.vocab.lists["form"].values]
+    assert [o["id"] for o in data["origins"]] == ["industry", "academia", "mixed"]
+    by_id = {p["id"]: p for p in data["papers"]}
+    assert by_id["fixture-kv"]["form"] == ["cache-policy"]
+    assert by_id["fixture-depth"]["origin"]["kind"] == "industry"
+    assert by_id["wanda"]["findings"][0]["tested_by"] == "wanda"
+    js = pages["assets/kb-filter.js"]
+    assert 'id: "form"' in js and 'id: "origin"' in js
+
+
+def test_findings_page_groups_papers_by_theme_side_by_side(pages) -> None:
+    page = pages["findings.md"]
+    sections = re.split(r"^## ", page, flags=re.M)[1:]
+    titles = [s.split(" {:")[0] for s in sections]
+    # themes in the list's order, empty themes left out, untagged findings last
+    assert titles == [
+        "Attention versus MLP",
+        "Choosing what to remove",
+        "Recovery by training",
+        "Other findings",
+    ]
+    attention = sections[0]
+    assert "(papers/fixture-depth.md)" in attention and "(papers/fixture-width.md)" in attention
+    assert "(papers/wanda.md)" not in attention
+    assert "(papers/fixture-kv.md)" in sections[-1]
+
+
+def test_findings_show_our_verdict_where_a_reproduction_tests_them(pages) -> None:
+    page = pages["findings.md"]
+    row = next(line for line in page.splitlines() if "(papers/wanda.md)" in line)
+    assert "[Holds](reproductions.md#wanda)" in row
+    width = next(line for line in page.splitlines() if "MLP channels are safer" in line)
+    assert width.endswith("| – |")
+    paper = pages["papers/wanda.md"]
+    assert (
+        "our reproduction: **holds**" in paper
+        and "theme: [Choosing what to remove](../findings.md#importance-metric)" in paper
+    )
+
+
+def test_contributor_text_in_origin_and_findings_is_escaped(pages) -> None:
+    for name in ("papers/fixture-depth.md", "findings.md"):
+        page = pages[name]
+        assert "<script" not in page and "<b>" not in page and "<i>" not in page, name
+        assert 'href="javascript' not in page
+    assert "&#60;script&#62;alert(&#39;f&#39;)&#60;/script&#62;" in pages["findings.md"]
+    row = next(line for line in pages["findings.md"].splitlines() if "Deep attention" in line)
+    assert row.count(" | ") == 3  # a | in the claim cannot add a column
+    assert "&#60;b&#62;Evil&#60;/b&#62; Corp" in pages["papers/fixture-depth.md"]
+
+
+def test_form_concept_page_lists_papers_in_priority_order(pages) -> None:
+    page = pages["concepts/form.md"]
+    heads = re.findall(r"^## (.+?) \{: #([a-z-]+) \}", page, flags=re.M)
+    assert [h[1] for h in heads][:4] == ["fewer-layers", "smaller-dense", "n-m-sparse", "unstructured-sparse"]
+    assert "| [Cache policy](#cache-policy) | 1 | [list them](../all-papers.md?form=cache-policy) |" in page
+
+
+def test_measured_size_and_speed_come_from_our_own_run() -> None:
+    rep = Reproduction.model_validate_json(
+        (REPO / "reproductions" / "shortgpt.json").read_text(encoding="utf-8")
+    )
+    run = result_run(rep)
+    assert run is not None and run.method == "shortgpt" and run.label == "lowest-bi"
+    m = measured_context(rep)
+    assert m is not None
+    dense = next(r for r in rep.runs if r.kind == "dense")
+    assert m["layers"] == run.metrics.size.layers < dense.metrics.size.layers == m["layers_dense"]
+    assert m["params"] == f"{run.metrics.size.params_total / 1e6:.1f}M"
+    assert run.metrics.speed is not None
+    assert m["prefill"] == f"{run.metrics.speed.prefill_speedup:.2f}x"
+    # a run without a dense baseline shows nothing rather than a made-up comparison
+    no_dense = rep.model_copy(update={"runs": [r for r in rep.runs if r.kind != "dense"]})
+    assert measured_context(no_dense) is None
+
+
+def test_real_catalogue_pages_show_measured_results_for_runnable_papers() -> None:
+    from kb.store import load_kb
+
+    pages = render_all(load_kb(REPO)).pages
+    shortgpt = pages["papers/shortgpt.md"]
+    assert "**Measured here.**" in shortgpt and "CPU prefill" in shortgpt
+    assert "no CPU speed-up measured" in pages["papers/wanda.md"]
+    assert "**Measured here.**" not in pages["papers/minitron.md"]
+
+
+def test_form_and_theme_colours_read_at_4_5_to_1(kb) -> None:
+    from site_builder.badges import contrast, text_colour
+
+    for closed in kb.vocab.lists.values():
+        for colour in [closed.colour, *(v.colour for v in closed.values)]:
+            c = colour.lower()
+            assert contrast(c, text_colour(c)) >= 4.5, (closed.name, c)
