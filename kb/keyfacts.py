@@ -5,11 +5,13 @@
 * `origin`: present; its source is checked with the other required facts (`kb.provenance`).
 * `findings`: one to five; a `theme` from `concepts/theme.yaml`; every number in a claim is backed by
   the finding's own `source.numbers` or by a record source's `numbers`; every number a finding's source
-  lists is quoted in its claim; `tested_by` names a paper the harness can run.
+  lists is quoted in its claim; `tested_by` names a paper the harness can run; `result` names the
+  `key` of an entry of the same record's `results:` whose value the claim quotes.
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator, Mapping
 
 from . import provenance as prov
@@ -95,6 +97,8 @@ def check_findings(rec: Record, themes: ClosedList, can_run: set[str]) -> Iterat
                 f"{f.tested_by!r} is not a paper the harness can run"
                 + (f" (runnable: {', '.join(sorted(can_run))})" if can_run else ""),
             )
+        if f.result is not None:
+            yield from _check_result_link(rec, i, f.result, f.claim)
         own = {prov.canonical(n) for n in f.source.numbers}
         found = prov.find_numbers(f.claim)
         for n in found:
@@ -121,3 +125,27 @@ def check_findings(rec: Record, themes: ClosedList, can_run: set[str]) -> Iterat
                     f"{field}.source.numbers[{j}]",
                     f"{token!r} is not quoted in this finding's claim",
                 )
+
+
+def _check_result_link(rec: Record, i: int, key: str, claim: str) -> Iterator[Problem]:
+    """`result: <key>` names a keyed entry of this record's `results:` whose value the claim quotes."""
+    field, line = f"findings[{i}].result", rec.line("findings", i, "result")
+    keyed = {r.key: r for r in rec.paper.results if r.key is not None}
+    target = keyed.get(key)
+    if target is None:
+        near = difflib.get_close_matches(key, list(keyed), n=1, cutoff=0.0)
+        hint = (
+            f" (did you mean {near[0]!r}?)"
+            if near
+            else " (no entry has a key yet: add `key:` to the results entry the claim quotes)"
+        )
+        yield Problem(
+            rec.file, line, field, f"{key!r} is not the key of an entry in this record's results{hint}"
+        )
+    elif prov.quoted_value(claim, target.value) is None:
+        yield Problem(
+            rec.file,
+            line,
+            field,
+            f"the claim does not quote the value of result {key!r} ({target.value:g})",
+        )

@@ -124,13 +124,22 @@ def _from_results(p: Paper) -> Iterator[str]:
     The value is offered as written in YAML (`24.55`), with a percent sign when the metric is in
     percent (`2.62%`) or a factor (`2.1x`), and, for fractions in the setting, as a percentage (`70%`)."""
     for r in p.results:
-        for text in _value_forms(r.value):
-            yield text
-            yield f"{text}%"
-            yield f"{text}x"
+        yield from quoted_forms(r.value)
         for frac in (r.setting.sparsity, r.setting.params_removed, r.setting.kv_budget):
             if frac is not None:
                 yield f"{frac * 100:g}%"
+
+
+def quoted_forms(value: float) -> list[str]:
+    """How prose may write a result's value: `24.55`, `24.550`, `24.55%`, `24.55x`."""
+    return [f"{text}{suffix}" for text in sorted(_value_forms(value)) for suffix in ("", "%", "x")]
+
+
+def quoted_value(text: str, value: float) -> Number | None:
+    """The first number in `text` that writes `value` (see `quoted_forms`), or a range with it as one
+    end (`5.62-17.27%` quotes 5.62), or None."""
+    forms = {canonical(f) for f in quoted_forms(value)}
+    return next((n for n in find_numbers(text) if n.canonical in forms or forms & set(n.ends)), None)
 
 
 def _value_forms(value: float) -> set[str]:

@@ -130,12 +130,14 @@ class Origin(_Strict):
 class Finding(_Strict):
     """One key experimental conclusion of the paper, in our own words: a single claim, where the paper
     shows it (`source`: table, figure or section and the page), an optional theme from
-    `concepts/theme.yaml`, and optionally the runnable paper whose reproduction tests it (`tested_by`)."""
+    `concepts/theme.yaml`, optionally the runnable paper whose reproduction tests it (`tested_by`) and
+    the `key` of the entry in the record's `results:` that holds the number the claim quotes (`result`)."""
 
     claim: Annotated[str, BeforeValidator(_strip), Field(min_length=20, max_length=320, pattern=r"^[^\n]*$")]
     theme: Annotated[str, Field(min_length=1, max_length=40)] | None = None  # checked by kb.checks
     source: InlineSource
     tested_by: Slug | None = None
+    result: Slug | None = None  # the `key` of a `results:` entry whose value the claim quotes
 
 
 class Identifiers(_Strict):

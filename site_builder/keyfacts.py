@@ -4,13 +4,19 @@ grouped by theme across papers for the findings page. Pure functions, no I/O."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from markupsafe import Markup
+
+from kb import provenance as prov
 from kb.closedlists import ClosedList
 from kb.results import Reproduction, RunResult
 from kb.schema import Paper
 
 from .badges import text_colour
+from .leaderboards import result_anchor
+from .text import inline
 
 ORIGIN_LABELS = {"industry": "Industry", "academia": "Academia", "mixed": "Industry and academia"}
 
@@ -112,6 +118,46 @@ def measured_context(rep: Reproduction | None) -> dict[str, Any] | None:
     }
 
 
+def _claim_link(p: Paper, claim: str, key: str | None) -> dict[str, Any] | None:
+    """Where the claim quotes its linked result: the text before and after the number, the number,
+    and the row's anchor. The number is None when the claim does not quote it (`kb validate` says so);
+    the page then links the row after the claim."""
+    target = next((r for r in p.results if key is not None and r.key == key), None)
+    if target is None or key is None:
+        return None
+    n = prov.quoted_value(claim, target.value)
+    anchor = result_anchor(key)
+    if n is None:
+        return {"before": claim, "number": None, "after": "", "anchor": anchor}
+    end = n.start + len(n.text)
+    return {"before": claim[: n.start], "number": n.text, "after": claim[end:], "anchor": anchor}
+
+
+_PAGE = re.compile(r"^(?:[a-z0-9-]+/)*(?:[a-z0-9-]+\.md)?$")
+
+
+def claim_markup(f: dict[str, Any], page: str = "") -> Markup:
+    """A finding's claim as safe inline Markdown, its linked number (if any) pointing at the results
+    row on the paper page `page` ("" for the page itself, `papers/<id>.md` from elsewhere)."""
+    link = f.get("link")
+    if not link:
+        return Markup(inline(f["claim"]))
+    if not _PAGE.match(page):
+        raise ValueError(f"not a relative page path: {page!r}")
+    href = f"{page}#{link['anchor']}"
+    if link["number"] is None:
+        return Markup(f"{inline(f['claim'])} ([result]({href}))")
+
+    def edge(text: str) -> str:  # `inline` trims the text; keep the spaces around the number
+        lead = " " if text[:1].isspace() else ""
+        trail = " " if text[-1:].isspace() else ""
+        return f"{lead}{inline(text)}{trail}" if text.strip() else lead or trail
+
+    title = "the reported result this number comes from"
+    number = f'[{inline(link["number"])}]({href} "{title}")'
+    return Markup(f"{edge(link['before'])}{number}{edge(link['after'])}".strip())
+
+
 def findings_context(p: Paper, themes: ClosedList, reps: dict[str, Reproduction]) -> list[dict[str, Any]]:
     out = []
     for i, f in enumerate(p.findings):
@@ -126,6 +172,8 @@ def findings_context(p: Paper, themes: ClosedList, reps: dict[str, Reproduction]
                 "url": f.source.url,
                 "locator": f.source.locator,
                 "tested_by": f.tested_by,
+                "result": f.result,
+                "link": _claim_link(p, f.claim, f.result),
                 "verdict": (
                     {"holds": rep.claim.holds, "claim": rep.claim.statement, "model": rep.model}
                     if rep is not None

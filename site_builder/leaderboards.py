@@ -52,6 +52,11 @@ def format_value(value: float) -> str:
     return f"{value:.10g}"
 
 
+def result_anchor(key: str) -> str:
+    """The HTML id of a keyed results row on its paper's page (`#result-<key>`)."""
+    return f"result-{key}"
+
+
 def _slug(text: str) -> str:
     text = text.lower().replace("%", "pct").replace(":", "-").replace("+", "-plus-")
     return re.sub(r"[^a-z0-9]+", "-", text).strip("-")
@@ -118,6 +123,8 @@ class Row:
             "seqlen": r.seqlen,
             "shots": r.shots,
             "headline": r.headline,
+            "key": r.key,
+            "anchor": result_anchor(r.key) if r.key else None,
             "source_url": r.source.url,
             "source_locator": r.source.locator,
             "note": r.note,

@@ -19,6 +19,7 @@ from markupsafe import Markup
 
 from . import bibtex
 from .badges import badge_files
+from .keyfacts import claim_markup
 from .text import code, html_text, inline, inline_markdown_html, url
 
 ASSETS = ("kb.css", "kb.js", "kb-filter.js")
@@ -74,6 +75,7 @@ def environment():
     env.filters["html"] = html_text
     env.filters["code"] = code
     env.filters["md_inline"] = inline_markdown_html
+    env.filters["claim"] = claim_markup
     return env
 
 

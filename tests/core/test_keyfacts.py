@@ -261,3 +261,94 @@ def test_list_filters_on_form_and_origin(tmp_kb, capsys):
     assert "'2:4' is not a form value (did you mean 'n-m-sparse'?)" in capsys.readouterr().err
     assert main(["list", "--tag", "origin=industri"]) == 2
     assert "(did you mean 'industry'?)" in capsys.readouterr().err
+
+
+RESULTS = """results:
+  - model: Demo-7B
+    setting: {sparsity: 0.5}
+    dataset: wikitext2
+    metric: perplexity
+    value: 6.42
+    method: demo-method
+    key: demo-7b-50
+    source: {url: "https://example.org/demo-method/paper", locator: table 2}
+  - model: Demo-7B
+    setting: {sparsity: 0.5}
+    dataset: wikitext2
+    metric: perplexity
+    value: 5.8
+    method: demo-method
+    key: demo-7b-50-tuned
+    source: {url: "https://example.org/demo-method/paper", locator: table 3}
+"""
+LINKED = """findings:
+  - claim: A made-up finding that reaches 6.42 perplexity at half sparsity.
+    theme: importance-metric
+    result: demo-7b-50
+    source: {url: "https://example.org/demo-method/paper", locator: table 1}
+"""
+
+
+def _with_result_link(finding: str) -> str:
+    return BASE.replace(FINDING, finding).rstrip("\n") + "\n" + RESULTS
+
+
+def test_a_finding_links_a_keyed_result_it_quotes(tmp_kb, capsys):
+    assert _validate(tmp_kb, capsys, _with_result_link(LINKED)) == (0, [])
+
+
+def test_an_unknown_result_key_gets_the_nearest_key(tmp_kb, capsys):
+    record = _with_result_link(LINKED.replace("result: demo-7b-50", "result: demo-7b-05"))
+    code, lines = _validate(tmp_kb, capsys, record)
+    assert code == 1
+    assert lines == [
+        (
+            f"{F}:{_line(record, 'result: demo-7b-05')}: findings[0].result: 'demo-7b-05' is not the key of an "
+            "entry in this record's results (did you mean 'demo-7b-50'?)"
+        )
+    ]
+
+
+def test_a_result_key_without_any_keyed_results_says_to_add_one(tmp_kb, capsys):
+    record = BASE.replace(FINDING, LINKED)
+    code, lines = _validate(tmp_kb, capsys, record)
+    assert code == 1
+    assert len(lines) == 2  # 6.42 now has no source, and the unknown key
+    assert lines[1] == (
+        f"{F}:{_line(record, 'result:')}: findings[0].result: 'demo-7b-50' is not the key of an entry in this "
+        "record's results (no entry has a key yet: add `key:` to the results entry the claim quotes)"
+    )
+
+
+def test_the_linked_result_must_be_quoted_in_the_claim(tmp_kb, capsys):
+    record = _with_result_link(LINKED.replace("result: demo-7b-50", "result: demo-7b-50-tuned"))
+    code, lines = _validate(tmp_kb, capsys, record)
+    assert code == 1
+    assert lines == [
+        (
+            f"{F}:{_line(record, 'result:')}: findings[0].result: the claim does not quote the value of result "
+            "'demo-7b-50-tuned' (5.8)"
+        )
+    ]
+
+
+def test_quoted_value_reads_percentages_factors_and_range_ends():
+    from kb.provenance import quoted_value
+
+    assert quoted_value("from 26.30 down to 19.49", 26.3).text == "26.30"
+    assert quoted_value("it saves 52.6% of memory", 52.6).text == "52.6%"
+    assert quoted_value("up to 2.1x faster", 2.1).text == "2.1x"
+    assert quoted_value("gains of 5.62-17.27% over", 17.27).text == "5.62-17.27%"
+    assert quoted_value("Llama-2-7B at 50%", 7.0) is None
+    assert quoted_value("6.421 is not 6.42", 6.42).start == len("6.421 is not ")
+
+
+def test_every_real_finding_link_names_a_quoted_keyed_result():
+    kb = load_kb(ROOT)
+    linked = [(r.paper, f) for r in kb.records for f in r.paper.findings if f.result]
+    assert len(linked) >= 20
+    from kb.provenance import quoted_value
+
+    for paper, f in linked:
+        target = next(x for x in paper.results if x.key == f.result)
+        assert quoted_value(f.claim, target.value) is not None, (paper.id, f.result)

@@ -158,3 +158,97 @@ def test_form_and_theme_colours_read_at_4_5_to_1(kb) -> None:
         for colour in [closed.colour, *(v.colour for v in closed.values)]:
             c = colour.lower()
             assert contrast(c, text_colour(c)) >= 4.5, (closed.name, c)
+
+
+def _rewrite(root: Path, pid: str, **fields) -> None:
+    import yaml
+
+    path = root / "papers" / f"{pid}.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data.update(fields)
+    data["results"] = data.pop("results", [])  # results stay the last key
+    path.write_text(
+        "# yaml-language-server: $schema=../schema/paper.schema.json\n"
+        + yaml.safe_dump(data, sort_keys=False, allow_unicode=True),
+        encoding="utf-8",
+    )
+
+
+SRC = {"url": "https://example.org/wanda/paper", "locator": "table 3"}
+
+
+@pytest.fixture
+def linked_pages(kb_root: Path) -> dict[str, str]:
+    from kb.checks import check_all
+    from kb.store import load_kb
+
+    def row(**kw):
+        base = {"model": "LLaMA-7B", "setting": {"sparsity": 0.5}, "dataset": "wikitext2"}
+        return {**base, "metric": "perplexity", **kw, "source": dict(SRC)}
+
+    _rewrite(
+        kb_root,
+        "wanda",
+        findings=[
+            {
+                "claim": "At 50% the *score* reaches 7.26 | against 7.22 for <b>SparseGPT</b>.",
+                "theme": "importance-metric",
+                "result": "llama-7b-50",
+                "source": {**SRC, "numbers": ["50%"]},
+            }
+        ],
+        results=[
+            row(value=7.22, method="sparsegpt"),
+            row(value=7.26, method="wanda", key="llama-7b-50"),
+        ],
+    )
+    loaded = load_kb(kb_root)
+    problems = check_all(loaded)
+    assert problems == [], [p.message for p in problems]
+    return render_all(loaded).pages
+
+
+def test_a_finding_links_its_number_to_the_keyed_results_row(linked_pages) -> None:
+    paper = linked_pages["papers/wanda.md"]
+    item = next(line for line in paper.splitlines() if line.startswith("1. "))
+    assert item.startswith(
+        '1. At 50% the &#42;score&#42; reaches [7.26](#result-llama-7b-50 "the reported result this number'
+        ' comes from") &#124; against 7.22 for &#60;b&#62;SparseGPT&#60;/b&#62;. <small>'
+    )
+    rows = [line for line in paper.splitlines() if "result-" in line and line.startswith("| ")]
+    assert len(rows) == 1  # only the keyed row carries an anchor
+    assert rows[0].startswith('| <span id="result-llama-7b-50"></span>LLaMA-7B | 50% unstructured |')
+    assert "| 7.26 |" in rows[0]
+    findings = linked_pages["findings.md"]
+    row = next(line for line in findings.splitlines() if "7.26" in line)
+    assert "[7.26](papers/wanda.md#result-llama-7b-50 " in row
+    assert "7.22 for" in row and "[7.22]" not in row  # only the linked number is a link
+
+
+def test_findings_without_a_result_stay_plain_text(linked_pages) -> None:
+    paper = linked_pages["papers/fixture-depth.md"]
+    assert "](#result-" not in paper and "result-" not in paper
+
+
+def test_claim_markup_keeps_spaces_and_refuses_odd_pages() -> None:
+    from site_builder.keyfacts import claim_markup
+
+    f = {
+        "claim": "x 2.1x y",
+        "link": {"before": "x ", "number": "2.1x", "after": " y", "anchor": "result-k"},
+    }
+    assert claim_markup(f) == 'x [2.1x](#result-k "the reported result this number comes from") y'
+    f_end = {
+        "claim": "ends 5%",
+        "link": {"before": "ends ", "number": "5%", "after": "", "anchor": "result-k"},
+    }
+    assert str(claim_markup(f_end, "papers/a.md")).endswith(
+        '[5%](papers/a.md#result-k "the reported result this number comes from")'
+    )
+    unquoted = {
+        "claim": "no number",
+        "link": {"before": "no number", "number": None, "after": "", "anchor": "result-k"},
+    }
+    assert claim_markup(unquoted, "papers/a.md") == "no number ([result](papers/a.md#result-k))"
+    with pytest.raises(ValueError):
+        claim_markup(f, "javascript:alert(1)")
