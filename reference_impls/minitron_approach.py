@@ -55,7 +55,8 @@ class Config(BaseModel):
     )  # depth (and the width student's size); None = round(n / 4)
     hidden: int | None = Field(None, ge=1)  # width: hidden channels kept; None = round(8/9 of them)
     intermediate: int | None = Field(None, ge=1)  # width: MLP channels kept; None = match the depth student
-    num_examples: int = Field(16, ge=1)  # calibration windows for importance / block search
+    num_examples: int = Field(16, ge=1)  # calibration windows for the activation importance (width)
+    search_examples: int = Field(4, ge=1)  # calibration windows for the LM loss of each block (depth)
     kd_steps: int = Field(20, ge=0)
     batch_size: int = Field(4, ge=1)
     lr: float = Field(1e-4, gt=0)
@@ -147,13 +148,12 @@ def prune(
     teacher = copy.deepcopy(model).eval()
     before = sum(p.numel() for p in model.parameters())
     per_layer = sum(p.numel() for p in decoder_layers(model)[0].parameters())
-    tokens = calib[: config.num_examples]
     removed: list[int] = []
     if config.axis == "depth":
-        removed, info = prune_depth(model, tokens, k)
+        removed, info = prune_depth(model, calib[: config.search_examples], k)
         shapes = {n: list(p.shape) for n, p in model.named_parameters() if n.startswith("model.layers.")}
     else:
-        info, shapes = prune_width(model, tokens, config, before - k * per_layer)
+        info, shapes = prune_width(model, calib[: config.num_examples], config, before - k * per_layer)
     details.update(info)
     pruned = sum(p.numel() for p in model.parameters())
     ctx.log(f"minitron-approach: {config.kd_steps} distillation steps")

@@ -100,3 +100,22 @@ def test_kb_prune_saves_a_model_that_loads_and_generates_in_a_fresh_process(tmp_
     capsys.readouterr()
     got = fresh_process(save, tmp_path, remote=True)
     assert got["layers"] == 2 and len(got["tokens"]) == 8 + 6
+
+
+def test_kb_reproduce_compares_equal_sizes_and_runs_random_only_on_request(tmp_path, capsys):
+    import json
+
+    from kb.cli import main
+
+    out = tmp_path / "r.json"
+    args = ["reproduce", "compresso", "--model", "random-llama", "--nsamples", "8", "--seqlen", "64",
+            "--eval-tokens", "256", "--probe-items", "20", "--set", "mask_steps=2", "--set", "finetune_steps=1",
+            "--set", "batch_size=2", "--json", str(out)]  # fmt: skip
+    assert main(args) in (0, 1)
+    capsys.readouterr()
+    record = json.loads(out.read_text())
+    runs = {r["label"]: r for r in record["runs"]}
+    assert list(runs) == ["dense", "l0-lora", "magnitude-lora"]
+    sizes = {runs[k]["metrics"]["size"]["params_total"] for k in ("l0-lora", "magnitude-lora")}
+    assert len(sizes) == 1 and sizes.pop() < runs["dense"]["metrics"]["size"]["params_total"]
+    assert "not measurable" in record["claim"]["reason"]

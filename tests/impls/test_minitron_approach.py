@@ -81,3 +81,22 @@ def test_kb_prune_saves_a_width_student_that_loads_and_generates_in_a_fresh_proc
         save, tmp_path, remote=True
     )  # hidden 57 over 4 heads: saved with the project's config
     assert got["layers"] == 2 and len(got["tokens"]) == 8 + 6
+
+
+def test_kb_reproduce_reports_both_speeds_at_equal_size(tmp_path, capsys):
+    import json
+
+    from kb.cli import main
+
+    out = tmp_path / "r.json"
+    args = ["reproduce", "minitron-approach", "--model", "random-llama", "--nsamples", "8", "--seqlen", "64",
+            "--eval-tokens", "256", "--probe-items", "20", "--set", "kd_steps=1", "--set", "batch_size=2",
+            "--json", str(out)]  # fmt: skip
+    assert main(args) in (0, 1)
+    capsys.readouterr()
+    runs = {r["label"]: r for r in json.loads(out.read_text())["runs"]}
+    assert list(runs) == ["dense", "width", "depth"]
+    pw, pd = (runs[k]["metrics"]["size"]["params_total"] for k in ("width", "depth"))
+    assert abs(pw - pd) <= 0.02 * pd
+    assert all(runs[k]["metrics"]["speed"]["prefill_ms"] > 0 for k in ("width", "depth"))
+    assert runs["depth"]["metrics"]["size"]["layers"] == 1 and runs["width"]["metrics"]["size"]["layers"] == 2

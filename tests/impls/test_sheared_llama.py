@@ -86,3 +86,23 @@ def test_kb_prune_saves_a_model_that_loads_and_generates_in_a_fresh_process(tmp_
     capsys.readouterr()
     got = fresh_process(save, tmp_path, remote=None)
     assert got["layers"] == 1 and len(got["tokens"]) == 8 + 6
+
+
+def test_kb_reproduce_records_three_arms_of_one_shape_and_equal_tokens(tmp_path, capsys):
+    import json
+
+    from kb.cli import main
+
+    out = tmp_path / "r.json"
+    args = ["reproduce", "sheared-llama", "--model", "random-llama", "--nsamples", "8", "--seqlen", "64",
+            "--eval-tokens", "256", "--probe-items", "20", "--set", "mask_steps=2", "--set", "train_steps=1",
+            "--set", "batch_size=2", "--json", str(out)]  # fmt: skip
+    assert main(args) in (0, 1)
+    capsys.readouterr()
+    runs = {r["label"]: r for r in json.loads(out.read_text())["runs"]}
+    assert list(runs) == ["dense", "sheared", "random-masks", "random-init"]
+    arms = [runs[k] for k in ("sheared", "random-masks", "random-init")]
+    assert len({r["metrics"]["size"]["params_total"] for r in arms}) == 1
+    assert {r["outcome"]["details"]["training_tokens"] for r in arms} == {3 * 2 * 64}
+    assert runs["sheared"]["metrics"]["speed"]["decode_tokens_per_s"] > 0
+    assert all(r["metrics"]["probe"] is not None for r in arms)
