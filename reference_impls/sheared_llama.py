@@ -148,11 +148,18 @@ def learned_values(
 
 @torch.no_grad()
 def reinitialise(model: nn.Module, seed: int) -> None:
-    """Fresh random weights for the (already pruned) model, with the model's own initialiser (seeded)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model.apply(model._init_weights)
-    model.tie_weights()
+    """Fresh random weights for the (already pruned) model, seeded: every linear and embedding weight from
+    N(0, initializer_range), biases 0, norm weights 1 (LLaMA's initialiser). Written out rather than
+    `model._init_weights`, which skips tensors a checkpoint load marked as initialised."""
+    std = float(getattr(model.config, "initializer_range", 0.02))
+    gen = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        if p.dim() >= 2:
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32).mul_(std).to(p.dtype))
+        elif name.endswith("norm.weight"):
+            p.fill_(1.0)
+        else:
+            p.zero_()
 
 
 # ---- model driver (mutates `model` in place) ------------------------------------------------------

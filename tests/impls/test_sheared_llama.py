@@ -61,11 +61,17 @@ def test_every_arm_ends_at_the_target_shape_after_the_same_tokens(calib_ids, ini
 
 def test_random_init_replaces_the_pretrained_weights(calib_ids):
     kept, fresh = random_llama(seed=0, layers=4), random_llama(seed=0, layers=4)
+    for p in fresh.parameters():
+        p._is_hf_initialized = (
+            True  # as after `from_pretrained`: Hugging Face's own initialiser would skip them
+        )
     no_training = {**SHORT, "mask_steps": 0, "train_steps": 0}
     S.prune(kept, calib_ids, S.Config(init="random-masks", **no_training), Context())
     S.prune(fresh, calib_ids, S.Config(init="random-init", **no_training), Context())
     a, b = kept.model.layers[0].mlp.up_proj.weight, fresh.model.layers[0].mlp.up_proj.weight
     assert a.shape == b.shape and not torch.equal(a, b)
+    assert not torch.equal(kept.model.embed_tokens.weight, fresh.model.embed_tokens.weight)
+    assert torch.equal(fresh.model.norm.weight, torch.ones_like(fresh.model.norm.weight))
     assert abs(float(b.detach().std()) - kept.config.initializer_range) < 0.005  # the model's own initialiser
 
 
