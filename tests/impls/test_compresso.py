@@ -119,3 +119,11 @@ def test_kb_reproduce_compares_equal_sizes_and_runs_random_only_on_request(tmp_p
     sizes = {runs[k]["metrics"]["size"]["params_total"] for k in ("l0-lora", "magnitude-lora")}
     assert len(sizes) == 1 and sizes.pop() < runs["dense"]["metrics"]["size"]["params_total"]
     assert "not measurable" in record["claim"]["reason"]
+
+
+def test_the_lagrangian_pulls_the_expected_sparsity_to_the_target():
+    calib = torch.randint(0, 256, (8, 16), generator=torch.Generator().manual_seed(0))
+    config = C.Config(mask_steps=40, finetune_steps=0, batch_size=1, mask_lr=1.0, target_sparsity=0.5)
+    out = C.prune(random_llama(seed=0, layers=2), calib, config, Context())
+    assert out.details["mask_learning"]["penalty_last"] is not None
+    assert 0.35 < out.details["expected_sparsity_end"] < 0.65  # from ~0 (every unit on) towards 0.5
