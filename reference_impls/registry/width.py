@@ -113,8 +113,8 @@ PAPERS: tuple[PaperSpec, ...] = (
         method="sheared-llama",
         runs=(
             Run("sheared", "sheared-llama", {"init": "learned"}, speed=True),
-            Run("random-masks", "sheared-llama", {"init": "random-masks"}),
-            Run("random-init", "sheared-llama", {"init": "random-init"}),
+            Run("random-masks", "sheared-llama", {"init": "random-masks"}, speed=True),
+            Run("random-init", "sheared-llama", {"init": "random-init"}, speed=True),
         ),
         claim="Pruned to a smaller existing shape (llama2.c stories42M's: 8 layers, hidden 512, MLP 1376, with 6 "
         "query heads in 2 KV groups as SmolLM2's GQA allows) by 20 steps of hard-concrete mask learning under "
@@ -131,7 +131,9 @@ PAPERS: tuple[PaperSpec, ...] = (
         method="compresso",
         runs=(
             Run("l0-lora", "compresso", {"criterion": "l0", "target_sparsity": 0.2}, speed=True),
-            Run("magnitude-lora", "compresso", {"criterion": "magnitude", "target_sparsity": 0.2}),
+            Run(
+                "magnitude-lora", "compresso", {"criterion": "magnitude", "target_sparsity": 0.2}, speed=True
+            ),
             Run("random-lora", "compresso", {"criterion": "random", "target_sparsity": 0.2}, extra=True),
         ),
         claim="Removing 20% of the KV groups and of the MLP channels (the same count in both arms), units chosen "
