@@ -199,9 +199,9 @@ class MaskHooks:
     def _scale_out(self, layer: int) -> Callable[..., torch.Tensor]:
         def hook(_m: nn.Module, _args: tuple, out: torch.Tensor) -> torch.Tensor:
             if "layers" in self.z:
-                out = out * self.z["layers"][layer].to(out.dtype)
+                out = out * self.z["layers"][layer].to(out.device, out.dtype)
             if "hidden" in self.z:
-                out = out * self.z["hidden"].to(out.dtype)
+                out = out * self.z["hidden"].to(out.device, out.dtype)
             return out
 
         return hook
@@ -213,7 +213,7 @@ class MaskHooks:
             z = self.z[name][layer]
             if block > 1:
                 z = z.repeat_interleave(block)
-            return (args[0] * z.to(args[0].dtype), *args[1:])
+            return (args[0] * z.to(args[0].device, args[0].dtype), *args[1:])
 
         return hook
 
@@ -226,11 +226,11 @@ class MaskHooks:
 
         def pre(_m: nn.Module, args: tuple) -> tuple:
             c = scale()
-            return args if c is None else (args[0] * c.to(args[0].dtype), *args[1:])
+            return args if c is None else (args[0] * c.to(args[0].device, args[0].dtype), *args[1:])
 
         def post(_m: nn.Module, _args: tuple, out: torch.Tensor) -> torch.Tensor:
             c = scale()
-            return out if c is None else out / c.to(out.dtype)
+            return out if c is None else out / c.to(out.device, out.dtype)
 
         self._handles += [norm.register_forward_pre_hook(pre), norm.register_forward_hook(post)]
 
@@ -249,7 +249,7 @@ class MaskHooks:
         self._norm_hooks(model.model.norm)
 
         def embed(_m: nn.Module, _args: tuple, out: torch.Tensor) -> torch.Tensor:
-            return out * self.z["hidden"].to(out.dtype) if "hidden" in self.z else out
+            return out * self.z["hidden"].to(out.device, out.dtype) if "hidden" in self.z else out
 
         self._handles.append(model.get_input_embeddings().register_forward_hook(embed))
         return self
@@ -287,14 +287,14 @@ def finalize(model: nn.Module, values: Mapping[str, torch.Tensor], head_block: i
         o, down = layer.self_attn.o_proj.weight, layer.mlp.down_proj.weight
         if "heads" in values:
             z = values["heads"][i]
-            o.mul_(z.repeat_interleave(head_block).to(o.dtype)[None, :])
+            o.mul_(z.repeat_interleave(head_block).to(o.device, o.dtype)[None, :])
             removals[G.kv_head_family(model, i)] = [int(u) for u in torch.nonzero(z == 0).flatten()]
         if "intermediate" in values:
             z = values["intermediate"][i]
-            down.mul_(z.to(down.dtype)[None, :])
+            down.mul_(z.to(down.device, down.dtype)[None, :])
             removals[G.mlp_family(model, i)] = [int(u) for u in torch.nonzero(z == 0).flatten()]
         if "layers" in values:
-            zl = values["layers"][i].to(o.dtype)
+            zl = values["layers"][i].to(o.device, o.dtype)
             o.mul_(zl)
             down.mul_(zl)
     if "hidden" in values:
