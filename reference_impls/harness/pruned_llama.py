@@ -14,6 +14,8 @@ Per-layer widths (structured width pruning that leaves some layers whole, e.g. L
 every layer's query heads, key/value heads and MLP intermediate size (`layer_num_attention_heads`,
 `layer_num_key_value_heads`, `layer_intermediate_sizes`; `head_dim` stays one number). The uniform fields
 hold the widest layer; each layer's projections are then rebuilt at its own width before the weights load.
+Hidden-channel pruning can leave a hidden size that is not a multiple of the query heads (SmolLM2: 512
+channels, 9 heads); `head_dim` is explicit then, so the stock config's divisibility check is skipped here.
 Self-contained on purpose: it imports only torch and transformers.
 """
 
@@ -110,7 +112,24 @@ class KBPrunedLlamaConfig(LlamaConfig):
             list(layer_num_key_value_heads) if layer_num_key_value_heads else None
         )
         self.layer_intermediate_sizes = list(layer_intermediate_sizes) if layer_intermediate_sizes else None
+        hidden, heads, hd = (
+            kwargs.get("hidden_size"),
+            kwargs.get("num_attention_heads"),
+            kwargs.get("head_dim"),
+        )
+        odd = hidden is not None and heads and hd and hidden % heads != 0
+        if odd:  # the stock init checks hidden % heads; pass a size it accepts, then set the real one
+            kwargs["hidden_size"] = heads * hd
         super().__init__(**kwargs)
+        if odd:
+            self.hidden_size = hidden
+
+    def validate(self) -> None:
+        """The stock checks, except hidden % heads when head_dim is stated (it only matters when derived)."""
+        heads = getattr(self, "num_attention_heads", None)
+        hidden, hd = getattr(self, "hidden_size", None), getattr(self, "head_dim", None)
+        if hd is None or not heads or hidden is None or hidden % heads == 0:
+            super().validate()  # type: ignore[misc]
 
 
 class KBPrunedLlamaForCausalLM(LlamaForCausalLM):

@@ -7,7 +7,8 @@
   pre-norm) by a parameter-free stand-in that adds nothing; recorded in the config so a save can
   rebuild it (see `pruned_llama`). LLaMA-style layers (`self_attn`, `mlp`) only.
 - `save_model(model, tokenizer, directory)`: `save_pretrained` into an atomic directory, plus the
-  modeling file when sublayers are skipped. Every saved model is checked by the tests to load in a fresh
+  modeling file when sublayers are skipped, layers differ in width, or hidden-channel pruning left a hidden
+  size that is not a multiple of the query heads. Every saved model is checked by the tests to load in a fresh
   process and `generate`.
 """
 
@@ -104,15 +105,27 @@ def save_model(model: nn.Module, tokenizer: Any, directory: Path, *, replace: bo
     """
     gone = skipped(model)
     widths = layer_widths(model)
+    odd = not divisible_hidden(model.config)
+    config_class = type(model.config)
     try:
+        if odd and config_class.__name__ == "LlamaConfig":  # its save-time check would refuse the config
+            model.config.__class__ = pruned_llama.KBPrunedLlamaConfig
         with atomic_directory(directory, replace=replace) as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
-            if gone["attention"] or gone["mlp"] or widths:
+            if gone["attention"] or gone["mlp"] or widths or odd:
                 _make_remote_code(tmp, gone, widths)
             _readable(tmp)
     except OSError as exc:  # a full disk, a directory made read-only meanwhile: nothing was published
         raise KBError(f"cannot save the model to {directory}: {exc.strerror or exc}") from None
+    finally:
+        model.config.__class__ = config_class
+
+
+def divisible_hidden(config: Any) -> bool:
+    """A stock LLaMA config refuses a hidden size that is not a multiple of the query heads (hidden-channel
+    pruning can leave one); such a model is saved with the project's modeling file, which states head_dim."""
+    return int(config.hidden_size) % int(config.num_attention_heads) == 0
 
 
 def _readable(directory: Path) -> None:
