@@ -6,7 +6,7 @@ import platform
 from pathlib import Path
 
 from kb.fsutil import write_text_atomic
-from kb.results import Reproduction
+from kb.results import Reproduction, Sweep
 
 
 def versions() -> dict[str, str]:
@@ -23,10 +23,10 @@ def versions() -> dict[str, str]:
     }
 
 
-def to_json(record: Reproduction) -> str:
+def to_json(record: Reproduction | Sweep) -> str:
     return record.model_dump_json(indent=2) + "\n"
 
 
-def write_report(path: Path, record: Reproduction) -> None:
+def write_report(path: Path, record: Reproduction | Sweep) -> None:
     """Write atomically: readers (and Ctrl-C) never see a partial file."""
     write_text_atomic(path, to_json(record))
