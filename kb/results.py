@@ -12,6 +12,7 @@ JSON has no inf/nan: non-finite floats are written as the strings "inf"/"nan" an
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from typing import Annotated, Any, Final, Literal
 
@@ -181,6 +182,16 @@ class CodeVersion(_Strict):
     files: dict[str, str] = {}  # path relative to the checkout -> sha256 of its bytes ("-": missing)
 
 
+class Machine(_Strict):
+    """Where a result was produced: speed numbers are this machine's, quality numbers are not."""
+
+    system: str  # e.g. "Linux 6.1 x86_64"
+    cpu: str  # processor model, as the system names it ("" when unknown)
+    cores: int = Field(ge=1)  # cores the process could run on
+    threads: int = Field(ge=1)  # torch threads used
+    device: str  # "cpu", "cuda:0", ...
+
+
 class Reproduction(_Strict):
     schema_version: Literal[2] = SCHEMA_VERSION
     paper: str
@@ -193,6 +204,8 @@ class Reproduction(_Strict):
     claim: Claim
     figures: list[Figure] = []  # paper-level plots made from the runs (PaperSpec.figures)
     code: CodeVersion | None = None  # None: written before results carried it (always stale)
+    produced: dt.date | None = None  # the day (UTC) the run finished; None in results written before
+    machine: Machine | None = None
 
     def run(self, label: str) -> RunResult:
         for r in self.runs:
@@ -221,6 +234,8 @@ class Sweep(_Strict):
     total_seconds: Number | None = None
     runs: list[RunResult] = Field(min_length=1)
     code: CodeVersion | None = None
+    produced: dt.date | None = None
+    machine: Machine | None = None
 
     def points(self, method: str) -> list[tuple[float, RunResult]]:
         """(target value, run) of one method, in the order of `values`."""

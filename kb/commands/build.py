@@ -106,9 +106,8 @@ def _stale_results(root: Path) -> list[str]:
     """Committed reproductions and sweeps whose code changed since they were produced (`kb.freshness`)."""
     if _runnable() is None:
         return []
+    from reference_impls.registry.freshness import stale_results
     from site_builder.inputs import load_reproductions, load_sweeps
-
-    from ..freshness import stale_results
 
     return stale_results(root, load_reproductions(root), load_sweeps(root))
 

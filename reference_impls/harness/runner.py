@@ -52,7 +52,7 @@ from .metrics import measure, measure_dense, model_size
 from .models import LoadedModel, load_model
 from .options import build_config
 from .probe import BUILTIN, continuation_task
-from .report import versions
+from .report import machine, today, versions
 from .session import Session, data_scope, load_tokens
 from .structure import save_model
 
@@ -370,7 +370,7 @@ def reproduce(
                 "probe": BUILTIN if "probe" in spec.metrics else None},
         versions=versions(), total_seconds=round(time.perf_counter() - t0, 2), runs=runs,
         claim=Claim(statement=spec.statement(options.target), holds=bool(holds), reason=reason),
-        figures=figures, code=code,
+        figures=figures, code=code, produced=today(), machine=machine(threads, device),
     )  # fmt: skip
 
 
@@ -424,6 +424,7 @@ def sweep(
         config={**dataclasses.asdict(options), "threads": threads, "device": device, "probe": probe,
                 "speed": speed},
         versions=versions(), total_seconds=round(time.perf_counter() - t0, 2), runs=runs, code=code,
+        produced=today(), machine=machine(threads, device),
     )  # fmt: skip
 
 
