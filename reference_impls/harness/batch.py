@@ -90,14 +90,20 @@ def run_papers(
 
 
 def split(papers: list[str], explicit: dict[str, Any], jobs: int) -> list[list[str]]:
-    """`jobs` groups of papers, those with the same data settings together, balanced by their number of runs."""
+    """At most `jobs` groups of papers, balanced by their number of runs; papers with the same data settings stay
+    together unless there are fewer settings than workers."""
     by_scope: dict[Any, list[str]] = {}
     for paper in papers:
         by_scope.setdefault(data_scope(paper_options(registry.paper_spec(paper), explicit)), []).append(paper)
-    groups: list[list[str]] = [[] for _ in range(max(1, min(jobs, len(by_scope))))]
-    load = [0] * len(groups)
     cost = {p: 1 + len(registry.PAPERS[p].runs) for p in papers}
-    for members in sorted(by_scope.values(), key=lambda g: -sum(cost[p] for p in g)):
+    units = sorted(by_scope.values(), key=lambda g: -sum(cost[p] for p in g))
+    while len(units) < jobs and len(units[0]) > 1:  # fewer settings than workers: split the largest group
+        big = units.pop(0)
+        units += [big[: len(big) // 2], big[len(big) // 2 :]]
+        units.sort(key=lambda g: -sum(cost[p] for p in g))
+    groups: list[list[str]] = [[] for _ in range(max(1, min(jobs, len(units))))]
+    load = [0] * len(groups)
+    for members in units:
         i = load.index(min(load))
         groups[i] += members
         load[i] += sum(cost[p] for p in members)
