@@ -1,10 +1,20 @@
-"""`kb reproduce PAPER` and `kb prune METHOD`: run the reference implementations.
+"""`kb reproduce PAPER`, `kb reproduce --all`, `kb sweep` and `kb prune`: run the reference implementations.
 
-`kb reproduce` runs a paper's headline comparison (the dense model, then each labelled run from a fresh
-copy of it), prints a table on stdout and progress on stderr, and writes the result record atomically to
-`--json PATH` (default: `results/<paper>-<model>.json` in the checkout). The output path (`--json`, `--save`)
-is checked before the model is loaded: a path that cannot be written is a one-line error, exit 2. Exit 0
-when the paper's claim holds on this run, 1 when it does not (the numbers are still written), 2 on bad input.
+`kb reproduce` runs a paper's headline comparison (the dense model, then each labelled run from a fresh copy of
+it), prints a table on stdout and progress on stderr, and writes the result record atomically to `--json PATH`
+(default: `results/<paper>-<model>.json` in the checkout), or with `--commit` to the committed
+`reproductions/<paper>.json` the site shows. Every record carries the content hash of the files it ran, which
+`kb build --check` compares with today's code. The output path is checked before the model is loaded: a path that
+cannot be written is a one-line error, exit 2. Exit 0 when the paper's claim holds on this run, 1 when it does not
+(the numbers are still written), 2 on bad input.
+
+`kb reproduce --all [--kind K] [--jobs N]` runs every runnable paper with its own settings in one process (the
+model loaded once; dense measurements, calibration statistics and identical runs shared between papers with the
+same data settings; `harness.batch`), prints a summary, and with `--commit` writes each result as it finishes.
+Exit 0 when every run completed (whatever the verdicts), 1 when one failed (named), 2 on bad input.
+
+`kb sweep METHOD... --sparsity|--layers|--kv-budget V,V,...` runs every method at every value after one dense
+baseline and writes a `kb.results.Sweep` (`--commit`: `reproductions/sweeps/<name>.json`, plotted on the board).
 
 `kb prune` runs one method and saves a model + tokenizer directory that `from_pretrained` loads; the
 directory appears only when complete (temporary sibling, then rename).
@@ -49,7 +59,9 @@ def register(subparsers: Any) -> None:
         "reproduce",
         help="run a paper's headline comparison on a model and check its claim",
         description="Run a paper's headline comparison (dense, then each labelled run from a fresh copy of the "
-        "dense model) and check its claim. Exit 0 if the claim holds, 1 if not, 2 on bad input.",
+        "dense model) and check its claim. Exit 0 if the claim holds, 1 if not, 2 on bad input. With --all, every "
+        "runnable paper in one process (the model loaded once, the dense baseline shared): exit 0 when every run "
+        "completed, 1 when one failed.",
     )
     rep.add_argument("paper", nargs="?", help=f"paper id: {registry.papers_help()}")
     rep.add_argument("--all", action="store_true", help="every runnable paper, each with its own settings, in "

@@ -66,9 +66,12 @@ def run_papers(
     """Reproduce each paper in turn in this process; with `commit_dir`, write `<dir>/<paper>.json` as each
     finishes (an interrupted refresh keeps what it finished)."""
     session = session or Session()
-    out = []
+    out: list[PaperResult] = []
+    begin = time.perf_counter()
     for i, paper in enumerate(papers, 1):
-        log(f"kb: [{i}/{len(papers)}] {paper}")
+        done = ", ".join(f"{r.paper} {r.verdict}" for r in out[-3:])
+        log(f"kb: [{i}/{len(papers)}] {paper} ({time.perf_counter() - begin:.0f} s so far"
+            + (f"; last: {done})" if done else ")"))  # fmt: skip
         start = time.perf_counter()
         try:
             record = reproduce(paper, paper_options(registry.paper_spec(paper), explicit), log, session)
