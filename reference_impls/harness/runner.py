@@ -270,7 +270,7 @@ def compare(
         config = plan.config.model_dump(mode="json")
         key = (plan.spec.name, json.dumps(config, sort_keys=True), plan.run.speed, ppl, options.probe_items if probe
                else None, cache, options.batch_size, options.eval_batch_size, options.speed_prompt_tokens,
-               options.speed_repeats)  # fmt: skip
+               options.speed_repeats, torch.get_num_threads())  # fmt: skip
         done = session.has("run", (scope, key))
         run, _ = once("run", key, lambda plan=plan, config=config: _one_run(
             plan, config, dense, data, options, task, prompt, dense_speed, dense_metrics, cache, shared, log, fresh,

@@ -130,3 +130,17 @@ def _sweep_for_command(root: Path) -> dict:
     )
     return {"name": "depth", "model": "tiny-llama", "axis": "layers", "values": [1, 2], "methods": ["shortgpt"],
             "dataset": rep["dataset"], "runs": [rep["runs"][0]], "config": {"probe": True, "speed": True}}  # fmt: skip
+
+
+def test_build_and_its_check_never_import_torch(kb_root: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom kb.cli import main\nrcs = [main(['build', '--no-mkdocs']), main(['build', '--check'])]\n"
+        "print(rcs, [m for m in ('torch', 'transformers') if m in sys.modules])"
+    )
+    env = {**os.environ, "KB_ROOT": str(kb_root)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.stdout.strip().splitlines()[-1] == "[0, 0] []", out.stderr[-2000:]
