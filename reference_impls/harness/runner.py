@@ -17,6 +17,11 @@ cache). `benchmarks/bench_fresh_copy.py` measured that at 0.33 s against 1.13 s 
 the model held in memory (tiny-llama, 2 cores), and it needs no second copy in memory; `compare` falls back
 to a deep copy when it is given a model object without a way to reload it (tests, in-memory models).
 
+Several comparisons in one process (`kb reproduce --all`, `kb sweep`) pass one `session.Session`: the model is
+loaded once, and the dense measurements, the dense-model statistics and identical runs are shared between
+comparisons whose data settings match. `sweep(...)` runs methods at several values of one target after one dense
+baseline. Every result records the content hash of the code it ran (`registry.paper_code`).
+
 `prune_to_dir(method, options, save)` runs one method and saves a `from_pretrained`-loadable directory (kv-cache
 methods are refused: they change no weight, so there is nothing to save).
 """

@@ -14,7 +14,9 @@ command line reads it for help text and to reject bad input before anything heav
 - The list of paper ids is read from `papers/*.yaml`, never typed here.
 
 One file per family holds its methods, claims and papers (`sparsity`, `depth`, `width`, `kvcache`, ...);
-`specs` holds the shapes. This module joins the families and answers look-ups.
+`specs` holds the shapes. This module joins the families and answers look-ups, including which files a result
+depends on (`code_files`, `paper_code`: the content hash stored in every result); `freshness` compares the
+committed results with today's code for `kb build --check`.
 
 Adding a paper: see "Add a paper of any kind" in the README.
 """
