@@ -247,10 +247,10 @@ def _run_reproduce(args: argparse.Namespace) -> int:
     if out is not None:
         out = check_writable(out, what="--json file")  # before the model is loaded, not after the run
     record = reproduce(spec.paper, options)
-    print(format_table(record))
-    if out is not None:
+    if out is not None:  # before printing: a closed stdout (`| head`) must not lose the result
         write_report(out, record)
         print(f"kb: results written to {out}", file=sys.stderr)
+    print(format_table(record))
     return 0 if record.claim.holds else 1
 
 
@@ -351,9 +351,9 @@ def _run_sweep(args: argparse.Namespace) -> int:
     _check_lengths(options)
     probe = args.probe if args.probe is not None else axis == "layers"
     record = sweep(name, methods, axis, values, options, probe=probe, speed=args.speed)
-    print(format_table(record))
-    write_report(out, record)
+    write_report(out, record)  # before printing: a closed stdout (`| head`) must not lose the result
     print(f"kb: sweep written to {out}", file=sys.stderr)
+    print(format_table(record))
     return 0
 
 
