@@ -12,6 +12,7 @@ JSON has no inf/nan: non-finite floats are written as the strings "inf"/"nan" an
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from typing import Annotated, Any, Final, Literal
 
@@ -173,6 +174,24 @@ class Figure(_Strict):
     y_log: bool = False
 
 
+class CodeVersion(_Strict):
+    """The code a result was produced with (`kb.codehash`): sha256 of each file it depends on, and one digest
+    over them. `kb build --check` recomputes it; a mismatch (or a result without one) is stale."""
+
+    hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    files: dict[str, str] = {}  # path relative to the checkout -> sha256 of its bytes ("-": missing)
+
+
+class Machine(_Strict):
+    """Where a result was produced: speed numbers are this machine's, quality numbers are not."""
+
+    system: str  # e.g. "Linux 6.1 x86_64"
+    cpu: str  # processor model, as the system names it ("" when unknown)
+    cores: int = Field(ge=1)  # cores the process could run on
+    threads: int = Field(ge=1)  # torch threads used
+    device: str  # "cpu", "cuda:0", ...
+
+
 class Reproduction(_Strict):
     schema_version: Literal[2] = SCHEMA_VERSION
     paper: str
@@ -184,9 +203,40 @@ class Reproduction(_Strict):
     runs: list[RunResult] = Field(min_length=1)
     claim: Claim
     figures: list[Figure] = []  # paper-level plots made from the runs (PaperSpec.figures)
+    code: CodeVersion | None = None  # None: written before results carried it (always stale)
+    produced: dt.date | None = None  # the day (UTC) the run finished; None in results written before
+    machine: Machine | None = None
 
     def run(self, label: str) -> RunResult:
         for r in self.runs:
             if r.label == label:
                 return r
         raise KeyError(label)
+
+
+SweepAxis = Literal["sparsity", "layers", "kv_budget"]
+
+
+class Sweep(_Strict):
+    """`kb sweep`: several methods, each at every value of one target (sparsity, layers removed or KV budget),
+    all from one dense model measured once. Runs are labelled `<method>@<value>`; the value is also in each
+    run's `config` under the axis name."""
+
+    schema_version: Literal[2] = SCHEMA_VERSION
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")  # the file name under reproductions/sweeps/
+    model: str
+    axis: SweepAxis
+    values: list[Number] = Field(min_length=1)
+    methods: list[str] = Field(min_length=1)
+    dataset: DatasetInfo
+    config: dict[str, Any] = {}
+    versions: dict[str, str] = {}
+    total_seconds: Number | None = None
+    runs: list[RunResult] = Field(min_length=1)
+    code: CodeVersion | None = None
+    produced: dt.date | None = None
+    machine: Machine | None = None
+
+    def points(self, method: str) -> list[tuple[float, RunResult]]:
+        """(target value, run) of one method, in the order of `values`."""
+        return [(float(r.config[self.axis]), r) for r in self.runs if r.method == method]

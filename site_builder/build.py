@@ -24,7 +24,7 @@ from kb.jsonschema import SCHEMA_PATH, render_schema
 from kb.store import KnowledgeBase
 
 from .context import papers_json, site_context
-from .inputs import load_github_meta, load_reproductions
+from .inputs import load_github_meta, load_reproductions, load_sweeps
 from .readme import splice
 from .render import render_badges, render_bibliography, render_pages, render_readme_section
 
@@ -57,7 +57,9 @@ def read_mkdocs_config(root: Path) -> dict[str, Any]:
 def render_all(kb: KnowledgeBase) -> Rendered:
     """Everything `kb build` produces, in memory."""
     root = kb.root
-    ctx = site_context(kb, load_github_meta(root), load_reproductions(root), read_mkdocs_config(root))
+    ctx = site_context(
+        kb, load_github_meta(root), load_reproductions(root), read_mkdocs_config(root), load_sweeps(root)
+    )
     pages = render_pages(ctx, papers_json(kb, ctx), render_bibliography(kb.papers))
     for src in sorted((root / HANDWRITTEN_DIR).glob("*.md")):
         name = src.name

@@ -9,12 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from kb.commands.records import record_json
+from kb.results import Figure, Sweep
 from kb.schema import SCHEMA_VERSION, Paper
 from kb.store import KnowledgeBase, Record
 from kb.vocab import Axis, ChoiceQualifier, Vocabulary
 
 from . import bibtex
 from .badges import text_colour
+from .board import board_row, plot_context
 from .inputs import GithubMeta, Reproduction
 from .keyfacts import (
     ORIGIN_LABELS,
@@ -26,6 +28,7 @@ from .keyfacts import (
     origin_context,
 )
 from .leaderboards import MIN_METHODS, build_slices, result_rows, results_csv
+from .plotdata import board_plots, paper_plots
 from .text import markdown_html
 
 NOTE_KINDS = ("blog", "reviews", "summary", "discussion")
@@ -208,9 +211,10 @@ def _budget(cache: Any) -> str:
     return "all" if cache.budget_tokens is None else str(cache.budget_tokens)
 
 
-def reproduction_context(rep: Reproduction | None) -> dict[str, Any] | None:
+def reproduction_context(rep: Reproduction | None, paper: str | None = None) -> dict[str, Any] | None:
     if rep is None:
         return None
+    machine = rep.machine
     runs = rep.runs
     rows = [
         {
@@ -245,6 +249,12 @@ def reproduction_context(rep: Reproduction | None) -> dict[str, Any] | None:
         "reason": rep.claim.reason,
         "versions": [{"name": k, "version": v} for k, v in sorted(rep.versions.items())],
         "total_seconds": _fmt(rep.total_seconds, 0) if rep.total_seconds is not None else None,
+        "produced": rep.produced.isoformat() if rep.produced else None,
+        "machine": f"{machine.cpu or machine.system} ({machine.system}), {machine.threads} threads on {machine.device}"
+        if machine
+        else None,
+        "code": f"{rep.code.hash[:19]}… over {len(rep.code.files)} files" if rep.code else None,
+        "figures": [plot_context(p) for p in paper_plots(paper or rep.paper, rep)],
     }
 
 
@@ -329,7 +339,10 @@ def paper_context(
         "related_by": [],  # filled in by `site_context`: the records that name this one in `related`
         "implementation": p.implementation,
         "reproduce": f"kb reproduce {p.id} --model tiny-llama" if p.implementation else None,
-        "reproduction": reproduction_context(reps.get(p.id)) if p.implementation or p.id in reps else None,
+        "reproduction": reproduction_context(reps.get(p.id), p.id)
+        if p.implementation or p.id in reps
+        else None,
+        "board": board_row(reps.get(p.id), rec.loaded.data, p.id),
         "unverified": [{"field": k, "reason": v} for k, v in sorted(p.unverified.items())],
         "sources": [
             {"url": s.url, "locator": s.locator, "supports": list(s.supports), "numbers": list(s.numbers)}
@@ -345,11 +358,19 @@ def site_context(
     meta: GithubMeta | None = None,
     reps: dict[str, Reproduction] | None = None,
     mkdocs_config: dict[str, Any] | None = None,
+    sweeps: dict[str, Sweep] | None = None,
 ) -> dict[str, Any]:
     """Everything the templates need, derived from validated records."""
     if kb.vocab is None:
         raise ValueError("the vocabulary did not load")
     reps = reps or {}
+    plots = board_plots(reps, sweeps or {})
+    figures: list[Figure] = [p.figure for p in plots]
+    for paper, rep in sorted(reps.items()):
+        figures += [p.figure for p in paper_plots(paper, rep)]
+    keys = [f.key for f in figures]
+    if len(keys) != len(set(keys)):
+        raise ValueError(f"two plots would share a file: {sorted(k for k in keys if keys.count(k) > 1)[0]}")
     records = sorted(kb.records, key=lambda r: paper_order(r.paper))
     titles = {r.paper.id: (r.paper.short_name or r.paper.title) for r in records}
     papers = [paper_context(r, kb, meta, reps, titles) for r in records]
@@ -432,6 +453,8 @@ def site_context(
         "results_count": len(rows),
         "leaderboard_min": MIN_METHODS,
         "results_csv": results_csv(rows),
+        "plots": [plot_context(p) for p in plots],
+        "svg_figures": figures,  # every figure drawn as plots/<key>.svg (board and paper figures)
     }
 
 

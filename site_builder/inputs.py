@@ -17,10 +17,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kb.errors import KBError
-from kb.results import Reproduction
+from kb.results import Reproduction, Sweep
 
 META_PATH = "data/meta/github.json"
 REPRODUCTIONS_DIR = "reproductions"
+SWEEPS_DIR = "reproductions/sweeps"
 
 
 class _Open(BaseModel):
@@ -56,6 +57,19 @@ def load_reproductions(root: Path) -> dict[str, Reproduction]:
                 f"{_rel(path, root)}: paper is {rep.paper!r} but the file is named {path.stem!r}", code=2
             )
         out[path.stem] = rep
+    return out
+
+
+def load_sweeps(root: Path) -> dict[str, Sweep]:
+    """`reproductions/sweeps/<name>.json` (`kb sweep --commit`), keyed by name (the file name)."""
+    out: dict[str, Sweep] = {}
+    for path in sorted((root / SWEEPS_DIR).glob("*.json")):
+        sweep = _load(path, root, Sweep)
+        if sweep.name != path.stem:
+            raise KBError(
+                f"{_rel(path, root)}: name is {sweep.name!r} but the file is named {path.stem!r}", code=2
+            )
+        out[path.stem] = sweep
     return out
 
 

@@ -114,6 +114,11 @@ def render_pages(ctx: dict[str, Any], export: dict[str, Any], bib: str) -> dict[
         pages[f"papers/{p['id']}.md"] = _render("paper.md.j2", p=p)
     for name in ASSETS:
         pages[f"assets/{name}"] = (_HERE / "assets" / name).read_text(encoding="utf-8")
+    if ctx["svg_figures"]:
+        from .plots import render_svg  # matplotlib is imported only when there is something to draw
+
+        for fig in ctx["svg_figures"]:
+            pages[f"plots/{fig.key}.svg"] = render_svg(fig)
     return dict(sorted(pages.items()))
 
 

@@ -42,7 +42,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--check",
         action="store_true",
-        help="write nothing; exit 1 and list each committed generated file that is stale",
+        help="write nothing; exit 1 and list each committed generated file that is stale, and each committed "
+        "reproduction whose code changed since it was produced (with the command that refreshes it)",
     )
     p.set_defaults(func=_build)
 
@@ -79,7 +80,10 @@ def _build(args: argparse.Namespace) -> int:
         stale = stale_committed(root, render_all(kb))
         for rel in stale:
             print(f"{rel}: stale; run `kb build`", file=sys.stderr)
-        return 1 if stale else 0
+        results = _stale_results(root)
+        for line in results:
+            print(line, file=sys.stderr)
+        return 1 if stale or results else 0
     changed = build(kb, docs_out, site_out, write_repo_files=not args.site_only)
     for rel in changed:
         print(f"updated {rel}", file=sys.stderr)
@@ -96,6 +100,16 @@ def _show(path: Path, root: Path) -> str:
         return str(path.relative_to(root.resolve())) + "/"
     except ValueError:
         return str(path)
+
+
+def _stale_results(root: Path) -> list[str]:
+    """Committed reproductions and sweeps whose code changed since they were produced (`kb.freshness`)."""
+    if _runnable() is None:
+        return []
+    from reference_impls.registry.freshness import stale_results
+    from site_builder.inputs import load_reproductions, load_sweeps
+
+    return stale_results(root, load_reproductions(root), load_sweeps(root))
 
 
 def _runnable() -> dict[str, str] | None:

@@ -1,10 +1,20 @@
-"""`kb reproduce PAPER` and `kb prune METHOD`: run the reference implementations.
+"""`kb reproduce PAPER`, `kb reproduce --all`, `kb sweep` and `kb prune`: run the reference implementations.
 
-`kb reproduce` runs a paper's headline comparison (the dense model, then each labelled run from a fresh
-copy of it), prints a table on stdout and progress on stderr, and writes the result record atomically to
-`--json PATH` (default: `results/<paper>-<model>.json` in the checkout). The output path (`--json`, `--save`)
-is checked before the model is loaded: a path that cannot be written is a one-line error, exit 2. Exit 0
-when the paper's claim holds on this run, 1 when it does not (the numbers are still written), 2 on bad input.
+`kb reproduce` runs a paper's headline comparison (the dense model, then each labelled run from a fresh copy of
+it), prints a table on stdout and progress on stderr, and writes the result record atomically to `--json PATH`
+(default: `results/<paper>-<model>.json` in the checkout), or with `--commit` to the committed
+`reproductions/<paper>.json` the site shows. Every record carries the content hash of the files it ran, which
+`kb build --check` compares with today's code. The output path is checked before the model is loaded: a path that
+cannot be written is a one-line error, exit 2. Exit 0 when the paper's claim holds on this run, 1 when it does not
+(the numbers are still written), 2 on bad input.
+
+`kb reproduce --all [--kind K] [--jobs N]` runs every runnable paper with its own settings in one process (the
+model loaded once; dense measurements, calibration statistics and identical runs shared between papers with the
+same data settings; `harness.batch`), prints a summary, and with `--commit` writes each result as it finishes.
+Exit 0 when every run completed (whatever the verdicts), 1 when one failed (named), 2 on bad input.
+
+`kb sweep METHOD... --sparsity|--layers|--kv-budget V,V,...` runs every method at every value after one dense
+baseline and writes a `kb.results.Sweep` (`--commit`: `reproductions/sweeps/<name>.json`, plotted on the board).
 
 `kb prune` runs one method and saves a model + tokenizer directory that `from_pretrained` loads; the
 directory appears only when complete (temporary sibling, then rename).
@@ -21,10 +31,11 @@ import argparse
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from kb.errors import KBError
 from kb.fsutil import check_writable
+from kb.results import Kind
 
 _DATA = {"nsamples": 16, "seqlen": 512, "eval_tokens": 4096, "probe_items": 300}
 
@@ -48,9 +59,17 @@ def register(subparsers: Any) -> None:
         "reproduce",
         help="run a paper's headline comparison on a model and check its claim",
         description="Run a paper's headline comparison (dense, then each labelled run from a fresh copy of the "
-        "dense model) and check its claim. Exit 0 if the claim holds, 1 if not, 2 on bad input.",
+        "dense model) and check its claim. Exit 0 if the claim holds, 1 if not, 2 on bad input. With --all, every "
+        "runnable paper in one process (the model loaded once, the dense baseline shared): exit 0 when every run "
+        "completed, 1 when one failed.",
     )
-    rep.add_argument("paper", help=f"paper id: {registry.papers_help()}")
+    rep.add_argument("paper", nargs="?", help=f"paper id: {registry.papers_help()}")
+    rep.add_argument("--all", action="store_true", help="every runnable paper, each with its own settings, in "
+                     "one process that loads the model once and shares the dense baseline between papers")  # fmt: skip
+    rep.add_argument(
+        "--kind", choices=get_args(Kind), help="with --all: only the papers whose method is of this kind"
+    )
+    rep.add_argument("--jobs", type=int, default=1, help="with --all: worker processes (default 1)")
     _common(rep, "the paper's setting")
     rep.add_argument("--probe-items", type=int, help="items of the multiple-choice probe, where a paper uses it "
                      f"(default {_DATA['probe_items']})")  # fmt: skip
@@ -59,9 +78,54 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="also the runs the claim does not use (e.g. OWL's SparseGPT pair)",
     )
-    rep.add_argument("--json", metavar="PATH", help="result file (default: results/<paper>-<model>.json)")
-    rep.add_argument("--no-save", action="store_true", help="do not write the result file")
+    out = rep.add_mutually_exclusive_group()
+    out.add_argument("--json", metavar="PATH", help="result file (default: results/<paper>-<model>.json)")
+    out.add_argument("--commit", action="store_true",
+                     help="write the committed result the site shows, reproductions/<paper>.json")  # fmt: skip
+    out.add_argument("--no-save", action="store_true", help="do not write the result file")
     rep.set_defaults(func=_run_reproduce)
+
+    sw = subparsers.add_parser(
+        "sweep",
+        help="run methods at every value of one target (sparsity, layers removed or KV budget)",
+        description="Run each method at every value of one target after one dense baseline (one model load) and "
+        "save the points the site plots: perplexity vs sparsity, perplexity and probe accuracy vs layers removed, "
+        "continuation perplexity vs KV budget.",
+        formatter_class=_NoHyphenBreaks,
+    )
+    sw.add_argument("methods", nargs="+", metavar="METHOD", help=", ".join(registry.METHODS))
+    axis = sw.add_mutually_exclusive_group(required=True)
+    axis.add_argument(
+        "--sparsity", metavar="S,S,...", help="fractions of weights to prune, e.g. 0.1,0.2,...,0.9"
+    )
+    axis.add_argument("--layers", metavar="K,K,...", help="decoder layers to remove, e.g. 1,2,4,6,8")
+    axis.add_argument("--kv-budget", metavar="F,F,...", help="KV cache kept as a fraction of the prompt")
+    sw.add_argument(
+        "--name", help="file name under reproductions/sweeps/ (default: from the target and methods)"
+    )
+    sw.add_argument("--probe", action=argparse.BooleanOptionalAction, default=None,
+                    help="multiple-choice probe accuracy of every run (default: on for --layers)")  # fmt: skip
+    sw.add_argument(
+        "--speed", action="store_true", help="CPU prefill/decode speed-up of every run against dense"
+    )
+    sw.add_argument(
+        "--model", default="tiny-llama", help="tiny-llama (default), random-llama, a hub id or a path"
+    )
+    sw.add_argument(
+        "--dataset", default="pydoc", help="pydoc (offline, default), wikitext2, c4, or a UTF-8 file"
+    )
+    for name in ("nsamples", "seqlen", "eval_tokens", "probe_items"):
+        sw.add_argument("--" + name.replace("_", "-"), type=int, help="as for kb reproduce")
+    sw.add_argument("--device", choices=("cpu", "cuda", "auto"), help="default: cuda if available, else cpu")
+    sw.add_argument("--seed", type=int, default=0, help="calibration sampling seed (default 0)")
+    sw_out = sw.add_mutually_exclusive_group()
+    sw_out.add_argument(
+        "--json", metavar="PATH", help="result file (default: results/sweep-<name>-<model>.json)"
+    )
+    sw_out.add_argument(
+        "--commit", action="store_true", help="write reproductions/sweeps/<name>.json (the site's)"
+    )
+    sw.set_defaults(func=_run_sweep)
 
     pr = subparsers.add_parser(
         "prune",
@@ -160,6 +224,12 @@ def _slug(text: str) -> str:
 def _run_reproduce(args: argparse.Namespace) -> int:
     from reference_impls import registry
 
+    if args.all:
+        return _run_all(args)
+    if args.paper is None:
+        raise KBError("name a paper, or pass --all for every runnable paper")
+    if args.kind or args.jobs != 1:
+        raise KBError("--kind and --jobs go with --all")
     spec = registry.paper_spec(args.paper)  # unknown / not-yet-implemented paper: exit 2 before heavy imports
     explicit = _explicit(args)
     from kb.paths import repo_root
@@ -168,19 +238,123 @@ def _run_reproduce(args: argparse.Namespace) -> int:
 
     options = paper_options(spec, explicit)
     _check_lengths(options)
-    out = (
-        None
-        if args.no_save
-        else Path(args.json or repo_root() / "results" / f"{spec.paper}-{_slug(args.model)}.json")
-    )
+    if args.commit:
+        out: Path | None = repo_root() / COMMITTED / f"{spec.paper}.json"
+    elif args.no_save:
+        out = None
+    else:
+        out = Path(args.json or repo_root() / "results" / f"{spec.paper}-{_slug(args.model)}.json")
     if out is not None:
         out = check_writable(out, what="--json file")  # before the model is loaded, not after the run
     record = reproduce(spec.paper, options)
-    print(format_table(record))
-    if out is not None:
+    if out is not None:  # before printing: a closed stdout (`| head`) must not lose the result
         write_report(out, record)
         print(f"kb: results written to {out}", file=sys.stderr)
+    print(format_table(record))
     return 0 if record.claim.holds else 1
+
+
+COMMITTED = "reproductions"
+
+
+def _run_all(args: argparse.Namespace) -> int:
+    """`--all`: each paper with its own settings; exit 0 when every run completed, 1 when one failed."""
+    import time
+
+    if args.paper is not None:
+        raise KBError("--all runs every runnable paper; do not name one")
+    given = [f for f, v in (("--sparsity", args.sparsity), ("--pattern", args.pattern), ("--layers", args.layers),
+                            ("--kv-budget", args.kv_budget), ("--json", args.json)) if v is not None]  # fmt: skip
+    if args.set:
+        given.append("--set")
+    if given:
+        raise KBError(f"{given[0]} does not go with --all: each paper runs with its own settings")
+    if args.jobs < 1:
+        raise KBError("--jobs must be a positive integer")
+    explicit = _explicit(args)
+    explicit.pop("target")
+    explicit.pop("overrides")
+    from kb.paths import repo_root
+    from reference_impls.harness.batch import run_all, select_papers, summary
+
+    papers = select_papers(args.kind)
+    commit_dir = None
+    if args.commit:
+        commit_dir = check_writable(repo_root() / COMMITTED, what="reproductions directory", directory=True)
+    elif not args.no_save:
+        print("kb: --all writes nothing without --commit (results are summarised below)", file=sys.stderr)
+    start = time.perf_counter()
+    results = run_all(papers, explicit, jobs=args.jobs, commit_dir=commit_dir)
+    print(summary(results, time.perf_counter() - start))
+    failed = [r.paper for r in results if r.record is None]
+    if failed:
+        print(f"kb: error: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _values(text: str, axis: str) -> list[Any]:
+    from reference_impls.harness.options import check_sparsity
+
+    flag = "--" + axis.replace("_", "-")
+    out: list[Any] = []
+    for part in text.split(","):
+        try:
+            value: Any = int(part) if axis == "layers" else float(part)
+        except ValueError:
+            raise KBError(f"{flag} takes comma-separated numbers, got {part.strip()!r}") from None
+        if axis == "sparsity":
+            value = check_sparsity(value)
+        elif axis == "layers" and value < 1:
+            raise KBError("--layers values must be positive integers")
+        elif axis == "kv_budget" and not 0.0 < value <= 1.0:
+            raise KBError(f"--kv-budget values must be fractions of the prompt in (0, 1], got {value}")
+        if value in out:
+            raise KBError(f"{flag}: {value} is listed twice")
+        out.append(value)
+    return sorted(out)
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from reference_impls import registry
+
+    axis = next(a for a in ("sparsity", "layers", "kv_budget") if getattr(args, a) is not None)
+    values = _values(getattr(args, axis), axis)
+    methods = list(dict.fromkeys(args.methods))
+    for m in methods:
+        spec = registry.method_spec(m)
+        if axis not in spec.targets:
+            accepts = ", ".join("--" + t.replace("_", "-") for t in spec.targets) or "no target option"
+            raise KBError(
+                f"--{axis.replace('_', '-')} does not apply to {m} ({spec.kind}); it takes {accepts}"
+            )
+    name = args.name or "-".join([axis.replace("_", "-"), *methods])
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
+        raise KBError(f"--name {name!r}: use lowercase letters, digits and hyphens")
+    explicit = {k: getattr(args, k) for k in ("model", "dataset", "device", "seed")}
+    for key in ("nsamples", "seqlen", "eval_tokens", "probe_items"):
+        value = getattr(args, key)
+        if value is not None:
+            if value < 1:
+                raise KBError(f"--{key.replace('_', '-')} must be a positive integer")
+            explicit[key] = value
+    from kb.paths import repo_root
+
+    if args.commit:
+        out = repo_root() / COMMITTED / "sweeps" / f"{name}.json"
+    else:
+        out = Path(args.json or repo_root() / "results" / f"sweep-{name}-{_slug(args.model)}.json")
+    out = check_writable(out, what="--json file")
+    from reference_impls.harness.report import write_report
+    from reference_impls.harness.runner import sweep, sweep_options
+
+    options = sweep_options(methods, explicit)
+    _check_lengths(options)
+    probe = args.probe if args.probe is not None else axis == "layers"
+    record = sweep(name, methods, axis, values, options, probe=probe, speed=args.speed)
+    write_report(out, record)  # before printing: a closed stdout (`| head`) must not lose the result
+    print(f"kb: sweep written to {out}", file=sys.stderr)
+    print(format_table(record))
+    return 0
 
 
 def _num(value: float | None, digits: int) -> str:
@@ -242,12 +416,13 @@ def format_table(record: Any) -> str:
     lines += [
         "",
         (
-            f"{record.paper} on {record.model}, {ds.corpus}: calibration {ds.calibration.tokens} tokens, "
-            f"evaluation {ds.evaluation.tokens} tokens, {record.total_seconds:.0f} s"
+            f"{getattr(record, 'paper', None) or record.name} on {record.model}, {ds.corpus}: calibration "
+            f"{ds.calibration.tokens} tokens, evaluation {ds.evaluation.tokens} tokens, {record.total_seconds:.0f} s"
         ),
-        f"claim: {record.claim.statement}",
-        f"holds: {'yes' if record.claim.holds else 'NO'} ({record.claim.reason})",
     ]
+    claim = getattr(record, "claim", None)
+    if claim is not None:
+        lines += [f"claim: {claim.statement}", f"holds: {'yes' if claim.holds else 'NO'} ({claim.reason})"]
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ and an untied LM head; "decoder" is what the decoder layers hold.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import torch
@@ -21,8 +22,11 @@ from kb.results import CacheEval, Metrics, Probe, Size, Speed
 from .cacheeval import CacheSettings, evaluate_cache
 from .evaluate import perplexity
 from .layerwise import decoder_layers, iter_decoder_linears
-from .probe import TokenTask, score_task
+from .probe import ProbeScore, TokenTask, score_task
 from .speed import SpeedSample, measure_speed
+
+# `once(kind, key, compute) -> (value, seconds)`: how `measure_dense` reuses measurements (harness.session)
+Once = Callable[[str, Hashable, Callable[[], Any]], tuple[Any, float]]
 
 
 def _unique(params: Any) -> dict[int, torch.Tensor]:
@@ -60,6 +64,49 @@ def speed_record(sample: SpeedSample, dense: SpeedSample | None) -> Speed:
     )  # fmt: skip
 
 
+def probe_record(s: ProbeScore) -> Probe:
+    return Probe(task=s.task, items=s.items, choices=s.choices, acc=s.acc, acc_norm=s.acc_norm)
+
+
+def measure_dense(
+    model: nn.Module,
+    once: Once,
+    *,
+    eval_windows: torch.Tensor | None,
+    eval_batch_size: int = 1,
+    task: TokenTask | None = None,
+    task_key: Hashable = None,
+    speed_prompt: torch.Tensor | None = None,
+    speed_repeats: int = 5,
+    cache_windows: torch.Tensor | None = None,
+    cache: CacheSettings | None = None,
+) -> tuple[Metrics, SpeedSample | None, float]:
+    """`measure` of the dense model, each metric through `once` keyed by what it depends on (besides the model
+    and data, which the caller's keys already cover), so a process measures a baseline once for many papers.
+    Seconds are those each metric took when it was computed."""
+    seconds = 0.0
+    ppl = probe = sample = cache_eval = None
+    if eval_windows is not None:
+        ppl, t = once(
+            "ppl", eval_batch_size, lambda: perplexity(model, eval_windows, batch_size=eval_batch_size)
+        )
+        seconds += t
+    if task is not None:
+        probe, t = once("probe", task_key, lambda: probe_record(score_task(model, task)))
+        seconds += t
+    if speed_prompt is not None:
+        key = (tuple(speed_prompt.shape), speed_repeats, torch.get_num_threads())
+        sample, t = once("speed", key, lambda: measure_speed(model, speed_prompt, repeats=speed_repeats))
+        seconds += t
+    if cache is not None and cache_windows is not None:
+        cache_eval, t = once("cache", (cache, torch.get_num_threads()),
+                             lambda: evaluate_cache(model, cache_windows, cache, None))  # fmt: skip
+        seconds += t
+    speed = speed_record(sample, None) if sample is not None else None
+    metrics = Metrics(ppl=ppl, probe=probe, size=model_size(model), speed=speed, cache=cache_eval)
+    return metrics, sample, seconds
+
+
 def measure(
     model: nn.Module,
     *,
@@ -77,10 +124,7 @@ def measure(
     `cache_windows`, the long-context cache evaluation too (decode speed-up against `dense_cache`)."""
     start = time.perf_counter()
     ppl = perplexity(model, eval_windows, batch_size=eval_batch_size) if eval_windows is not None else None
-    probe = None
-    if task is not None:
-        s = score_task(model, task)
-        probe = Probe(task=s.task, items=s.items, choices=s.choices, acc=s.acc, acc_norm=s.acc_norm)
+    probe = probe_record(score_task(model, task)) if task is not None else None
     sample = measure_speed(model, speed_prompt, repeats=speed_repeats) if speed_prompt is not None else None
     speed = speed_record(sample, dense_speed) if sample is not None else None
     cache_eval = None

@@ -17,6 +17,11 @@ cache). `benchmarks/bench_fresh_copy.py` measured that at 0.33 s against 1.13 s 
 the model held in memory (tiny-llama, 2 cores), and it needs no second copy in memory; `compare` falls back
 to a deep copy when it is given a model object without a way to reload it (tests, in-memory models).
 
+Several comparisons in one process (`kb reproduce --all`, `kb sweep`) pass one `session.Session`: the model is
+loaded once, and the dense measurements, the dense-model statistics and identical runs are shared between
+comparisons whose data settings match. `sweep(...)` runs methods at several values of one target after one dense
+baseline. Every result records the content hash of the code it ran (`registry.paper_code`).
+
 `prune_to_dir(method, options, save)` runs one method and saves a `from_pretrained`-loadable directory (kv-cache
 methods are refused: they change no weight, so there is nothing to save).
 """
@@ -26,6 +31,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib
+import json
 import os
 import sys
 import time
@@ -39,19 +45,20 @@ from pydantic import BaseModel
 from torch import nn
 
 from kb.errors import KBError
-from kb.results import Claim, DatasetInfo, Outcome, Reproduction, RunResult
+from kb.results import Claim, DatasetInfo, Outcome, Reproduction, RunResult, Sweep
 
 from .. import registry
 from ..registry import MethodSpec, PaperSpec, Results, Run
 from .cacheeval import CacheSettings
 from .contract import Context, check_outcome, model_facts
-from .data import TokenData, load_corpus, token_data
+from .data import TokenData
 from .layerwise import decoder_layers
-from .metrics import measure, model_size
+from .metrics import measure, measure_dense, model_size
 from .models import LoadedModel, load_model
 from .options import build_config
 from .probe import BUILTIN, continuation_task
-from .report import versions
+from .report import machine, today, versions
+from .session import Session, data_scope, load_tokens
 from .structure import save_model
 
 Log = Callable[[str], None]
@@ -181,19 +188,18 @@ def layer_progress(label: str, log: Log) -> Callable[[int, int], None]:
     return report
 
 
-def load_inputs(options: RunOptions, log: Log) -> tuple[LoadedModel, TokenData]:
-    """Model, tokenizer and token streams for a run (data is read before the model, so bad input fails fast)."""
-    corpus = load_corpus(options.dataset)
-    start = time.perf_counter()
-    loaded = load_model(options.model, options.device, seed=options.seed)
-    log(f"kb: loaded {options.model} from {loaded.source} in {time.perf_counter() - start:.1f} s")
+def load_inputs(
+    options: RunOptions, log: Log, session: Session | None = None
+) -> tuple[LoadedModel, TokenData]:
+    """Model, tokenizer and token streams for a run (data is read before the model, so bad input fails fast);
+    a `session` keeps them for the next paper with the same settings."""
+    session = session or Session()
+    session.corpus(options.dataset)
+    loaded = session.model(options.model, options.device, options.seed, log)
     limit = getattr(loaded.model.config, "max_position_embeddings", None)
     if limit is not None and options.seqlen > limit:
         raise KBError(f"--seqlen {options.seqlen} exceeds {options.model}'s context of {limit} tokens")
-    data = token_data(
-        loaded.tokenizer, corpus, nsamples=options.nsamples, seqlen=options.seqlen,
-        eval_tokens=options.eval_tokens, seed=options.seed,
-    )  # fmt: skip
+    data = load_tokens(session, options, loaded)
     d = data.describe()
     log(
         f"kb: corpus {data.corpus}: calibration {d['calibration']['samples']} x {options.seqlen} tokens, "
@@ -233,47 +239,78 @@ def compare(
     ppl: bool = True,
     log: Log = stderr_log,
     fresh: Callable[[], nn.Module] | None = None,
+    session: Session | None = None,
 ) -> list[RunResult]:
     """The dense baseline and every planned run, each run on a fresh dense model: `fresh()` (a reload), or a
     deep copy of `dense`, which is never modified. `ppl=False` skips the plain perplexity of the dense model
-    (kv-cache papers judge the cache evaluation)."""
+    (kv-cache papers judge the cache evaluation). With a `session` (whose model `dense` is), dense measurements,
+    dense-model statistics and identical runs are shared with the other comparisons of the process."""
+    session = session or Session()
+    scope = data_scope(options)
+
+    def once(kind: str, key: Any, compute: Callable[[], Any]) -> tuple[Any, float]:
+        return session.memo(kind, (scope, key), compute)
+
     task = None
     if probe:
-        task = continuation_task(data.heldout, tokenizer, items=options.probe_items)
+        task, _ = once("probe-task", options.probe_items,
+                       lambda: continuation_task(data.heldout, tokenizer, items=options.probe_items))  # fmt: skip
     want_speed = any(p.run.speed for p in plans)
     prompt = _speed_prompt(data, options.speed_prompt_tokens) if want_speed else None
     cache = None
     if any(p.spec.kind == "kv-cache" for p in plans):
         cache = CacheSettings(continuation_tokens=options.continuation_tokens, generate_tokens=options.generate_tokens,
                               repeats=options.cache_repeats, batch_size=options.eval_batch_size)  # fmt: skip
-    dense_metrics, dense_speed, seconds = measure(
-        dense, eval_windows=data.eval if ppl else None, eval_batch_size=options.eval_batch_size, task=task,
-        speed_prompt=prompt, speed_repeats=options.speed_repeats, cache_windows=data.eval, cache=cache,
+    computed_before = sum(session.computed.values())
+    dense_metrics, dense_speed, seconds = measure_dense(
+        dense, once, eval_windows=data.eval if ppl else None, eval_batch_size=options.eval_batch_size, task=task,
+        task_key=options.probe_items, speed_prompt=prompt, speed_repeats=options.speed_repeats,
+        cache_windows=data.eval, cache=cache,
     )  # fmt: skip
-    log(f"kb: dense {_summary(dense_metrics)} ({seconds:.1f} s)")
+    reused = " measured earlier in this process:" if sum(session.computed.values()) == computed_before else ""
+    log(f"kb: dense{reused} {_summary(dense_metrics)} ({seconds:.1f} s)")
     results = [RunResult(label="dense", kind="dense", metrics=dense_metrics, eval_seconds=seconds)]
-    shared: dict[Any, Any] = {}  # dense-model statistics reused across runs (see Context.dense_stats)
+    shared = session.dense_stats(scope)  # dense-model statistics reused across runs (see Context.dense_stats)
     for plan in plans:
-        model = fresh() if fresh is not None else copy.deepcopy(dense)
-        ctx = Context(batch_size=options.batch_size, progress=layer_progress(plan.run.label, log), seed=options.seed,
-                      log=log, dense_stats=shared)  # fmt: skip
-        log(f"kb: {plan.run.label}: {plan.spec.name} {_options_text(plan.config)}")
-        outcome, prune_seconds = apply_method(model, plan.spec, plan.config, data.calib, ctx)
-        kv = plan.spec.kind == "kv-cache"
-        metrics, _sample, eval_seconds = measure(
-            model, eval_windows=None if kv else data.eval, eval_batch_size=options.eval_batch_size, task=task,
-            speed_prompt=prompt if plan.run.speed else None, dense_speed=dense_speed,
-            speed_repeats=options.speed_repeats, cache_windows=data.eval if kv else None, cache=cache,
-            dense_cache=dense_metrics.cache,
-        )  # fmt: skip
-        log(f"kb: {plan.run.label}: {_summary(metrics)} (pruned in {prune_seconds:.1f} s)")
-        results.append(RunResult(
-            label=plan.run.label, method=plan.spec.name, kind=plan.spec.kind,
-            config=plan.config.model_dump(mode="json"), outcome=outcome, metrics=metrics,
-            prune_seconds=prune_seconds, eval_seconds=eval_seconds,
+        config = plan.config.model_dump(mode="json")
+        key = (plan.spec.name, json.dumps(config, sort_keys=True), plan.run.speed, ppl, options.probe_items if probe
+               else None, cache, options.batch_size, options.eval_batch_size, options.speed_prompt_tokens,
+               options.speed_repeats, torch.get_num_threads())  # fmt: skip
+        done = session.has("run", (scope, key))
+        run, _ = once("run", key, lambda plan=plan, config=config: _one_run(
+            plan, config, dense, data, options, task, prompt, dense_speed, dense_metrics, cache, shared, log, fresh,
+            ppl,
         ))  # fmt: skip
-        del model
+        if done:
+            log(
+                f"kb: {plan.run.label}: {plan.spec.name} with the same settings already ran in this process: reused"
+            )
+        results.append(run.model_copy(update={"label": plan.run.label}))
     return results
+
+
+def _one_run(
+    plan: Plan, config: dict[str, Any], dense: nn.Module, data: TokenData, options: RunOptions, task: Any,
+    prompt: torch.Tensor | None, dense_speed: Any, dense_metrics: Any, cache: CacheSettings | None,
+    shared: dict[Any, Any], log: Log, fresh: Callable[[], nn.Module] | None, ppl: bool,
+) -> RunResult:  # fmt: skip
+    model = fresh() if fresh is not None else copy.deepcopy(dense)
+    ctx = Context(batch_size=options.batch_size, progress=layer_progress(plan.run.label, log), seed=options.seed,
+                  log=log, dense_stats=shared)  # fmt: skip
+    log(f"kb: {plan.run.label}: {plan.spec.name} {_options_text(plan.config)}")
+    outcome, prune_seconds = apply_method(model, plan.spec, plan.config, data.calib, ctx)
+    kv = plan.spec.kind == "kv-cache"
+    metrics, _sample, eval_seconds = measure(
+        model, eval_windows=None if kv else data.eval, eval_batch_size=options.eval_batch_size, task=task,
+        speed_prompt=prompt if plan.run.speed else None, dense_speed=dense_speed,
+        speed_repeats=options.speed_repeats, cache_windows=data.eval if kv else None, cache=cache,
+        dense_cache=dense_metrics.cache,
+    )  # fmt: skip
+    log(f"kb: {plan.run.label}: {_summary(metrics)} (pruned in {prune_seconds:.1f} s)")
+    return RunResult(
+        label=plan.run.label, method=plan.spec.name, kind=plan.spec.kind, config=config, outcome=outcome,
+        metrics=metrics, prune_seconds=prune_seconds, eval_seconds=eval_seconds,
+    )  # fmt: skip
 
 
 def _speed_prompt(data: TokenData, tokens: int) -> torch.Tensor:
@@ -306,13 +343,18 @@ def _options_text(config: BaseModel) -> str:
     return " ".join(f"{k}={v}" for k, v in config.model_dump(mode="json").items())
 
 
-def reproduce(paper: str, options: RunOptions, log: Log = stderr_log) -> Reproduction:
-    """Run a paper's headline comparison; the record says whether the claim holds and why."""
+def reproduce(
+    paper: str, options: RunOptions, log: Log = stderr_log, session: Session | None = None
+) -> Reproduction:
+    """Run a paper's headline comparison; the record says whether the claim holds and why, and which code
+    (content hash) produced it. A `session` shares the model, data and dense measurements with other papers."""
     spec = registry.paper_spec(paper)
     plans = plan_runs(spec, options)  # every config validated before anything heavy happens
+    code = registry.paper_code(paper)  # what is about to run
     threads = set_threads(options.threads)
     t0 = time.perf_counter()
-    loaded, data = load_inputs(options, log)
+    session = session or Session()
+    loaded, data = load_inputs(options, log, session)
     layers = options.target.get("layers")
     if layers is not None and layers >= len(decoder_layers(loaded.model)):
         raise KBError(f"cannot remove {layers} of {len(decoder_layers(loaded.model))} decoder layers of "
@@ -322,7 +364,7 @@ def reproduce(paper: str, options: RunOptions, log: Log = stderr_log) -> Reprodu
         return load_model(options.model, options.device, seed=options.seed).model
 
     runs = compare(loaded.model, loaded.tokenizer, data, plans, options, probe="probe" in spec.metrics,
-                   ppl="ppl" in spec.metrics, log=log, fresh=reload)  # fmt: skip
+                   ppl="ppl" in spec.metrics, log=log, fresh=reload, session=session)  # fmt: skip
     results = Results({r.label: r.metrics for r in runs}, {r.label: r.outcome for r in runs})
     holds, reason = spec.check(results)
     figures = spec.figures(results) if spec.figures else []
@@ -333,7 +375,61 @@ def reproduce(paper: str, options: RunOptions, log: Log = stderr_log) -> Reprodu
                 "probe": BUILTIN if "probe" in spec.metrics else None},
         versions=versions(), total_seconds=round(time.perf_counter() - t0, 2), runs=runs,
         claim=Claim(statement=spec.statement(options.target), holds=bool(holds), reason=reason),
-        figures=figures,
+        figures=figures, code=code, produced=today(), machine=machine(threads, device),
+    )  # fmt: skip
+
+
+def sweep_options(methods: list[str], explicit: dict[str, Any]) -> RunOptions:
+    """Harness defaults, then the data options the methods' papers agree on (KV-cache papers use shorter
+    windows), then what the command line set."""
+    found: dict[str, set[Any]] = {}
+    for m in methods:
+        paper = registry.method_spec(m).paper
+        if paper in registry.PAPERS:
+            for k, v in registry.PAPERS[paper].defaults.items():
+                if k in _DATA_FIELDS:
+                    found.setdefault(k, set()).add(v)
+    data = {k: next(iter(v)) for k, v in found.items() if len(v) == 1}
+    return RunOptions(**{**data, **explicit})
+
+
+def sweep(
+    name: str, methods: list[str], axis: str, values: list[Any], options: RunOptions, *, probe: bool = False,
+    speed: bool = False, log: Log = stderr_log, session: Session | None = None,
+) -> Sweep:  # fmt: skip
+    """Every method at every value of one target, after one dense baseline (one model load, shared dense
+    measurements and statistics); a `kb.results.Sweep` with the content hash of the code it ran."""
+    specs = [registry.method_spec(m) for m in methods]
+    for spec in specs:
+        check_targets(spec, {axis: None}, spec.name)
+    plans = [
+        Plan(Run(f"{spec.name}@{value}", spec.name, speed=speed), spec, method_config(spec, {axis: value}))
+        for value in values
+        for spec in specs
+    ]
+    code = registry.sweep_code(methods)
+    threads = set_threads(options.threads)
+    t0 = time.perf_counter()
+    session = session or Session()
+    loaded, data = load_inputs(options, log, session)
+    n = len(decoder_layers(loaded.model))
+    if axis == "layers" and max(values) >= n:
+        raise KBError(f"cannot remove {max(values)} of {n} decoder layers of {options.model}")
+
+    def reload() -> nn.Module:
+        return load_model(options.model, options.device, seed=options.seed).model
+
+    all_kv = all(spec.kind == "kv-cache" for spec in specs)
+    runs = compare(loaded.model, loaded.tokenizer, data, plans, options, probe=probe, ppl=not all_kv, log=log,
+                   fresh=reload, session=session)  # fmt: skip
+    device = str(loaded.model.get_input_embeddings().weight.device)
+    return Sweep(
+        name=name, model=options.model, axis=axis, values=values, methods=methods,
+        dataset=DatasetInfo.model_validate(data.describe()),
+        config={**dataclasses.asdict(options), "threads": threads, "device": device, "probe": probe,
+                "speed": speed},
+        versions=versions(), total_seconds=round(time.perf_counter() - t0, 2), runs=runs, code=code,
+        produced=today(), machine=machine(threads, device),
     )  # fmt: skip
 
 

@@ -14,16 +14,21 @@ command line reads it for help text and to reject bad input before anything heav
 - The list of paper ids is read from `papers/*.yaml`, never typed here.
 
 One file per family holds its methods, claims and papers (`sparsity`, `depth`, `width`, `kvcache`, ...);
-`specs` holds the shapes. This module joins the families and answers look-ups.
+`specs` holds the shapes. This module joins the families and answers look-ups, including which files a result
+depends on (`code_files`, `paper_code`: the content hash stored in every result); `freshness` compares the
+committed results with today's code for `kb build --check`.
 
 Adding a paper: see "Add a paper of any kind" in the README.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
+from kb.codehash import code_version, python_files
 from kb.errors import KBError
+from kb.results import CodeVersion
 
 from . import depth, kvcache, sparsity, width
 from .specs import TARGETS, MethodSpec, Metric, PaperSpec, Results, Run, Target, Verdict
@@ -39,14 +44,19 @@ __all__ = [
     "Run",
     "Target",
     "Verdict",
+    "code_files",
+    "code_root",
     "method_spec",
     "methods_help",
+    "paper_code",
     "paper_ids",
+    "paper_methods",
     "paper_spec",
     "papers_help",
     "run_command",
     "runnable_papers",
     "savable_method",
+    "sweep_code",
 ]  # fmt: skip
 
 _FAMILIES = (sparsity, depth, width, kvcache)
@@ -121,3 +131,39 @@ def methods_help() -> str:
 
 def papers_help() -> str:
     return ", ".join(sorted(PAPERS))
+
+
+# ---- the code a result depends on -------------------------------------------------------------
+# Besides each method's own module, every result depends on the whole harness, the primitives and the registry
+# (claims, defaults and runs live there).
+SHARED_CODE = ("reference_impls/harness", "reference_impls/primitives", "reference_impls/registry")
+
+
+def code_root() -> Path:
+    """The checkout this package was imported from: what a run actually executed."""
+    return Path(__file__).resolve().parents[2]
+
+
+def paper_methods(paper: str) -> list[str]:
+    """Every method of a paper's comparison, the runs `--all-runs` adds included."""
+    spec = paper_spec(paper)
+    return sorted({spec.method, *(r.method for r in spec.runs)})
+
+
+def code_files(root: Path, methods: Iterable[str]) -> list[str]:
+    """The files (relative to `root`) a run of these methods depends on."""
+    files = {"reference_impls/__init__.py", *(method_spec(m).file for m in methods)}
+    for directory in SHARED_CODE:
+        files.update(python_files(root, directory))
+    return sorted(files)
+
+
+def paper_code(paper: str, root: Path | None = None) -> CodeVersion:
+    """The content hash of what `kb reproduce <paper>` runs, read under `root` (default: this checkout)."""
+    base = root or code_root()
+    return code_version(base, code_files(base, paper_methods(paper)))
+
+
+def sweep_code(methods: Iterable[str], root: Path | None = None) -> CodeVersion:
+    base = root or code_root()
+    return code_version(base, code_files(base, methods))

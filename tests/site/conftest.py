@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,15 @@ NOTE = (
 )
 
 
+def stamp_reproduction(src: Path, dest: Path, root: Path) -> None:
+    """Copy a reproduction fixture, recording the content hash of the code under `root` (as a fresh run would)."""
+    from reference_impls.registry import paper_code
+
+    data = json.loads(src.read_text(encoding="utf-8"))
+    data["code"] = paper_code(data["paper"], root).model_dump(mode="json")
+    dest.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
 def make_kb(root: Path, *, with_data: bool = True) -> Path:
     """Write a valid knowledge base under `root` and return it."""
     shutil.copytree(REPO / "concepts", root / "concepts")
@@ -26,16 +36,16 @@ def make_kb(root: Path, *, with_data: bool = True) -> Path:
         text = MODELINE + yaml.safe_dump(rec, sort_keys=False, allow_unicode=True)
         (root / "papers" / f"{rec['id']}.yaml").write_text(text, encoding="utf-8")
         (root / "challenge" / f"{rec['id']}.md").write_text(NOTE, encoding="utf-8")
-    impl = root / "reference_impls" / "wanda.py"
-    impl.parent.mkdir()
-    shutil.copy(REPO / "reference_impls" / "wanda.py", impl)
+    # the code the reproductions depend on (their content hash is checked by `kb build --check`)
+    shutil.copytree(REPO / "reference_impls", root / "reference_impls",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))  # fmt: skip
     shutil.copy(REPO / "mkdocs.yml", root / "mkdocs.yml")
     (root / "docs").mkdir()
     shutil.copy(REPO / "docs" / "about.md", root / "docs" / "about.md")
     (root / "README.md").write_text("# Fixture\n\nHand-written intro.\n", encoding="utf-8")
     if with_data:
         (root / "reproductions").mkdir()
-        shutil.copy(FIXTURES / "wanda.reproduction.json", root / "reproductions" / "wanda.json")
+        stamp_reproduction(FIXTURES / "wanda.reproduction.json", root / "reproductions" / "wanda.json", root)
         (root / "data" / "meta").mkdir(parents=True)
         shutil.copy(FIXTURES / "github.json", root / "data" / "meta" / "github.json")
     return root

@@ -36,6 +36,7 @@ def test_every_page_and_export_is_rendered(pages, kb) -> None:
     }
     expected |= {f"concepts/{a}.md" for a in ("type", "criteria", "budget", "data", "retrain", "weight")}
     expected |= {f"papers/{r.paper.id}.md" for r in kb.records}
+    expected |= {"plots/sparsity-fixture-model.svg"}  # the fixture reproduction's runs at 50% sparsity
     assert set(pages) == expected
 
 
