@@ -23,10 +23,11 @@ Adding a paper: see "Add a paper of any kind" in the README.
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Iterable
 from pathlib import Path
 
-from kb.codehash import code_version, python_files
+from kb.codehash import code_version
 from kb.errors import KBError
 from kb.results import CodeVersion
 
@@ -134,9 +135,57 @@ def papers_help() -> str:
 
 
 # ---- the code a result depends on -------------------------------------------------------------
-# Besides each method's own module, every result depends on the whole harness, the primitives and the registry
-# (claims, defaults and runs live there).
-SHARED_CODE = ("reference_impls/harness", "reference_impls/primitives", "reference_impls/registry")
+# A result depends on the modules of its methods and everything they import inside `reference_impls`, on the
+# harness modules that run and measure every comparison (and what they import), and on its claim: the registry's
+# shapes and the family file that holds the paper. Imports are read statically (no module is executed), so the
+# check stays torch-free. Another family's file, a primitive nobody here imports or a new paper's module changes
+# nothing a result ran, so it leaves the result fresh.
+MEASURING = (
+    "reference_impls/harness/runner.py",
+)  # the orchestrator: its imports bring data, metrics, probe...
+_REGISTRY = "reference_impls/registry"
+
+
+def _imported_files(root: Path, rel: str) -> set[str]:
+    """Files inside `reference_impls/` that the module `rel` imports (absolute or relative), read with `ast`."""
+    path = root / rel
+    if not path.is_file():
+        return set()
+    tree = ast.parse(path.read_bytes(), filename=rel)
+    package = rel.rsplit("/", 1)[0].split("/")  # the package that holds the module
+    if rel.endswith("/__init__.py"):
+        package = rel[: -len("/__init__.py")].split("/")
+    names: list[list[str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [a.name.split(".") for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            mod = base + (node.module.split(".") if node.module else [])
+            names.append(mod)
+            names += [[*mod, a.name] for a in node.names]  # `from . import depth` names a module
+    found = set()
+    for parts in names:
+        if not parts or parts[0] != "reference_impls":
+            continue
+        for candidate in ("/".join(parts) + ".py", "/".join(parts) + "/__init__.py"):
+            if (root / candidate).is_file():
+                found.add(candidate)
+    return found
+
+
+def _closure(root: Path, start: Iterable[str]) -> set[str]:
+    seen: set[str] = set()
+    todo = list(start)
+    while todo:
+        rel = todo.pop()
+        if rel in seen:
+            continue
+        seen.add(rel)
+        if rel.startswith(_REGISTRY + "/"):
+            continue  # the registry joins every family: only the claim's own files count (added by the caller)
+        todo.extend(_imported_files(root, rel) - seen)
+    return seen
 
 
 def code_root() -> Path:
@@ -150,18 +199,27 @@ def paper_methods(paper: str) -> list[str]:
     return sorted({spec.method, *(r.method for r in spec.runs)})
 
 
-def code_files(root: Path, methods: Iterable[str]) -> list[str]:
-    """The files (relative to `root`) a run of these methods depends on."""
-    files = {"reference_impls/__init__.py", *(method_spec(m).file for m in methods)}
-    for directory in SHARED_CODE:
-        files.update(python_files(root, directory))
+def code_files(root: Path, methods: Iterable[str], paper: str | None = None) -> list[str]:
+    """The files (relative to `root`) a run of these methods depends on, with the paper's claim if given."""
+    start = {"reference_impls/__init__.py", *MEASURING, *(method_spec(m).file for m in methods)}
+    files = {f for f in _closure(root, start) if not f.startswith(_REGISTRY + "/")}
+    files.add(f"{_REGISTRY}/specs.py")
+    if paper is not None:
+        files.add(_family_file(paper))
     return sorted(files)
+
+
+def _family_file(paper: str) -> str:
+    for family in _FAMILIES:
+        if any(p.paper == paper for p in family.PAPERS):
+            return f"{_REGISTRY}/{family.__name__.rsplit('.', 1)[1]}.py"
+    raise KBError(f"paper {paper!r} is in no registry family")
 
 
 def paper_code(paper: str, root: Path | None = None) -> CodeVersion:
     """The content hash of what `kb reproduce <paper>` runs, read under `root` (default: this checkout)."""
     base = root or code_root()
-    return code_version(base, code_files(base, paper_methods(paper)))
+    return code_version(base, code_files(base, paper_methods(paper), paper))
 
 
 def sweep_code(methods: Iterable[str], root: Path | None = None) -> CodeVersion:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kb.codehash import changed_files, code_version, python_files
+from kb.codehash import changed_files, code_version
 from reference_impls import registry
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,7 +20,7 @@ def _copy_code(dest: Path) -> Path:
 
 
 def test_hash_is_stable_and_independent_of_order_and_location(tmp_path):
-    files = registry.code_files(REPO, registry.paper_methods("owl"))
+    files = registry.code_files(REPO, registry.paper_methods("owl"), "owl")
     here = code_version(REPO, files)
     assert here == code_version(REPO, list(reversed(files)))  # the order files are listed in does not matter
     assert here.hash == registry.paper_code("owl").hash
@@ -31,14 +31,20 @@ def test_hash_is_stable_and_independent_of_order_and_location(tmp_path):
     assert registry.paper_code("owl", copy) == here  # caches are not code
 
 
-def test_files_of_a_paper_are_its_methods_and_the_shared_code():
-    files = registry.code_files(REPO, registry.paper_methods("owl"))
+def test_files_of_a_paper_are_what_its_runs_import_and_its_claim():
+    files = registry.code_files(REPO, registry.paper_methods("owl"), "owl")
     assert {"reference_impls/owl.py", "reference_impls/wanda.py", "reference_impls/magnitude.py",
             "reference_impls/sparsegpt.py"} <= set(files)  # fmt: skip
     assert "reference_impls/shortgpt.py" not in files  # another paper's method
-    for shared in ("harness/runner.py", "harness/metrics.py", "primitives/masks.py", "registry/sparsity.py"):
+    for shared in ("harness/runner.py", "harness/metrics.py", "harness/evaluate.py", "harness/probe.py",
+                   "harness/layerwise.py", "primitives/masks.py", "registry/specs.py", "registry/sparsity.py"):  # fmt: skip
         assert f"reference_impls/{shared}" in files
-    assert files == sorted(files) and set(python_files(REPO, "reference_impls/harness")) <= set(files)
+    # what no run of OWL imports: another family's claims, the registry's joining module, unrelated primitives
+    for other in ("registry/depth.py", "registry/__init__.py", "primitives/blocks.py", "harness/recovery.py"):
+        assert f"reference_impls/{other}" not in files
+    assert files == sorted(files)
+    width = registry.code_files(REPO, registry.paper_methods("llm-pruner"), "llm-pruner")
+    assert {"reference_impls/harness/recovery.py", "reference_impls/primitives/groups.py"} <= set(width)
 
 
 def test_any_edit_addition_or_removal_changes_the_hash(tmp_path):
@@ -51,10 +57,17 @@ def test_any_edit_addition_or_removal_changes_the_hash(tmp_path):
     impl.write_bytes(impl.read_bytes()[:-1])
     assert registry.paper_code("wanda", root) == before
     (root / "reference_impls" / "primitives" / "new_helper.py").write_text("VALUE = 1\n")
+    assert registry.paper_code("wanda", root) == before  # nothing the paper runs imports it yet
+    masks = root / "reference_impls" / "primitives" / "masks.py"
+    masks.write_text(masks.read_text() + "from .new_helper import VALUE\n")  # now something does
     added = registry.paper_code("wanda", root)
-    assert changed_files(before, added) == ["reference_impls/primitives/new_helper.py"]
-    # an edit to a method the paper does not run leaves its hash alone
-    (root / "reference_impls" / "primitives" / "new_helper.py").unlink()
+    assert changed_files(before, added) == ["reference_impls/primitives/masks.py",
+                                            "reference_impls/primitives/new_helper.py"]  # fmt: skip
+    masks.write_text(masks.read_text().replace("from .new_helper import VALUE\n", ""))
+    assert registry.paper_code("wanda", root) == before
+    # an edit to a method the paper does not run, or to another family's claims, leaves its hash alone
+    depth = root / "reference_impls" / "registry" / "depth.py"
+    depth.write_text(depth.read_text() + "# edited\n")
     other = root / "reference_impls" / "shortgpt.py"
     other.write_text(other.read_text() + "# edited\n")
     assert registry.paper_code("wanda", root) == before
