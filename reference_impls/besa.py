@@ -48,7 +48,7 @@ from .primitives.masks import count_to_prune
 
 class Config(SparsityConfig):
     epochs: int = Field(2, ge=0)  # passes over the training samples per block
-    train_samples: int = Field(4, ge=1)  # calibration sequences used to learn the sparsities (first n)
+    train_samples: int = Field(2, ge=1)  # calibration sequences used to learn the sparsities (first n)
     batch: int = Field(1, ge=1)  # sequences per optimisation step
     lr: float = Field(0.05, gt=0)
     sparsity_beta: float = Field(5.0, ge=0)  # weight of the budget penalty

@@ -19,16 +19,18 @@ This:     `structure="rows-columns"` zeroes whole rows and columns of every deco
           zeros. `structure="element"` is unstructured. `update="none"` keeps the costs but skips the
           update (K-OBD); `curvature="identity"` makes every cost a squared l2 norm (global magnitude of
           rows/columns or elements, no data needed).
-Differs:  (1) a small empirical Fisher (true labels, a few calibration sequences) with damping of the mean
-          diagonal; (2) for elements the update sums the single-element OBS updates of all removed weights,
+Differs:  (1) a small empirical Fisher (true labels, by default the first 256 tokens of one calibration
+          sequence per shot, for the CPU budget) with damping of the mean diagonal; (2) for elements the
+          update sums the single-element OBS updates of all removed weights,
           dW = -G^-1 (M * W / (g a^T)) A^-1 (g, a the inverse diagonals, M the removed set), then re-zeroes
           them: correlations between removed elements are ignored (the paper solves them jointly);
-          (3) a few shots instead of 40; no first-order term, no LoRA between shots, no K-FAC rank > 1.
+          (3) a few shots instead of 40 (3 for rows/columns, 2 unstructured in the reproduction); no first-order term, no LoRA between shots, no K-FAC rank > 1.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -49,25 +51,49 @@ class Config(SparsityConfig):
     shots: int = Field(4, ge=1)  # pruning steps, linear schedule to the target
     update: Literal["correlated", "none"] = "correlated"  # "none": K-OBD (costs, no weight update)
     curvature: Literal["kfac", "identity"] = "kfac"  # "identity": l2-norm costs (magnitude)
-    fisher_samples: int = Field(2, ge=1)  # calibration sequences per curvature estimate
+    fisher_samples: int = Field(1, ge=1)  # calibration sequences per curvature estimate (CPU budget)
     fisher_seqlen: int = Field(256, ge=8)  # their first tokens
     damp_a: float = Field(0.01, gt=0)  # damping, as a fraction of the mean diagonal of A
     damp_g: float = Field(0.1, gt=0)  # and of G
 
 
 # ---- pure tensor math -----------------------------------------------------------------------
-def damped_inverse(m: torch.Tensor, damp: float) -> torch.Tensor:
-    """(m + damp * mean(diag m) * I)^-1 = L^-T L^-1 from a Cholesky factor L and one triangular inverse
-    (`torch.cholesky_inverse` is about 20x slower on CPU)."""
-    h = m.float()
-    eye = torch.eye(h.shape[0], dtype=h.dtype)
-    scale = float(torch.diagonal(h).mean()) or 1.0
-    for attempt in range(4):
-        chol, info = torch.linalg.cholesky_ex(h + damp * (10**attempt) * scale * eye)
-        if int(info) == 0:
-            l_inv = torch.linalg.solve_triangular(chol, eye, upper=False)
-            return l_inv.T @ l_inv
-    raise RuntimeError("LLM Surgeon: damped curvature factor is not positive definite")
+class DampedInverse:
+    """(m + damp * mean(diag m) * I)^-1 held as its Cholesky factor L: its diagonal and products with it
+    without ever forming the full inverse (`torch.cholesky_inverse` is about 20x slower on CPU, and only
+    the unstructured update needs whole products)."""
+
+    def __init__(self, m: torch.Tensor, damp: float) -> None:
+        h = m.float()
+        eye = torch.eye(h.shape[0], dtype=h.dtype)
+        scale = float(torch.diagonal(h).mean()) or 1.0
+        for attempt in range(4):
+            chol, info = torch.linalg.cholesky_ex(h + damp * (10**attempt) * scale * eye)
+            if int(info) == 0:
+                self.chol = chol
+                return
+        raise RuntimeError("LLM Surgeon: damped curvature factor is not positive definite")
+
+    def diag(self) -> torch.Tensor:
+        """diag(H^-1)_j = sum_i (L^-1)_ij^2."""
+        eye = torch.eye(self.chol.shape[0], dtype=self.chol.dtype)
+        return torch.linalg.solve_triangular(self.chol, eye, upper=False).square().sum(0)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """H^-1 @ x."""
+        return torch.cholesky_solve(x, self.chol)
+
+    def columns(self, idx: torch.Tensor) -> torch.Tensor:
+        """H^-1[:, idx]."""
+        e = torch.zeros(self.chol.shape[0], idx.numel(), dtype=self.chol.dtype)
+        e[idx, torch.arange(idx.numel())] = 1.0
+        return self.apply(e)
+
+    @classmethod
+    def identity(cls, n: int) -> DampedInverse:
+        out = cls.__new__(cls)
+        out.chol = torch.eye(n)
+        return out
 
 
 def element_costs(w: torch.Tensor, g_inv_diag: torch.Tensor, a_inv_diag: torch.Tensor) -> torch.Tensor:
@@ -82,32 +108,32 @@ def col_costs(w: torch.Tensor, g: torch.Tensor, a_inv_diag: torch.Tensor) -> tor
     return ((g @ w) * w).sum(0) / (2 * a_inv_diag)
 
 
-def remove_rows(w: torch.Tensor, g_inv: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Joint OBS update removing `rows` (indices) under F = G (x) A; the rows end exactly zero."""
+def remove_rows(w: torch.Tensor, g_inv_cols: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Joint OBS update removing `rows` under F = G (x) A, given G^-1[:, rows]; the rows end exactly zero."""
     if rows.numel() == 0:
         return w
-    sub = g_inv[rows][:, rows]
-    out = w - g_inv[:, rows] @ torch.linalg.solve(sub, w[rows])
+    out = w - g_inv_cols @ torch.linalg.solve(g_inv_cols[rows], w[rows])
     out[rows] = 0.0
     return out
 
 
-def remove_cols(w: torch.Tensor, a_inv: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Joint OBS update removing `cols` (indices) under F = G (x) A; the columns end exactly zero."""
+def remove_cols(w: torch.Tensor, a_inv_cols: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Joint OBS update removing `cols` under F = G (x) A, given A^-1[:, cols]; the columns end exactly zero."""
     if cols.numel() == 0:
         return w
-    sub = a_inv[cols][:, cols]
-    out = w - torch.linalg.solve(sub, w[:, cols].T).T @ a_inv[cols]
+    out = w - torch.linalg.solve(a_inv_cols[cols], w[:, cols].T).T @ a_inv_cols.T
     out[:, cols] = 0.0
     return out
 
 
 def remove_elements(
-    w: torch.Tensor, g_inv: torch.Tensor, a_inv: torch.Tensor, mask: torch.Tensor
-) -> torch.Tensor:
-    """Sum of single-element OBS updates for the removed set `mask` (True = remove); those end zero."""
-    scaled = (w * mask) / (torch.diagonal(g_inv).unsqueeze(1) * torch.diagonal(a_inv).unsqueeze(0))
-    return (w - g_inv @ scaled @ a_inv).masked_fill(mask, 0.0)
+    w: torch.Tensor, g_inv: Callable[[torch.Tensor], torch.Tensor], a_inv: Callable[[torch.Tensor], torch.Tensor],
+    g_inv_diag: torch.Tensor, a_inv_diag: torch.Tensor, mask: torch.Tensor,
+) -> torch.Tensor:  # fmt: skip
+    """Sum of the single-element OBS updates of the removed set `mask` (True = remove), which end zero:
+    dW = -G^-1 (M * W / (g a^T)) A^-1; `g_inv(x)` = G^-1 x and `a_inv(x)` = A^-1 x."""
+    scaled = (w * mask) / (g_inv_diag.unsqueeze(1) * a_inv_diag.unsqueeze(0))
+    return (w - a_inv(g_inv(scaled).T).T).masked_fill(mask, 0.0)
 
 
 def select_structures(
@@ -224,22 +250,22 @@ def prune(
         target = count_to_prune(total, config.sparsity * shot / config.shots)
         factors = kfac_factors(model, ids) if config.curvature == "kfac" and ids is not None else None
         with torch.no_grad():
-            inverses = {}
-            shared: dict[int, torch.Tensor] = {}  # id(A) -> its inverse (A shared by q/k/v, gate/up)
+            curv: dict[str, tuple[torch.Tensor, torch.Tensor, DampedInverse, DampedInverse]] = {}
+            shared: dict[int, DampedInverse] = {}  # id(A) -> its inverse (A is shared by q/k/v, gate/up)
             for n in names:
-                w = linears[n].weight.float()
+                out_f, in_f = linears[n].weight.shape
                 if factors is None:
-                    a, g = torch.eye(w.shape[1]), torch.eye(w.shape[0])
-                    inverses[n] = (a, g, a, g)
+                    a, g = torch.eye(in_f), torch.eye(out_f)
+                    curv[n] = (a, g, DampedInverse.identity(in_f), DampedInverse.identity(out_f))
                 else:
                     f = factors.pop(n)
                     if id(f.a) not in shared:
-                        shared = {id(f.a): damped_inverse(f.a, config.damp_a)}
-                    inverses[n] = (f.a, f.g, shared[id(f.a)], damped_inverse(f.g, config.damp_g))
+                        shared = {id(f.a): DampedInverse(f.a, config.damp_a)}
+                    curv[n] = (f.a, f.g, shared[id(f.a)], DampedInverse(f.g, config.damp_g))
             if config.structure == "rows-columns":
-                _structured_shot(linears, names, shapes, inverses, pruned, target, config)
+                _structured_shot(linears, names, shapes, curv, pruned, target, config)
             else:
-                masks = _element_shot(linears, names, inverses, masks, target, config)
+                masks = _element_shot(linears, names, curv, masks, target, config)
         if ctx.progress is not None:
             ctx.progress(shot, config.shots)
     details: dict = {"structure": config.structure, "shots": config.shots, "update": config.update,
@@ -256,12 +282,16 @@ def prune(
     return Outcome(kind="weight-sparsity", details=details)
 
 
-def _structured_shot(linears, names, shapes, inverses, pruned, target, config) -> None:  # type: ignore[no-untyped-def]
+def _structured_shot(linears, names, shapes, curv, pruned, target, config) -> None:  # type: ignore[no-untyped-def]
     costs = []
+    diags: dict[int, torch.Tensor] = {}  # id(inverse) -> its diagonal (shared A)
     for n, (rows, cols) in zip(names, pruned, strict=True):
         w = linears[n].weight.float()
-        a, g, a_inv, g_inv = inverses[n]
-        rc, cc = row_costs(w, a, torch.diagonal(g_inv)), col_costs(w, g, torch.diagonal(a_inv))
+        a, g, a_inv, g_inv = curv[n]
+        for inv in (a_inv, g_inv):
+            if id(inv) not in diags:
+                diags[id(inv)] = inv.diag()
+        rc, cc = row_costs(w, a, diags[id(g_inv)]), col_costs(w, g, diags[id(a_inv)])
         rc[list(rows)] = -math.inf  # already removed: kept removed, counted once
         cc[list(cols)] = -math.inf
         costs.append((rc, cc))
@@ -270,22 +300,29 @@ def _structured_shot(linears, names, shapes, inverses, pruned, target, config) -
         rows, cols = new[index]
         pruned[index] = (rows, cols)
         w = linears[n].weight.float()
-        _a, _g, a_inv, g_inv = inverses[n]
+        _a, _g, a_inv, g_inv = curv[n]
         r = torch.tensor(sorted(rows), dtype=torch.long)
         c = torch.tensor(sorted(cols), dtype=torch.long)
         if config.update == "correlated":
-            w = remove_cols(remove_rows(w, g_inv, r), a_inv, c)
+            if r.numel():
+                w = remove_rows(w, g_inv.columns(r), r)
+            if c.numel():
+                w = remove_cols(w, a_inv.columns(c), c)
         w[r] = 0.0
         w[:, c] = 0.0
         set_weight(linears[n], w)
 
 
-def _element_shot(linears, names, inverses, masks, target, config) -> list[torch.Tensor]:  # type: ignore[no-untyped-def]
+def _element_shot(linears, names, curv, masks, target, config) -> list[torch.Tensor]:  # type: ignore[no-untyped-def]
     costs = []
+    diags: dict[int, torch.Tensor] = {}
     for n, mask in zip(names, masks, strict=True):
         w = linears[n].weight.float()
-        _a, _g, a_inv, g_inv = inverses[n]
-        c = element_costs(w, torch.diagonal(g_inv), torch.diagonal(a_inv))
+        _a, _g, a_inv, g_inv = curv[n]
+        for inv in (a_inv, g_inv):
+            if id(inv) not in diags:
+                diags[id(inv)] = inv.diag()
+        c = element_costs(w, diags[id(g_inv)], diags[id(a_inv)])
         costs.append(c.masked_fill(mask, -1.0).reshape(-1))  # removed stay removed
     flat = torch.cat(costs)
     chosen = lowest_k_mask(flat, target)
@@ -293,9 +330,9 @@ def _element_shot(linears, names, inverses, masks, target, config) -> list[torch
     for n, part, old in zip(names, chosen.split([c.numel() for c in costs]), masks, strict=True):
         mask = part.reshape(old.shape) | old
         w = linears[n].weight.float()
-        _a, _g, a_inv, g_inv = inverses[n]
+        _a, _g, a_inv, g_inv = curv[n]
         if config.update == "correlated":
-            w = remove_elements(w, g_inv, a_inv, mask)
+            w = remove_elements(w, g_inv.apply, a_inv.apply, diags[id(g_inv)], diags[id(a_inv)], mask)
         set_weight(linears[n], w.masked_fill(mask, 0.0))
         new_masks.append(mask)
     return new_masks
