@@ -24,7 +24,7 @@ Differs:  (1) a small empirical Fisher (true labels, by default the first 256 to
           update sums the single-element OBS updates of all removed weights,
           dW = -G^-1 (M * W / (g a^T)) A^-1 (g, a the inverse diagonals, M the removed set), then re-zeroes
           them: correlations between removed elements are ignored (the paper solves them jointly);
-          (3) a few shots instead of 40 (3 for rows/columns, 2 unstructured in the reproduction); no
+          (3) a few shots instead of 40 (2 in the reproduction, for the CPU budget); no
           first-order term, no LoRA between shots, no K-FAC rank > 1.
 """
 

@@ -239,12 +239,12 @@ PAPERS: tuple[PaperSpec, ...] = (
             Run(
                 "surgeon-rows-columns",
                 "llm-surgeon",
-                {"sparsity": 0.2, "structure": "rows-columns", "shots": 3},
+                {"sparsity": 0.2, "structure": "rows-columns", "shots": 2},
             ),
             Run("sparsegpt-50", "sparsegpt", {"sparsity": 0.5}),
             Run("surgeon-50", "llm-surgeon", {"sparsity": 0.5, "structure": "element", "shots": 2}),
         ),
-        claim="Removing rows and columns down to 80% density, LLM Surgeon (3 shots, correlated updates) beats "
+        claim="Removing rows and columns down to 80% density, LLM Surgeon (2 shots, correlated updates) beats "
         "global row/column magnitude and its own one-shot variant; at 50% unstructured it is at most 1.05x "
         "SparseGPT (LLM Surgeon paper, Llama-2-7B rows/columns at 80% density: 6.18 against dense 5.12)",
         check=_surgeon_claim,
