@@ -35,7 +35,7 @@ from torch import nn
 
 from kb.errors import KBError
 
-StatsKind = Literal["sq_norm", "gram"]
+StatsKind = Literal["sq_norm", "gram", "moments"]
 
 _SMALL = 1 << 22
 
@@ -58,17 +58,27 @@ def small_ops(numel: int = 0) -> Iterator[None]:
 class InputStats:
     """Statistics of one linear's inputs over all calibration tokens (float32).
 
-    `sq_norm[j]` = sum_t x_tj^2 (so sqrt is ||X_j||_2); `gram` = sum_t x_t x_t^T (only for `kind="gram"`).
+    `sq_norm[j]` = sum_t x_tj^2 (so sqrt is ||X_j||_2); `gram` = sum_t x_t x_t^T (only for `kind="gram"`);
+    `total[j]` = sum_t x_tj (only for `kind="moments"`: with `sq_norm` it gives each feature's mean and variance).
     """
 
     sq_norm: torch.Tensor  # (in,)
     gram: torch.Tensor | None  # (in, in)
     tokens: int
+    total: torch.Tensor | None = None  # (in,)
 
     @classmethod
     def empty(cls, features: int, kind: StatsKind, device: torch.device) -> InputStats:
         gram = torch.zeros(features, features, device=device) if kind == "gram" else None
-        return cls(torch.zeros(features, device=device), gram, 0)
+        total = torch.zeros(features, device=device) if kind == "moments" else None
+        return cls(torch.zeros(features, device=device), gram, 0, total)
+
+    def mean_var(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-feature mean and (population) variance over the tokens seen; needs `kind="moments"`."""
+        if self.total is None or self.tokens == 0:
+            raise ValueError("mean and variance need moments statistics of at least one token")
+        mean = self.total / self.tokens
+        return mean, (self.sq_norm / self.tokens - mean.square()).clamp_min(0.0)
 
     def add(self, x: torch.Tensor) -> None:
         x = x.reshape(-1, x.shape[-1]).float()  # (tokens, in)
@@ -78,6 +88,8 @@ class InputStats:
         else:
             for rows in x.split(1024):  # cache-sized chunks: about 2x faster than one big square().sum(0)
                 self.sq_norm += rows.square().sum(0)
+                if self.total is not None:
+                    self.total += rows.sum(0)
         self.tokens += x.shape[0]
 
 

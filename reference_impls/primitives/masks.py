@@ -47,7 +47,11 @@ def matrix_mask(score: torch.Tensor, sparsity: float) -> torch.Tensor:
     A selection (`kthvalue`) finds the threshold; ties at the threshold are taken in position order so
     the count is exact.
     """
-    k = count_to_prune(score.numel(), sparsity)
+    return lowest_k_mask(score, count_to_prune(score.numel(), sparsity))
+
+
+def lowest_k_mask(score: torch.Tensor, k: int) -> torch.Tensor:
+    """Mask with exactly `k` True entries over the whole tensor: its `k` lowest scores (ties by position)."""
     flat = score.reshape(-1)
     if k == 0:
         return torch.zeros_like(score, dtype=torch.bool)
