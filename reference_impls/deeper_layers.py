@@ -64,7 +64,9 @@ def deepest_window(layers: int, n: int) -> int:
 def angular_distances(
     model: nn.Module, calib: torch.Tensor, n: int, last_token: bool = True, batch_size: int | None = None
 ) -> list[float]:
-    return mean_angular_distances(window_cosines(model, calib, n, last_token=last_token, batch_size=batch_size))
+    return mean_angular_distances(
+        window_cosines(model, calib, n, last_token=last_token, batch_size=batch_size)
+    )
 
 
 def prune(

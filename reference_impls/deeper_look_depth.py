@@ -69,7 +69,9 @@ def prune(
     n = len(decoder_layers(model))
     k = config.layers if config.layers is not None else max(1, n // 4)
     if k > (n - 1 if config.target == "block" else n):
-        raise KBError(f"cannot drop {k} {config.target} modules of a {n}-layer model; ask for fewer with --layers")
+        raise KBError(
+            f"cannot drop {k} {config.target} modules of a {n}-layer model; ask for fewer with --layers"
+        )
     if config.emulate == "mean" and config.target == "block":
         raise KBError("deeper-look-depth: the mean update emulates sublayers; use target=attention or mlp")
     if calib is None:
@@ -77,11 +79,20 @@ def prune(
     key = ("sublayer-stats", calib.data_ptr(), tuple(calib.shape))
     stats = ctx.dense_statistic(key, lambda: sublayer_stats(model, calib, batch_size=ctx.batch_size))
     if config.metric == "cosine":
-        cos = {"attention": stats.attention_cos, "mlp": stats.mlp_cos, "block": stats.block_cos}[config.target]
+        cos = {"attention": stats.attention_cos, "mlp": stats.mlp_cos, "block": stats.block_cos}[
+            config.target
+        ]
         scores = [1.0 - c for c in cos]
     else:
         ids = calib[: config.examples, : config.example_len]
-        skey = ("deeper-look-shapley", config.target, ids.data_ptr(), tuple(ids.shape), config.permutations, config.seed)
+        skey = (
+            "deeper-look-shapley",
+            config.target,
+            ids.data_ptr(),
+            tuple(ids.shape),
+            config.permutations,
+            config.seed,
+        )
         scores = ctx.dense_statistic(skey, lambda: shapley_scores(model, ids, config.target, config.permutations,
                                                                   config.seed, ctx.batch_size))  # fmt: skip
     drop = individual(scores, k)

@@ -61,8 +61,10 @@ def normalized_impact(loss_without: float, loss_now: float, params: int) -> floa
 def sublayer_params(model: nn.Module, sub: Sub) -> int:
     """Parameters a skip frees: the sublayer and its pre-norm."""
     layer = decoder_layers(model)[sub[1]]
-    parts = (layer.self_attn, layer.input_layernorm) if sub[0] == "attention" else (layer.mlp,
-                                                                                    layer.post_attention_layernorm)  # fmt: skip
+    if sub[0] == "attention":
+        parts: tuple[nn.Module, ...] = (layer.self_attn, layer.input_layernorm)
+    else:
+        parts = (layer.mlp, layer.post_attention_layernorm)
     return sum(p.numel() for m in parts for p in m.parameters())
 
 
@@ -84,8 +86,8 @@ def _sublayers(model: nn.Module, config: Config, budget: int, ctx: Context, ids:
 
     result = progressive(candidates, score, lambda c: sizes[c], budget, remove, per_round=config.per_round)
     both = sorted(i for i in range(n) if ("attention", i) in result.removed and ("mlp", i) in result.removed)
-    subs = [f"{i}.{'attn' if kind == 'attention' else 'mlp'}" for kind, i in sorted(result.removed, key=lambda c: (c[1], c[0]))
-            if i not in both]  # fmt: skip
+    ordered = sorted(result.removed, key=lambda c: (c[1], c[0]))
+    subs = [f"{i}.{'attn' if kind == 'attention' else 'mlp'}" for kind, i in ordered if i not in both]
     if both:
         remove_layers(model, both)
     details: dict[str, object] = {

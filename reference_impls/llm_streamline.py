@@ -64,7 +64,9 @@ class Replacement(nn.Module):
 
 
 # ---- model driver (mutates `model` in place) ------------------------------------------------------
-def window_similarities(model: nn.Module, calib: torch.Tensor, n: int, batch_size: int | None = None) -> list[float]:
+def window_similarities(
+    model: nn.Module, calib: torch.Tensor, n: int, batch_size: int | None = None
+) -> list[float]:
     return mean_window_similarity(window_cosines(model, calib, n, batch_size=batch_size))
 
 
@@ -96,7 +98,8 @@ def prune(
     with torch.no_grad():
         before = float(torch.nn.functional.mse_loss(module(inputs), targets))
     report = mse_steps(module, list(module.parameters()), inputs, targets, config.steps,
-                       batch_tokens=config.batch_tokens, lr=config.lr, seed=ctx.seed, progress=ctx.progress)  # fmt: skip
+                       batch_tokens=config.batch_tokens, lr=config.lr, seed=ctx.seed,
+                       progress=ctx.progress)  # fmt: skip
     with torch.no_grad():
         after = float(torch.nn.functional.mse_loss(module(inputs), targets))
     plain = float(torch.nn.functional.mse_loss(inputs, targets))

@@ -104,7 +104,11 @@ def prune(
                tuple(examples.shape) if examples is not None else None)  # fmt: skip
         scores = ctx.dense_statistic(key, lambda: block_scores(model, examples, kind, ctx.batch_size,
                                                                ctx.progress))  # fmt: skip
-        excluded = protected(n, config.protect_first, config.protect_last) if config.criterion == "taylor+" else set()
+        excluded = (
+            protected(n, config.protect_first, config.protect_last)
+            if config.criterion == "taylor+"
+            else set()
+        )
         drop = least_important(scores, k, excluded)
         details["scores"] = [round(s, 6) for s in scores]
         if excluded:

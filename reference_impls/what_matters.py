@@ -37,7 +37,9 @@ Target = Literal["attention", "mlp", "block", "joint"]
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    layers: int | None = Field(None, ge=1)  # modules to drop (sublayers or blocks); None = a quarter of the layers
+    layers: int | None = Field(
+        None, ge=1
+    )  # modules to drop (sublayers or blocks); None = a quarter of the layers
     target: Target = "attention"
     mode: Literal["one-shot", "iterative"] = "one-shot"
 
@@ -77,7 +79,9 @@ def prune(
     k = config.layers if config.layers is not None else max(1, n // 4)
     limit = n - 1 if config.target == "block" else (2 * n if config.target == "joint" else n)
     if k > limit:
-        raise KBError(f"cannot drop {k} {config.target} modules of a {n}-layer model; ask for fewer with --layers")
+        raise KBError(
+            f"cannot drop {k} {config.target} modules of a {n}-layer model; ask for fewer with --layers"
+        )
     if calib is None:
         raise KBError("what-matters: similarity scores need calibration tokens")
     details: dict[str, object] = {"target": config.target, "mode": config.mode}
@@ -86,8 +90,8 @@ def prune(
         stats = ctx.dense_statistic(key, lambda: sublayer_stats(model, calib, batch_size=ctx.batch_size))
         scores = importance(stats, config.target)
         chosen = least_important(scores, k)
-        details["importance"] = {f"{i}.{kind}": round(s, 6) for (kind, i), s in sorted(scores.items(),
-                                                                                      key=lambda x: x[0][1])}  # fmt: skip
+        by_layer = sorted(scores.items(), key=lambda x: x[0][1])
+        details["importance"] = {f"{i}.{kind}": round(s, 6) for (kind, i), s in by_layer}
         if config.target != "block":
             _drop_sublayers(model, chosen)
     else:
@@ -96,9 +100,7 @@ def prune(
         for step in range(k):
             scores = importance(sublayer_stats(model, calib, batch_size=ctx.batch_size), config.target)
             gone = skipped(model)
-            scores = {m: s for m, s in scores.items()
-                      if not (m[0] == "attention" and m[1] in gone["attention"]) and not (m[0] == "mlp" and
-                                                                                       m[1] in gone["mlp"])}  # fmt: skip
+            scores = {m: s for m, s in scores.items() if m[0] == "block" or m[1] not in gone[m[0]]}
             kind, i = least_important(scores, 1)[0]
             if kind == "block":
                 remove_layers(model, [i])
@@ -114,5 +116,8 @@ def prune(
         if config.mode == "one-shot":
             remove_layers(model, drop)
         return Outcome(kind="depth", removed_layers=drop, details=details)
-    subs = [f"{i}.{'attn' if kind == 'attention' else 'mlp'}" for kind, i in sorted(chosen, key=lambda m: (m[1], m[0]))]
+    subs = [
+        f"{i}.{'attn' if kind == 'attention' else 'mlp'}"
+        for kind, i in sorted(chosen, key=lambda m: (m[1], m[0]))
+    ]
     return Outcome(kind="depth", removed_sublayers=subs, details=details)

@@ -96,7 +96,9 @@ def model_facts(model: nn.Module) -> ModelFacts:
         for layer in layers
     )
     shapes = {n: tuple(p.shape) for n, p in layers.named_parameters()}
-    skipped = sum(len(getattr(model.config, name, None) or []) for name in ("skipped_attention", "skipped_mlp"))
+    skipped = sum(
+        len(getattr(model.config, name, None) or []) for name in ("skipped_attention", "skipped_mlp")
+    )
     return ModelFacts(len(layers), int(getattr(model.config, "num_hidden_layers", len(layers))), idx, shapes, zeros,
                       total, skipped)  # fmt: skip
 
@@ -153,7 +155,9 @@ def check_outcome(
             _fail(method, f"reports {len(subs)} removed sublayers, the model skips {after.skipped}")
         # `--layers K` counts removed modules: a whole layer or a single sublayer each
         if target.get("layers") is not None and len(removed) + len(subs) != target["layers"]:
-            _fail(method, f"removed {len(removed)} layers and {len(subs)} sublayers, target {target['layers']}")
+            _fail(
+                method, f"removed {len(removed)} layers and {len(subs)} sublayers, target {target['layers']}"
+            )
         if any(v != i for i, values in enumerate(after.layer_idx) for v in values):
             _fail(method, "layer_idx is not renumbered 0..n-1 after removing layers")
     if kind == "width":

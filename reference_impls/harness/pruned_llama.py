@@ -142,5 +142,6 @@ class KBPrunedLlamaForCausalLM(LlamaForCausalLM):
         if config.layer_num_attention_heads:
             set_layer_widths(self, config.layer_num_attention_heads, config.layer_num_key_value_heads or [],
                              config.layer_intermediate_sizes or [])  # fmt: skip
-        skip_sublayers(self, config.skipped_attention, config.skipped_mlp, config.emulated_attention,
-                       config.emulated_mlp)
+        skip_sublayers(
+            self, config.skipped_attention, config.skipped_mlp, config.emulated_attention, config.emulated_mlp
+        )

@@ -40,7 +40,7 @@ from torch import nn
 
 from kb.errors import KBError
 
-from .layerwise import decoder_layers
+from .layerwise import decoder_layers, small_ops
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 Progress = Callable[[int, int], None]
@@ -302,7 +302,9 @@ def partial_layer_steps(
     if head:
         untie_head(model)
         params += list(model.get_output_embeddings().parameters())
-    return train_steps(model, params, tokens, budget, lr=lr, seed=seed, progress=progress, kind="partial-layer")
+    return train_steps(
+        model, params, tokens, budget, lr=lr, seed=seed, progress=progress, kind="partial-layer"
+    )
 
 
 # ---- a module trained to imitate a removed part (LLM-Streamline) ------------------------------------------
@@ -330,8 +332,9 @@ def mse_steps(
     optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     flags = [p.requires_grad for p in params]
     position = 0
+    # a small module's steps are many tiny ops, far faster on one thread (see `layerwise.small_ops`)
     try:
-        with torch.inference_mode(False), torch.enable_grad():
+        with torch.inference_mode(False), torch.enable_grad(), small_ops(8 * sum(p.numel() for p in params)):
             for p in params:
                 p.requires_grad_(True)
             for i in range(steps):

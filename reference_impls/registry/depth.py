@@ -117,7 +117,13 @@ def _deeper_layers_claim(r: Results) -> Verdict:
     median = statistics.median(by_start.values())
     first = by_start.get(0, math.nan)
     deep = 2 * start >= layers
-    ok = finite(angular, median, first, healed) and angular <= median and angular < first and deep and healed < angular
+    ok = (
+        finite(angular, median, first, healed)
+        and angular <= median
+        and angular < first
+        and deep
+        and healed < angular
+    )
     reason = (f"angular window starts at layer {start} of {layers} ({'second' if deep else 'first'} half): ppl "
               f"{angular:.2f} vs median {median:.2f} over {len(by_start)} contiguous windows and {first:.2f} for the "
               f"window at the start; after healing ppl {healed:.2f}; "
@@ -194,7 +200,9 @@ def _reassessing_claim(r: Results) -> Verdict:
               f"{partial:.2f} ({pl}) vs LoRA {lora:.2f} ({ll}); reverse order {partial:.2f} vs Block Influence "
               f"{bi:.2f} ({bl}) after partial-layer fine-tuning (needs <= x1.05); probe acc_norm {r.acc(pl):.3f} "
               f"vs LoRA {r.acc(ll):.3f} and BI {r.acc(bl):.3f}" if pl and ll and bl else "runs missing")  # fmt: skip
-    return ok, reason + (_speed_text(r, "reverse-partial-0.0001") if "reverse-partial-0.0001" in r.labels() else "")
+    return ok, reason + (
+        _speed_text(r, "reverse-partial-0.0001") if "reverse-partial-0.0001" in r.labels() else ""
+    )
 
 
 # ---- deeper-look-depth ------------------------------------------------------------------------------------
@@ -228,8 +236,10 @@ PAPERS += (
         runs=(
             Run("angular", "deeper-layers", {"selection": "angular", "heal_steps": 0}, speed=True),
             Run("angular-healed", "deeper-layers", {"selection": "angular", "heal_steps": 20}),
-            *(Run(f"window-{s:02d}", "deeper-layers", {"selection": "window", "start": s, "heal_steps": 0})
-              for s in range(WINDOWS)),
+            *(
+                Run(f"window-{s:02d}", "deeper-layers", {"selection": "window", "start": s, "heal_steps": 0})
+                for s in range(WINDOWS)
+            ),
         ),
         claim="Removing the window of {layers} consecutive layers with the smallest angular distance (last token) "
         "gives a perplexity no higher than the median over every contiguous {layers}-layer window and lower than "
@@ -290,13 +300,32 @@ PAPERS += (
         paper="reassessing-layer-pruning",
         method="reassessing-layer-pruning",
         runs=(
-            *(Run(f"reverse-partial-{lr:g}", "reassessing-layer-pruning",
-                  {"metric": "reverse", "recovery": "partial", "lr": lr}, speed=lr == LRS[0]) for lr in LRS),
-            *(Run(f"reverse-lora-{lr:g}", "reassessing-layer-pruning", {"metric": "reverse", "recovery": "lora", "lr": lr})
-              for lr in LRS),
-            *(Run(f"bi-partial-{lr:g}", "reassessing-layer-pruning", {"metric": "bi", "recovery": "partial", "lr": lr})
-              for lr in LRS),
-        ),  # fmt: skip
+            *(
+                Run(
+                    f"reverse-partial-{lr:g}",
+                    "reassessing-layer-pruning",
+                    {"metric": "reverse", "recovery": "partial", "lr": lr},
+                    speed=lr == LRS[0],
+                )
+                for lr in LRS
+            ),
+            *(
+                Run(
+                    f"reverse-lora-{lr:g}",
+                    "reassessing-layer-pruning",
+                    {"metric": "reverse", "recovery": "lora", "lr": lr},
+                )
+                for lr in LRS
+            ),
+            *(
+                Run(
+                    f"bi-partial-{lr:g}",
+                    "reassessing-layer-pruning",
+                    {"metric": "bi", "recovery": "partial", "lr": lr},
+                )
+                for lr in LRS
+            ),
+        ),
         claim="After removing the last {layers} layers, fine-tuning only the last three remaining layers and the LM "
         "head gives a perplexity no higher than LoRA with the same steps and tokens (best of two learning rates "
         "each), and after that fine-tuning reverse-order removal is within 5% of removing the {layers} lowest "
@@ -312,8 +341,15 @@ PAPERS += (
             Run("attention", "deeper-look-depth", {"target": "attention"}, speed=True),
             Run("mlp", "deeper-look-depth", {"target": "mlp"}),
             Run("mlp-mean", "deeper-look-depth", {"target": "mlp", "emulate": "mean"}),
-            Run("attention-mean", "deeper-look-depth", {"target": "attention", "emulate": "mean"}, extra=True),
-            Run("attention-shapley", "deeper-look-depth", {"target": "attention", "metric": "shapley"}, extra=True),
+            Run(
+                "attention-mean", "deeper-look-depth", {"target": "attention", "emulate": "mean"}, extra=True
+            ),
+            Run(
+                "attention-shapley",
+                "deeper-look-depth",
+                {"target": "attention", "metric": "shapley"},
+                extra=True,
+            ),
         ),
         claim="Dropping the {layers} attention sublayers with the highest input/output cosine similarity gives lower "
         "perplexity than dropping {layers} MLP sublayers chosen the same way, and replacing each dropped MLP by "
@@ -327,8 +363,12 @@ PAPERS += (
         paper="heterogeneous-sublayers",
         method="heterogeneous-sublayers",
         runs=(
-            Run("sublayers", "heterogeneous-sublayers", {"unit": "sublayer", "per_round": 8, "examples": 2},
-                speed=True),
+            Run(
+                "sublayers",
+                "heterogeneous-sublayers",
+                {"unit": "sublayer", "per_round": 8, "examples": 2},
+                speed=True,
+            ),
             Run("blocks", "heterogeneous-sublayers", {"unit": "block"}, speed=True),
         ),
         claim="Removing attention and MLP sublayers progressively by normalized relative impact (loss change per "

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib
-import re
 import inspect
+import re
 import subprocess
 import sys
 from pathlib import Path
