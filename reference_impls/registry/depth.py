@@ -246,7 +246,7 @@ PAPERS += (
         "the window at the start, the window lies in the second half of the network, and 20 LoRA healing steps "
         "lower the perplexity further (Gromov et al.: deep layers are the most removable; healing repairs the loss)",
         check=_deeper_layers_claim,
-        defaults={"layers": 6, "nsamples": 32, "seqlen": 128, "eval_tokens": 2048, "probe_items": 100},
+        defaults={"layers": 6, "nsamples": 32, "seqlen": 128, "eval_tokens": 2048, "probe_items": 60},
         metrics=("ppl", "probe"),
     ),
     PaperSpec(

@@ -69,3 +69,22 @@ def test_an_emulated_model_saves_and_generates_in_a_fresh_process(calib_ids, tmp
     assert got["tokens"] == expected[0].tolist() and got["params"] == sum(
         p.numel() for p in model.parameters()
     )
+
+
+def test_a_save_from_before_mean_updates_still_loads(calib_ids, tmp_path):
+    """Older saves have no `emulated_*` lists: their skipped sublayers stay parameter-free and add zero."""
+    import json
+
+    from reference_impls.harness import pruned_llama
+
+    model = random_llama(seed=0, layers=3)
+    dl.prune(model, calib_ids, dl.Config(layers=1, target="mlp"))
+    save_model(model, byte_tokenizer(), tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    for key in ("emulated_attention", "emulated_mlp"):
+        config.pop(key)
+    old = pruned_llama.KBPrunedLlamaForCausalLM(pruned_llama.KBPrunedLlamaConfig(**config)).eval()
+    missing = old.load_state_dict(model.state_dict(), strict=True)
+    assert not missing.missing_keys and not missing.unexpected_keys
+    with torch.inference_mode():
+        torch.testing.assert_close(old(calib_ids[:2]).logits, model(calib_ids[:2]).logits)
