@@ -240,6 +240,7 @@ PAPERS += (
                 Run(f"window-{s:02d}", "deeper-layers", {"selection": "window", "start": s, "heal_steps": 0})
                 for s in range(WINDOWS)
             ),
+            Run("deepest", "deeper-layers", {"selection": "deepest", "heal_steps": 0}, extra=True),
         ),
         claim="Removing the window of {layers} consecutive layers with the smallest angular distance (last token) "
         "gives a perplexity no higher than the median over every contiguous {layers}-layer window and lower than "
@@ -257,6 +258,8 @@ PAPERS += (
             Run("taylor+", "shortened-llama", {"criterion": "taylor+"}),
             *(Run(f"random-{i}", "shortened-llama", {"criterion": "random", "seed": i}) for i in range(3)),
             Run("width", "llm-pruner", {"attention": "none", "mlp": True, "ratio": 1 / 3}, speed=True),
+            Run("magnitude", "shortened-llama", {"criterion": "magnitude"}, extra=True),
+            Run("ppl-lora", "shortened-llama", {"criterion": "ppl", "recovery_steps": 20}, extra=True),
         ),
         claim="Removing {layers} blocks chosen by the perplexity criterion gives lower perplexity than Taylor+ and "
         "than {layers} random blocks (mean of 3 draws), and the depth-pruned model decodes more than 10% faster "
@@ -272,6 +275,12 @@ PAPERS += (
         runs=(
             Run("streamline", "llm-streamline", {"replacement": "mlp"}, speed=True),
             Run("plain", "llm-streamline", {"replacement": "none"}),
+            Run(
+                "streamline-identity-init",
+                "llm-streamline",
+                {"replacement": "mlp", "init": "identity"},
+                extra=True,
+            ),
         ),
         claim="Replacing the most similar window of {layers} consecutive layers by one MLP trained for 200 steps to "
         "map the window's input hidden states to its output gives lower perplexity than removing the same window "
@@ -287,6 +296,13 @@ PAPERS += (
             Run("attention", "what-matters", {"target": "attention"}, speed=True),
             Run("mlp", "what-matters", {"target": "mlp"}),
             Run("block", "what-matters", {"target": "block"}, speed=True),
+            Run("joint", "what-matters", {"target": "joint"}, extra=True),
+            Run(
+                "attention-iterative",
+                "what-matters",
+                {"target": "attention", "mode": "iterative"},
+                extra=True,
+            ),
         ),
         claim="Dropping the {layers} most redundant attention sublayers (by input/output similarity) keeps a higher "
         "multiple-choice probe accuracy than dropping {layers} MLP sublayers, which keeps more than dropping "
@@ -324,6 +340,24 @@ PAPERS += (
                     {"metric": "bi", "recovery": "partial", "lr": lr},
                 )
                 for lr in LRS
+            ),
+            Run(
+                "reverse-none",
+                "reassessing-layer-pruning",
+                {"metric": "reverse", "recovery": "none"},
+                extra=True,
+            ),
+            Run(
+                "magnitude-l1-partial",
+                "reassessing-layer-pruning",
+                {"metric": "magnitude-l1", "recovery": "partial"},
+                extra=True,
+            ),
+            Run(
+                "taylor-partial",
+                "reassessing-layer-pruning",
+                {"metric": "taylor", "recovery": "partial"},
+                extra=True,
             ),
         ),
         claim="After removing the last {layers} layers, fine-tuning only the last three remaining layers and the LM "
