@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import math
 import statistics
+from typing import TYPE_CHECKING
 
 from .specs import MethodSpec, PaperSpec, Results, Run, Verdict, finite
+
+if TYPE_CHECKING:
+    from kb.results import Figure
 
 METHODS: tuple[MethodSpec, ...] = (
     MethodSpec("shortgpt", "reference_impls.shortgpt", "depth",
@@ -132,6 +136,31 @@ def _deeper_layers_claim(r: Results) -> Verdict:
     return ok, reason
 
 
+def _deeper_layers_figures(r: Results) -> list[Figure]:
+    """Perplexity of every contiguous window (by start layer) and the angular distances that chose one."""
+    from kb.results import Figure, Series
+
+    by_start: dict[int, float] = {}
+    for label in r.labels("window-"):
+        start = _detail(r, label, "start")
+        if isinstance(start, int):
+            by_start.setdefault(start, r.ppl(label))
+    figures = []
+    if by_start:
+        xs = sorted(by_start)
+        figures.append(Figure(key="window-perplexity", title="Perplexity after removing each contiguous window",
+                              x_label="first removed layer", y_label="perplexity", y_log=True,
+                              series=[Series(label="window removed", x=[float(s) for s in xs],
+                                             y=[by_start[s] for s in xs])]))  # fmt: skip
+    distances = _detail(r, "angular", "angular_distance")
+    if isinstance(distances, list) and distances:
+        figures.append(Figure(key="angular-distance", title="Angular distance between a window's input and output",
+                              x_label="first removed layer", y_label="angular distance (last token)",
+                              series=[Series(label="angular distance", x=[float(i) for i in range(len(distances))],
+                                             y=distances)]))  # fmt: skip
+    return figures
+
+
 # ---- shortened-llama --------------------------------------------------------------------------------------
 def _shortened_llama_claim(r: Results) -> Verdict:
     ppl, taylor = r.ppl("ppl"), r.ppl("taylor+")
@@ -247,6 +276,7 @@ PAPERS += (
         "the window at the start, the window lies in the second half of the network, and 20 LoRA healing steps "
         "lower the perplexity further (Gromov et al.: deep layers are the most removable; healing repairs the loss)",
         check=_deeper_layers_claim,
+        figures=_deeper_layers_figures,
         defaults={"layers": 6, "nsamples": 32, "seqlen": 128, "eval_tokens": 2048, "probe_items": 60},
         metrics=("ppl", "probe"),
     ),
