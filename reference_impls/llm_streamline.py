@@ -63,6 +63,12 @@ class Replacement(nn.Module):
         return x + self.mlp(self.norm(x))
 
 
+@torch.no_grad()
+def _mse(module: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, like: torch.Tensor) -> float:
+    out = module(inputs.to(like.device, like.dtype)).float()
+    return float(torch.nn.functional.mse_loss(out, targets.to(out.device)))
+
+
 # ---- model driver (mutates `model` in place) ------------------------------------------------------
 def window_similarities(
     model: nn.Module, calib: torch.Tensor, n: int, batch_size: int | None = None
@@ -95,13 +101,12 @@ def prune(
         with torch.no_grad():
             layer.mlp.down_proj.weight.zero_()
     module = Replacement(layer.post_attention_layernorm, layer.mlp)
-    with torch.no_grad():
-        before = float(torch.nn.functional.mse_loss(module(inputs), targets))
+    weight = layer.mlp.down_proj.weight
+    before = _mse(module, inputs, targets, weight)
     report = mse_steps(module, list(module.parameters()), inputs, targets, config.steps,
                        batch_tokens=config.batch_tokens, lr=config.lr, seed=ctx.seed,
                        progress=ctx.progress)  # fmt: skip
-    with torch.no_grad():
-        after = float(torch.nn.functional.mse_loss(module(inputs), targets))
+    after = _mse(module, inputs, targets, weight)
     plain = float(torch.nn.functional.mse_loss(inputs, targets))
     skip_sublayers(model, attention=[start])
     drop = remove_layers(model, range(start + 1, start + n))

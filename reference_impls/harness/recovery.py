@@ -342,8 +342,8 @@ def mse_steps(
                     order, position = torch.randperm(inputs.shape[0], generator=gen), 0
                 rows = order[position : position + batch_tokens]
                 position += batch_tokens
-                device = params[0].device
-                x, y = inputs[rows].to(device), targets[rows].to(device)
+                x = inputs[rows].to(params[0].device, params[0].dtype)
+                y = targets[rows].to(params[0].device)
                 loss = F.mse_loss(module(x).float(), y.float())
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
