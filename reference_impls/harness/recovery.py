@@ -192,8 +192,10 @@ def train_steps(
     device = model.get_input_embeddings().weight.device
     steps = batch_order(tokens.shape[0], budget, seed)
     optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    # a tiny model's steps are many small ops, far faster on one thread (see `layerwise.small_ops`)
+    size = sum(p.numel() for p in model.parameters())
     with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad(), \
-            _only_trainable(model, params):  # fmt: skip
+            _only_trainable(model, params), small_ops(size):  # fmt: skip
         torch.manual_seed(seed)
         for i, rows in enumerate(steps):
             ids = tokens[rows].to(device)
