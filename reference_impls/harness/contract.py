@@ -16,6 +16,7 @@ what it claims, fails loudly instead of producing a table.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
@@ -77,6 +78,7 @@ class ModelFacts:
     shapes: dict[str, tuple[int, ...]]  # decoder parameter name -> shape
     zeros: int  # exact zeros in decoder linear weights
     weights: int  # decoder linear weight count
+    skipped: int = 0  # sublayers the config lists as skipped (attention + MLP)
 
     @property
     def sparsity(self) -> float:
@@ -94,8 +96,11 @@ def model_facts(model: nn.Module) -> ModelFacts:
         for layer in layers
     )
     shapes = {n: tuple(p.shape) for n, p in layers.named_parameters()}
+    skipped = sum(
+        len(getattr(model.config, name, None) or []) for name in ("skipped_attention", "skipped_mlp")
+    )
     return ModelFacts(len(layers), int(getattr(model.config, "num_hidden_layers", len(layers))), idx, shapes, zeros,
-                      total)  # fmt: skip
+                      total, skipped)  # fmt: skip
 
 
 def _fail(method: str, message: str) -> NoReturn:
@@ -141,8 +146,18 @@ def check_outcome(
         if after.layers != before.layers - len(removed) or after.config_layers != after.layers:
             _fail(method, f"{after.layers} layers left ({after.config_layers} in the config), expected "
                   f"{before.layers - len(removed)}")  # fmt: skip
-        if target.get("layers") is not None and len(removed) != target["layers"]:
-            _fail(method, f"removed {len(removed)} layers, target {target['layers']}")
+        subs = outcome.removed_sublayers
+        if not removed and not subs:
+            _fail(method, "a depth method removed no layer and no sublayer")
+        if any(not re.fullmatch(r"\d+\.(attn|mlp)", s) for s in subs) or len(set(subs)) != len(subs):
+            _fail(method, f"removed_sublayers {subs} are not distinct names like '3.attn' or '7.mlp'")
+        if after.skipped < len(subs):
+            _fail(method, f"reports {len(subs)} removed sublayers, the model skips {after.skipped}")
+        # `--layers K` counts removed modules: a whole layer or a single sublayer each
+        if target.get("layers") is not None and len(removed) + len(subs) != target["layers"]:
+            _fail(
+                method, f"removed {len(removed)} layers and {len(subs)} sublayers, target {target['layers']}"
+            )
         if any(v != i for i, values in enumerate(after.layer_idx) for v in values):
             _fail(method, "layer_idx is not renumbered 0..n-1 after removing layers")
     if kind == "width":

@@ -7,6 +7,9 @@ type of its own so that nothing loads it silently as a plain LLaMA with random w
 `AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)` builds a LLaMA, then replaces the
 listed sublayers and their pre-norms by parameter-free stand-ins that add nothing to the residual stream.
 
+A skipped sublayer may instead add a constant vector (`emulated_attention`, `emulated_mlp` list those layers;
+the vector is the stand-in's `bias` parameter, saved with the weights): A Deeper Look's "mean update".
+
 A dropped attention still appends a one-number-per-token placeholder to the KV cache, because the cache
 takes the sequence length from layer 0 during generation; it costs 4 bytes per token and layer.
 
@@ -29,14 +32,22 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 MODEL_TYPE = "kb_pruned_llama"
 WIDTH_LISTS = ("layer_num_attention_heads", "layer_num_key_value_heads", "layer_intermediate_sizes")
+SKIP_LISTS = ("skipped_attention", "skipped_mlp", "emulated_attention", "emulated_mlp")  # layer indices
+
+
+def _constant(hidden_states: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    out = torch.zeros_like(hidden_states)
+    return out if bias is None else out + bias.to(out.dtype)
 
 
 class SkippedAttention(nn.Module):
-    """Stands in for a removed self-attention: adds zero, keeps the cache's sequence length in step."""
+    """Stands in for a removed self-attention: adds zero (or, with `hidden`, a constant vector `bias`: the
+    sublayer's mean update), keeps the cache's sequence length in step."""
 
-    def __init__(self, layer_idx: int) -> None:
+    def __init__(self, layer_idx: int, hidden: int | None = None) -> None:
         super().__init__()
         self.layer_idx = layer_idx
+        self.bias = nn.Parameter(torch.zeros(hidden)) if hidden else None
 
     def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
@@ -44,24 +55,31 @@ class SkippedAttention(nn.Module):
             b, t, _ = hidden_states.shape
             stub = hidden_states.new_zeros(b, 1, t, 1)
             cache.update(stub, stub, self.layer_idx)
-        return torch.zeros_like(hidden_states), None
+        return _constant(hidden_states, self.bias), None
 
 
 class SkippedMLP(nn.Module):
-    """Stands in for a removed MLP: adds zero to the residual stream."""
+    """Stands in for a removed MLP: adds zero (or, with `hidden`, a constant vector `bias`)."""
+
+    def __init__(self, hidden: int | None = None) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(hidden)) if hidden else None
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return torch.zeros_like(hidden_states)
+        return _constant(hidden_states, self.bias)
 
 
-def skip_sublayers(model: nn.Module, attention: list[int], mlp: list[int]) -> None:
-    """Replace the attention / MLP sublayers (and their pre-norms) of the listed layers, in place."""
+def skip_sublayers(model: nn.Module, attention: list[int], mlp: list[int], emulated_attention: list[int] | None = None,
+                   emulated_mlp: list[int] | None = None) -> None:  # fmt: skip
+    """Replace the attention / MLP sublayers (and their pre-norms) of the listed layers, in place; those also
+    listed as emulated get a constant-bias stand-in (its value is loaded or set afterwards)."""
     layers = model.model.layers
+    hidden = model.config.hidden_size
     for i in attention:
-        layers[i].self_attn = SkippedAttention(i)
+        layers[i].self_attn = SkippedAttention(i, hidden if i in (emulated_attention or ()) else None)
         layers[i].input_layernorm = nn.Identity()
     for i in mlp:
-        layers[i].mlp = SkippedMLP()
+        layers[i].mlp = SkippedMLP(hidden if i in (emulated_mlp or ()) else None)
         layers[i].post_attention_layernorm = nn.Identity()
 
 
@@ -101,10 +119,13 @@ class KBPrunedLlamaConfig(LlamaConfig):
     model_type = MODEL_TYPE
 
     def __init__(self, skipped_attention: list[int] | None = None, skipped_mlp: list[int] | None = None,
+                 emulated_attention: list[int] | None = None, emulated_mlp: list[int] | None = None,
                  layer_num_attention_heads: list[int] | None = None, layer_num_key_value_heads: list[int] | None = None,
                  layer_intermediate_sizes: list[int] | None = None, **kwargs: Any) -> None:  # fmt: skip
         self.skipped_attention = list(skipped_attention or [])
         self.skipped_mlp = list(skipped_mlp or [])
+        self.emulated_attention = list(emulated_attention or [])  # absent in older saves: plain skips
+        self.emulated_mlp = list(emulated_mlp or [])
         self.layer_num_attention_heads = (
             list(layer_num_attention_heads) if layer_num_attention_heads else None
         )
@@ -140,4 +161,6 @@ class KBPrunedLlamaForCausalLM(LlamaForCausalLM):
         if config.layer_num_attention_heads:
             set_layer_widths(self, config.layer_num_attention_heads, config.layer_num_key_value_heads or [],
                              config.layer_intermediate_sizes or [])  # fmt: skip
-        skip_sublayers(self, config.skipped_attention, config.skipped_mlp)
+        skip_sublayers(
+            self, config.skipped_attention, config.skipped_mlp, config.emulated_attention, config.emulated_mlp
+        )

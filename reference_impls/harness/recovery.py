@@ -12,6 +12,11 @@ usable by any method on any LLaMA-style model, both seeded and with per-step pro
   Minitron's logit-only distillation); it trains either LoRA adapters (merged at the end) or every weight
   of the student's decoder.
 
+- `partial_layer_steps(model, tokens, ...)`: Reassessing Layer Pruning's recovery: train only the last few
+  decoder layers and the LM head (untied from the input embedding first, `untie_head`), cross-entropy.
+- `mse_steps(module, params, inputs, targets, ...)`: train a small module to map captured hidden states to
+  targets (LLM-Streamline's replacement of a removed window).
+
 Budgets: `Budget(steps, batch_size)` fixes how many optimiser steps and how many calibration windows per
 step, so two arms given the same budget see the same number of tokens (in the same order: batches are a
 seeded permutation of the windows, cycled when the steps need more). `RecoveryReport` echoes the budget,
@@ -35,7 +40,7 @@ from torch import nn
 
 from kb.errors import KBError
 
-from .layerwise import decoder_layers
+from .layerwise import decoder_layers, small_ops
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 Progress = Callable[[int, int], None]
@@ -187,8 +192,10 @@ def train_steps(
     device = model.get_input_embeddings().weight.device
     steps = batch_order(tokens.shape[0], budget, seed)
     optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    # a tiny model's steps are many small ops, far faster on one thread (see `layerwise.small_ops`)
+    size = sum(p.numel() for p in model.parameters())
     with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad(), \
-            _only_trainable(model, params):  # fmt: skip
+            _only_trainable(model, params), small_ops(size):  # fmt: skip
         torch.manual_seed(seed)
         for i, rows in enumerate(steps):
             ids = tokens[rows].to(device)
@@ -260,3 +267,95 @@ def distill_steps(
     params = list(decoder_layers(student).parameters())
     return train_steps(student, params, tokens, budget, lr=lr, seed=seed, teacher=teacher, temperature=temperature,
                        progress=progress, kind="kd")  # fmt: skip
+
+
+# ---- partial-layer fine-tuning (Reassessing Layer Pruning) ---------------------------------------------
+def untie_head(model: nn.Module) -> bool:
+    """Give the LM head its own copy of the tied input embedding (so that training the head leaves the input
+    embedding alone); returns whether it was tied. The config says so, so a save keeps both matrices."""
+    head, embed = model.get_output_embeddings(), model.get_input_embeddings()
+    if head is None or head.weight is not embed.weight:
+        return False
+    head.weight = nn.Parameter(embed.weight.detach().clone())
+    model.config.tie_word_embeddings = False
+    text = getattr(model.config, "get_text_config", None)
+    if callable(text):
+        text().tie_word_embeddings = False
+    return True
+
+
+def partial_layer_steps(
+    model: nn.Module,
+    tokens: torch.Tensor,
+    budget: Budget,
+    *,
+    last: int = 3,
+    head: bool = True,
+    lr: float = 1e-4,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> RecoveryReport:
+    """Fine-tune only the last `last` decoder layers (and the LM head, untied first) on next-token
+    cross-entropy, in place; every other parameter stays bit-identical."""
+    layers = decoder_layers(model)
+    if not 0 <= last <= len(layers) or (last == 0 and not head):
+        raise KBError(f"partial-layer fine-tuning of the last {last} of {len(layers)} layers trains nothing")
+    params = [p for layer in list(layers)[len(layers) - last :] for p in layer.parameters()]
+    if head:
+        untie_head(model)
+        params += list(model.get_output_embeddings().parameters())
+    return train_steps(
+        model, params, tokens, budget, lr=lr, seed=seed, progress=progress, kind="partial-layer"
+    )
+
+
+# ---- a module trained to imitate a removed part (LLM-Streamline) ------------------------------------------
+def mse_steps(
+    module: Callable[[torch.Tensor], torch.Tensor],
+    params: Sequence[nn.Parameter],
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    steps: int,
+    *,
+    batch_tokens: int = 512,
+    lr: float = 1e-4,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> RecoveryReport:
+    """AdamW on `params` so that `module(inputs)` matches `targets` (rows are tokens) in mean squared error;
+    each step draws `batch_tokens` rows from a seeded permutation."""
+    if inputs.shape[0] != targets.shape[0] or inputs.shape[0] < 1:
+        raise KBError("replacement training needs as many input rows as target rows")
+    report = RecoveryReport("mse", steps, batch_tokens, steps * batch_tokens, lr)
+    if steps == 0:
+        return report
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(inputs.shape[0], generator=gen)
+    optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    flags = [p.requires_grad for p in params]
+    position = 0
+    # a small module's steps are many tiny ops, far faster on one thread (see `layerwise.small_ops`)
+    try:
+        with torch.inference_mode(False), torch.enable_grad(), small_ops(8 * sum(p.numel() for p in params)):
+            for p in params:
+                p.requires_grad_(True)
+            for i in range(steps):
+                if position + batch_tokens > order.numel():
+                    order, position = torch.randperm(inputs.shape[0], generator=gen), 0
+                rows = order[position : position + batch_tokens]
+                position += batch_tokens
+                x = inputs[rows].to(params[0].device, params[0].dtype)
+                y = targets[rows].to(params[0].device)
+                loss = F.mse_loss(module(x).float(), y.float())
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                report.losses.append(float(loss.detach()))
+                if not math.isfinite(report.losses[-1]):
+                    raise KBError(f"replacement training diverged at step {i + 1}; lower the learning rate")
+                if progress is not None:
+                    progress(i + 1, steps)
+    finally:
+        for p, flag in zip(params, flags, strict=True):
+            p.requires_grad_(flag)
+    return report

@@ -5,7 +5,8 @@
   and any per-layer config list (`layer_types`). The result is a stock model with fewer layers.
 - `skip_sublayers(model, attention=[...], mlp=[...])`: replace a layer's attention or MLP (and its
   pre-norm) by a parameter-free stand-in that adds nothing; recorded in the config so a save can
-  rebuild it (see `pruned_llama`). LLaMA-style layers (`self_attn`, `mlp`) only.
+  rebuild it (see `pruned_llama`). LLaMA-style layers (`self_attn`, `mlp`) only. With `attention_bias` /
+  `mlp_bias` the stand-in adds a constant vector instead (a sublayer's mean update).
 - `save_model(model, tokenizer, directory)`: `save_pretrained` into an atomic directory, plus the
   modeling file when sublayers are skipped, layers differ in width, or hidden-channel pruning left a hidden
   size that is not a multiple of the query heads. Every saved model is checked by the tests to load in a fresh
@@ -17,10 +18,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from kb.errors import KBError
@@ -58,17 +60,28 @@ def remove_layers(model: nn.Module, indices: Iterable[int]) -> list[int]:
         values = getattr(config, name, None)
         if isinstance(values, list) and len(values) == len(kept) + len(drop):
             setattr(config, name, [values[i] for i in kept])
-    for name in ("skipped_attention", "skipped_mlp"):
+    for name in pruned_llama.SKIP_LISTS:
         values = getattr(config, name, None)
         if values:
             setattr(config, name, [new_index[i] for i in values if i in new_index])
     return drop
 
 
-def skip_sublayers(model: nn.Module, *, attention: Iterable[int] = (), mlp: Iterable[int] = ()) -> None:
-    """Skip the attention and/or MLP sublayer of the listed layers (current indices), in place."""
+def skip_sublayers(
+    model: nn.Module,
+    *,
+    attention: Iterable[int] = (),
+    mlp: Iterable[int] = (),
+    attention_bias: Mapping[int, torch.Tensor] | None = None,
+    mlp_bias: Mapping[int, torch.Tensor] | None = None,
+) -> None:
+    """Skip the attention and/or MLP sublayer of the listed layers (current indices), in place. A layer given
+    in `attention_bias` / `mlp_bias` gets a stand-in that adds that constant vector instead of zero."""
     layers = decoder_layers(model)
     attention, mlp = sorted(set(attention)), sorted(set(mlp))
+    attention_bias, mlp_bias = dict(attention_bias or {}), dict(mlp_bias or {})
+    if not set(attention_bias) <= set(attention) or not set(mlp_bias) <= set(mlp):
+        raise KBError("a sublayer bias needs its sublayer to be skipped")
     for i in (*attention, *mlp):
         if not 0 <= i < len(layers):
             raise KBError(f"layer index {i} out of range for {len(layers)} layers")
@@ -77,17 +90,32 @@ def skip_sublayers(model: nn.Module, *, attention: Iterable[int] = (), mlp: Iter
                 f"{type(layers[i]).__name__} has no self_attn/mlp: sublayer skipping needs a LLaMA-style layer"
             )
     config = model.config
-    before_attn = set(getattr(config, "skipped_attention", None) or [])
-    before_mlp = set(getattr(config, "skipped_mlp", None) or [])
-    pruned_llama.skip_sublayers(model, [i for i in attention if i not in before_attn],
-                                [i for i in mlp if i not in before_mlp])  # fmt: skip
-    config.skipped_attention = sorted(before_attn | set(attention))
-    config.skipped_mlp = sorted(before_mlp | set(mlp))
+    before = {name: set(getattr(config, name, None) or []) for name in pruned_llama.SKIP_LISTS}
+    new_attn = [i for i in attention if i not in before["skipped_attention"]]
+    new_mlp = [i for i in mlp if i not in before["skipped_mlp"]]
+    if set(attention_bias) - set(new_attn) or set(mlp_bias) - set(new_mlp):
+        raise KBError("a sublayer bias can only be set when the sublayer is skipped")
+    pruned_llama.skip_sublayers(model, new_attn, new_mlp, list(attention_bias), list(mlp_bias))
+    weight = model.get_input_embeddings().weight
+    with torch.no_grad():
+        for i, vector in attention_bias.items():
+            layers[i].self_attn.bias.copy_(vector.to(weight.device, weight.dtype))
+        for i, vector in mlp_bias.items():
+            layers[i].mlp.bias.copy_(vector.to(weight.device, weight.dtype))
+    config.skipped_attention = sorted(before["skipped_attention"] | set(attention))
+    config.skipped_mlp = sorted(before["skipped_mlp"] | set(mlp))
+    config.emulated_attention = sorted(before["emulated_attention"] | set(attention_bias))
+    config.emulated_mlp = sorted(before["emulated_mlp"] | set(mlp_bias))
 
 
 def skipped(model: nn.Module) -> dict[str, list[int]]:
     return {"attention": list(getattr(model.config, "skipped_attention", None) or []),
             "mlp": list(getattr(model.config, "skipped_mlp", None) or [])}  # fmt: skip
+
+
+def _skip_lists(model: nn.Module) -> dict[str, list[int]]:
+    """Every list of `pruned_llama.SKIP_LISTS` (skipped and bias-emulated sublayers), as the config holds them."""
+    return {name: list(getattr(model.config, name, None) or []) for name in pruned_llama.SKIP_LISTS}
 
 
 def layer_widths(model: nn.Module) -> dict[str, list[int]]:
@@ -103,7 +131,7 @@ def save_model(model: nn.Module, tokenizer: Any, directory: Path, *, replace: bo
     (`pruned_llama`): load it with `AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)` or
     `reference_impls.harness.models.load_model(dir)`.
     """
-    gone = skipped(model)
+    gone = _skip_lists(model)
     widths = layer_widths(model)
     odd = not divisible_hidden(model.config)
     config_class = type(model.config)
@@ -113,7 +141,7 @@ def save_model(model: nn.Module, tokenizer: Any, directory: Path, *, replace: bo
         with atomic_directory(directory, replace=replace) as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
-            if gone["attention"] or gone["mlp"] or widths or odd:
+            if any(gone.values()) or widths or odd:
                 _make_remote_code(tmp, gone, widths)
             _readable(tmp)
     except OSError as exc:  # a full disk, a directory made read-only meanwhile: nothing was published
@@ -152,8 +180,7 @@ def _make_remote_code(
         "architectures": ["KBPrunedLlamaForCausalLM"],
         "auto_map": {"AutoConfig": f"{module}.KBPrunedLlamaConfig",
                      "AutoModelForCausalLM": f"{module}.KBPrunedLlamaForCausalLM"},
-        "skipped_attention": gone["attention"],
-        "skipped_mlp": gone["mlp"],
+        **gone,
         **(widths or {}),
     })  # fmt: skip
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")

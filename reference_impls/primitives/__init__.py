@@ -1,7 +1,9 @@
 """Shared building blocks of the paper modules: pure functions over tensors, no model driving.
 
-`masks` (which weights to prune: per row, per matrix, N:M), `blocks` (how much a decoder layer changes the
-hidden state: cosine similarity, Block Influence, angular distance), `groups` (the dependency groups of
+`masks` (which weights to prune: per row, per matrix, N:M), `blocks` (how much a decoder layer, a window of
+layers or a sublayer changes the hidden state, and loss-based scores: removal perplexity, Taylor+, magnitude,
+Shapley), `selection` (which layers or sublayers to remove given scores: window, individual, reverse order,
+progressive), `groups` (the dependency groups of
 structured width pruning: masking and physical compaction), `importance` (scores of those groups: Taylor,
 second order, magnitude, activations, random).
 """

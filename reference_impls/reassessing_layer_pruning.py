@@ -1,0 +1,106 @@
+"""Reassessing Layer Pruning: remove the last layers, then fine-tune only the last few remaining layers and the head.
+
+Paper:    Lu, Cheng, Fang, Wang, Wei, Xu, Xuan, Yang, Zhu. "Reassessing Layer Pruning in LLMs: New Insights
+          and Methods". ICLR 2026 (poster), arXiv:2411.15558. Record id: `reassessing-layer-pruning`.
+Official: yaolu-zjut/Navigation-LLM-layer-pruning.
+Idea:     A benchmark of layer-selection metrics (random, reverse order, magnitude, Taylor, perplexity,
+          Block Influence) and recovery methods (LoRA, QLoRA, partial-layer fine-tuning) ends in a simple
+          recipe: reverse-order pruning (drop the last quarter of the layers) and partial-layer fine-tuning,
+          which trains only the LM head and the last three remaining layers with everything else frozen;
+          it recovers better than LoRA, and iterative pruning brings nothing over one shot.
+Differs:  (1) recovery is a few steps on calibration windows (the paper fine-tunes on Alpaca / Dolly);
+          (2) SmolLM2 ties the LM head to the input embedding: the head is untied (cloned) before training,
+          so the embedding stays fixed and the saved model stores both matrices; (3) the metrics other than
+          reverse order are the harness's shared scores (`primitives/blocks.py`), one shot.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from kb.errors import KBError
+from kb.results import Outcome
+
+from .harness.contract import Context
+from .harness.layerwise import decoder_layers
+from .harness.recovery import Budget, lora_steps, partial_layer_steps
+from .harness.structure import remove_layers
+from .primitives.blocks import block_influence, block_magnitude, block_taylor, layer_io_cosine, removal_losses
+from .primitives.selection import individual, reverse_order
+
+Metric = Literal["reverse", "bi", "taylor", "magnitude-l1", "magnitude-l2", "ppl", "random"]
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    layers: int | None = Field(None, ge=1)  # layers to remove; None = ceil(L / 4)
+    metric: Metric = "reverse"
+    recovery: Literal["partial", "lora", "none"] = "partial"
+    steps: int = Field(20, ge=0)  # fine-tuning steps (equal for every recovery)
+    batch: int = Field(2, ge=1)  # calibration windows per step
+    lr: float = Field(1e-4, gt=0)
+    last: int = Field(3, ge=0)  # partial-layer fine-tuning: the last remaining layers trained
+    head: bool = True  # ... and the LM head
+    lora_rank: int = Field(8, ge=1)
+    num_examples: int = Field(8, ge=1)  # calibration sequences for the taylor / ppl metrics
+    seed: int = 0  # metric="random"
+
+
+# ---- model driver (mutates `model` in place) ------------------------------------------------------
+def layer_scores(model: nn.Module, calib: torch.Tensor, metric: str, num_examples: int,
+                 batch_size: int | None = None) -> list[float]:  # fmt: skip
+    """Importance per layer (lower = removed first) for the score-based metrics."""
+    examples = calib[:num_examples]
+    if metric == "bi":
+        return [block_influence(c) for c in layer_io_cosine(model, calib, batch_size=batch_size)]
+    if metric == "taylor":
+        return block_taylor(model, examples, batch_size=batch_size)
+    if metric in ("magnitude-l1", "magnitude-l2"):
+        return block_magnitude(model, 1 if metric.endswith("l1") else 2)
+    n = len(decoder_layers(model))
+    return [math.exp(min(v, 700.0)) for v in removal_losses(model, examples, [("block", i) for i in range(n)],
+                                                             batch_size=batch_size)]  # fmt: skip
+
+
+def prune(
+    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
+) -> Outcome:
+    """Remove `config.layers` layers chosen by `config.metric`, then recover with equal-budget fine-tuning."""
+    ctx = ctx or Context()
+    n = len(decoder_layers(model))
+    k = config.layers if config.layers is not None else max(1, math.ceil(n / 4))
+    if k >= n:
+        raise KBError(f"cannot remove {k} of {n} decoder layers; ask for fewer with --layers")
+    details: dict[str, object] = {"metric": config.metric, "recovery": config.recovery}
+    if config.metric == "reverse":
+        drop = reverse_order(n, k)
+    elif config.metric == "random":
+        drop = sorted(random.Random(config.seed).sample(range(n), k))
+    else:
+        if calib is None:
+            raise KBError(f"reassessing-layer-pruning: the {config.metric} metric needs calibration tokens")
+        key = ("reassessing", config.metric, calib.data_ptr(), tuple(calib.shape), config.num_examples)
+        scores = ctx.dense_statistic(key, lambda: layer_scores(model, calib, config.metric, config.num_examples,
+                                                               ctx.batch_size))  # fmt: skip
+        drop = individual(scores, k)
+        details["scores"] = [round(s, 6) for s in scores]
+    remove_layers(model, drop)
+    if config.recovery != "none" and config.steps > 0:
+        if calib is None:
+            raise KBError("reassessing-layer-pruning: fine-tuning needs calibration tokens")
+        budget = Budget(config.steps, config.batch)
+        if config.recovery == "partial":
+            report = partial_layer_steps(model, calib, budget, last=min(config.last, n - k), head=config.head,
+                                         lr=config.lr, seed=ctx.seed, progress=ctx.progress)  # fmt: skip
+        else:
+            report = lora_steps(model, calib, budget, lr=config.lr, rank=config.lora_rank,
+                                alpha=2.0 * config.lora_rank, seed=ctx.seed, progress=ctx.progress)  # fmt: skip
+        details["fine_tuning"] = report.summary()
+    return Outcome(kind="depth", removed_layers=drop, details=details)

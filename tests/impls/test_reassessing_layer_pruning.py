@@ -1,0 +1,54 @@
+"""Reassessing Layer Pruning: reverse order, partial-layer fine-tuning touches only its parameters, untied head."""
+
+from __future__ import annotations
+
+import torch
+from savedmodels import fresh_process, greedy
+
+from reference_impls import reassessing_layer_pruning as rlp
+from reference_impls.harness.models import byte_tokenizer, random_llama
+from reference_impls.harness.recovery import Budget, partial_layer_steps
+from reference_impls.harness.structure import save_model
+
+
+def test_reverse_order_removes_the_last_quarter_rounded_up(calib_ids):
+    model = random_llama(seed=0, layers=6)
+    out = rlp.prune(model, calib_ids, rlp.Config(recovery="none"))
+    assert out.removed_layers == [4, 5] and model.config.num_hidden_layers == 4
+    model = random_llama(seed=0, layers=6)
+    out = rlp.prune(model, calib_ids, rlp.Config(layers=2, metric="bi", recovery="none"))
+    scores = out.details["scores"]
+    assert out.removed_layers == sorted(sorted(range(6), key=lambda i: (scores[i], i))[:2])
+
+
+def test_partial_layer_fine_tuning_changes_only_the_last_layers_and_the_untied_head(calib_ids):
+    model = random_llama(seed=0, layers=5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    embed = model.get_input_embeddings().weight.clone()
+    report = partial_layer_steps(model, calib_ids, Budget(3, 2), last=2, lr=1e-3)
+    assert report.steps == 3 and report.tokens == 3 * 2 * 64
+    after = model.state_dict()
+    trained = [k for k in after if k.startswith(("model.layers.3.", "model.layers.4.", "lm_head."))]
+    frozen = [k for k in after if k not in trained]
+    assert all(torch.equal(after[k], before[k]) for k in frozen if k in before)
+    assert torch.equal(model.get_input_embeddings().weight, embed)
+    assert model.lm_head.weight is not model.get_input_embeddings().weight
+    assert not torch.equal(model.lm_head.weight, embed)
+    assert any(
+        not torch.equal(after[k], before[k])
+        for k in trained
+        if k in before and k.startswith("model.layers.4")
+    )
+
+
+def test_equal_budgets_and_a_fresh_process_load_of_the_untied_model(calib_ids, tmp_path):
+    a, b = random_llama(seed=0, layers=4), random_llama(seed=0, layers=4)
+    pa = rlp.prune(a, calib_ids, rlp.Config(layers=1, steps=2, recovery="partial"))
+    pb = rlp.prune(b, calib_ids, rlp.Config(layers=1, steps=2, recovery="lora"))
+    assert pa.details["fine_tuning"]["tokens"] == pb.details["fine_tuning"]["tokens"]
+    assert b.lm_head.weight is b.get_input_embeddings().weight  # LoRA leaves the tie alone
+    expected = greedy(a)
+    save_model(a, byte_tokenizer(), tmp_path / "m")
+    got = fresh_process(tmp_path / "m", tmp_path)
+    assert got["layers"] == 3 and got["tokens"] == expected[0].tolist()
+    assert got["params"] == sum(p.numel() for p in a.parameters())
