@@ -235,8 +235,8 @@ def compare(
     fresh: Callable[[], nn.Module] | None = None,
 ) -> list[RunResult]:
     """The dense baseline and every planned run, each run on a fresh dense model: `fresh()` (a reload), or a
-    deep copy of `dense`, which is never modified. `ppl=False` skips the plain perplexity of the dense model
-    (kv-cache papers judge the cache evaluation)."""
+    deep copy of `dense`, which is never modified. `ppl=False` skips the plain perplexity of every run (kv-cache
+    papers judge the cache evaluation; training stand-ins report what their own models did)."""
     task = None
     if probe:
         task = continuation_task(data.heldout, tokenizer, items=options.probe_items)
@@ -261,7 +261,8 @@ def compare(
         outcome, prune_seconds = apply_method(model, plan.spec, plan.config, data.calib, ctx)
         kv = plan.spec.kind == "kv-cache"
         metrics, _sample, eval_seconds = measure(
-            model, eval_windows=None if kv else data.eval, eval_batch_size=options.eval_batch_size, task=task,
+            model, eval_windows=data.eval if ppl and not kv else None, eval_batch_size=options.eval_batch_size,
+            task=task,
             speed_prompt=prompt if plan.run.speed else None, dense_speed=dense_speed,
             speed_repeats=options.speed_repeats, cache_windows=data.eval if kv else None, cache=cache,
             dense_cache=dense_metrics.cache,

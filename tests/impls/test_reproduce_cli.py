@@ -10,6 +10,7 @@ import torch
 from kb.cli import main
 from reference_impls import registry
 
+_UNIMPLEMENTED = next(p for p in registry.paper_ids() if p not in registry.PAPERS)  # a record without code
 SMALL = ["--model", "random-llama", "--nsamples", "4", "--seqlen", "64", "--eval-tokens", "256"]
 
 
@@ -28,7 +29,7 @@ def _one_line_error(capsys, argv, *, code=2):
     ("argv", "needle"),
     [
         (["reproduce", "nonesuch"], "runnable papers: " + ", ".join(sorted(registry.PAPERS))),
-        (["reproduce", "flash-llm"], "no runnable implementation yet"),
+        (["reproduce", _UNIMPLEMENTED], "no runnable implementation yet"),
         (["reproduce", "wanda", "--layers", "2"], "--layers does not apply to wanda (weight-sparsity)"),
         (["reproduce", "shortgpt", "--sparsity", "0.5"], "--sparsity does not apply to shortgpt (depth)"),
         (["reproduce", "owl", "--pattern", "2:4"], "--pattern does not apply to owl"),
