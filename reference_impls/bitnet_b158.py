@@ -132,8 +132,7 @@ def prune(
         levels = max((int(torch.unique(weight_quant(w.detach())).numel()) for w in weights), default=0)
         arms[arm] = {"bitlinear_layers": swapped, "max_distinct_weight_values": levels,
                      "curve_steps": report.curve_steps, "curve_loss": report.curve_loss,
-                     "final_train_loss": report.curve_loss[-1], "eval_loss": round(report.eval_loss, 5),
-                     "seconds": round(report.seconds, 2)}  # fmt: skip
+                     "final_train_loss": report.curve_loss[-1], "eval_loss": round(report.eval_loss, 5)}  # fmt: skip
     return Outcome(kind="training", details={
         "shape": {"hidden": shape.hidden, "layers": shape.layers, "intermediate": shape.mlp(), "vocab": 256},
         "steps": schedule.steps, "tokens": schedule.tokens, "lr": schedule.lr, "corpus": config.corpus, **arms,

@@ -118,5 +118,6 @@ def test_claim_reads_fit_and_measurements():
 
     assert verdict(good)
     assert not verdict({**good, "optimal_sparsity": [0.3, 0.35]})  # grows by less than 0.1
+    assert not verdict({**good, "fit_rmse_log_loss": 0.05})  # the law does not describe the sweep
     worse = [dict(p, eval_loss=2.7) if p["sparsity"] == 0.75 and p["steps"] == 200 else p for p in points]
     assert not verdict({**good, "points": worse})  # the sparse model loses at the longest training
