@@ -154,3 +154,16 @@ def test_kb_prune_flash_llm_is_allowed_but_training_stand_ins_are_refused():
     assert registry.savable_method("flash-llm").kind == "stand-in"
     with pytest.raises(KBError, match="no pruned model to save"):
         registry.savable_method("bitnet-b158")
+
+
+def test_kb_prune_flash_llm_saves_the_wanda_model_that_loads_in_a_fresh_process(tmp_path, capsys):
+    from savedmodels import fresh_process
+
+    from kb.cli import main
+
+    save = tmp_path / "pruned"
+    small = ["--model", "random-llama", "--nsamples", "4", "--seqlen", "64", "--eval-tokens", "256"]
+    assert main(["prune", "flash-llm", *small, "--save", str(save)]) == 0
+    capsys.readouterr()
+    out = fresh_process(save, tmp_path)
+    assert out["layers"] == 2 and len(out["tokens"]) == 8 + 6
