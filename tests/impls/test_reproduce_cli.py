@@ -222,7 +222,8 @@ def test_registry_run_command():
     assert registry.run_command("wanda") == "kb reproduce wanda --model tiny-llama"
     assert registry.run_command("owl") == "kb reproduce owl --model tiny-llama"
     assert registry.run_command("h2o") == "kb reproduce h2o --model tiny-llama"
-    assert registry.run_command("flash-llm") is None
+    assert registry.run_command("flash-llm") == "kb reproduce flash-llm --model tiny-llama"
+    assert registry.run_command(_UNIMPLEMENTED) is None
 
 
 def test_reproduce_kv_cache_paper_records_the_cache_evaluation(tmp_path, capsys):
