@@ -10,8 +10,9 @@ Idea:     the loss of a model trained with sparsity S, N non-zero parameters and
           compute budget C = 6 N D / (1 - S) buys fewer tokens the sparser the model; the best sparsity for
           a budget balances the two terms and rises as the budget grows.
 What runs here (a stand-in, it prunes nothing in the `--model`):
-          (1) `law`, `fit_law` (a Huber loss on log-loss residuals, as the paper does for language, minimised
-          by L-BFGS in torch from several random starts; any parameter may be frozen), and `optimal_sparsity`
+          (1) `law`, `fit_law` (least squares on log-loss residuals, minimised by L-BFGS in torch from several
+          random starts; any parameter may be frozen; `huber_delta` switches to the paper's Huber loss), and
+          `optimal_sparsity`
           (the argmin over a sparsity grid at a fixed budget C and non-zero count N);
           (2) a sweep trained here from scratch: byte-level 2-layer LLaMAs whose dense shapes grow with the
           sparsity so that every model has the same number of non-zero decoder weights (S = 0, 0.5, 0.75 at
@@ -23,7 +24,10 @@ Not reproduced: the paper's scale (ViT on JFT-4B, T5 on C4 with up to hundreds o
           its fitted coefficients; our sweep has a single non-zero budget, so the N exponent d is not
           identifiable from it and is frozen at 0 with g = 0 (c then carries both; S_opt depends on neither).
           The GMP ramp (25%-75% of training, masks recomputed every 10 steps) is our choice, not taken from
-          the paper. Losses are next-byte NLL on the pydoc corpus, not the paper's tokens.
+          the paper. Losses are next-byte NLL on the pydoc corpus, not the paper's tokens. Fitter: the issue asked
+          for least squares; the paper fits language with a Huber loss (delta 1e-3 on log-loss). On a trial sweep
+          (1 thread, loaded machine) least squares left an RMSE of log-loss of 0.022 and the Huber fit 0.034 (it
+          minimises something else); both put the optimal sparsity at 0 for the smallest budget, rising with it.
 """
 
 from __future__ import annotations
@@ -63,7 +67,8 @@ class Config(BaseModel):
     extrapolate: float = Field(
         1000.0, ge=1.0
     )  # optimal sparsity is read up to this multiple of the largest budget
-    huber_delta: float = Field(1e-3, gt=0.0)
+    # None: least squares on log-loss (the issue's fitter); the paper's language fits use a Huber loss with 1e-3
+    huber_delta: float | None = Field(None, gt=0.0)
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -87,7 +92,10 @@ def law(
     return (t["a"] * (1 - s) ** t["b"] + t["c"]) * n ** (-t["d"]) + t["e"] * d ** (-t["f"]) + t["g"]
 
 
-def _huber(r: torch.Tensor, delta: float) -> torch.Tensor:
+def _huber(r: torch.Tensor, delta: float | None) -> torch.Tensor:
+    """Huber penalty of residuals r; plain half squares when `delta` is None."""
+    if delta is None:
+        return 0.5 * r**2
     a = r.abs()
     return torch.where(a <= delta, 0.5 * r**2, delta * (a - 0.5 * delta))
 
@@ -100,10 +108,11 @@ def fit_law(
     *,
     fixed: Mapping[str, float] | None = None,
     starts: int = 25,
-    delta: float = 1e-3,
+    delta: float | None = None,
     seed: int = 0,
 ) -> tuple[dict[str, float], float]:
-    """Least squares (Huber on log L) of the law to measured points; returns (theta, objective).
+    """Fit the law to measured points by least squares on log L (or a Huber loss with `delta`, as the paper
+    does for language); returns (theta, objective).
 
     a, c, e are kept positive through their logarithms, b, d, f through softplus; g is free. Every start
     draws its initial values at random and is polished with L-BFGS; the best objective wins."""
@@ -284,7 +293,9 @@ def prune(
     }  # fmt: skip
     return Outcome(kind="training", details={
         "points": points, "units": {"N": "millions of non-zero decoder weights", "D": "millions of tokens (bytes)"},
-        "theta": {k: round(v, 6) for k, v in theta.items()}, "frozen": ["d", "g"], "fit_objective": objective,
+        "theta": {k: round(v, 6) for k, v in theta.items()}, "frozen": ["d", "g"],
+        "fit_loss": "least squares" if config.huber_delta is None else f"huber {config.huber_delta}",
+        "fit_objective": objective,
         "fit_rmse_log_loss": round(rmse, 6), "nonzeros_millions": round(n_mean, 6),
         "budgets": [round(c, 6) for c in grid], "swept_budgets": [budgets[0], budgets[-1]],
         "optimal_sparsity": s_opt, "fit_curves": curves,
