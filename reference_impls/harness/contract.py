@@ -110,15 +110,24 @@ def _fail(method: str, message: str) -> NoReturn:
 def check_outcome(
     method: str, kind: str, before: ModelFacts, after: ModelFacts, outcome: object, target: dict[str, Any]
 ) -> None:
-    """Raise `ContractError` when the model change does not match the outcome and the method's kind."""
+    """Raise `ContractError` when the model change does not match the outcome and the method's kind.
+
+    Stand-ins for papers that are not a pruning algorithm report their evidence in `outcome.details`: a
+    `stand-in` (e.g. a storage format checked on a pruned model) keeps the structure and meets a sparsity
+    target like a weight method; a `training` stand-in trains its own small models and leaves the given
+    model exactly as it was."""
     if not isinstance(outcome, Outcome):
         _fail(method, f"prune returned {type(outcome).__name__}, not an Outcome")
     if outcome.kind != kind:
         _fail(method, f"outcome kind {outcome.kind!r}, registered as {kind!r}")
-    if kind in ("weight-sparsity", "allocation", "kv-cache"):
+    if kind in ("weight-sparsity", "allocation", "kv-cache", "stand-in", "training"):
         if after.layers != before.layers or after.shapes != before.shapes:
-            _fail(method, "a weight method changed the model's structure")
-    if kind in ("weight-sparsity", "allocation"):
+            _fail(method, f"a {kind} method changed the model's structure")
+    if kind in ("stand-in", "training") and not outcome.details:
+        _fail(method, f"a {kind} method must report its evidence in the outcome's details")
+    if kind == "training" and after.zeros != before.zeros:
+        _fail(method, "a training stand-in trains its own models and must leave the given model unchanged")
+    if kind in ("weight-sparsity", "allocation", "stand-in"):
         sparsity = target.get("sparsity")
         if sparsity is not None:
             # each comparison group rounds down; pre-existing zeros can only add

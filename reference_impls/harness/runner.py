@@ -242,9 +242,10 @@ def compare(
     session: Session | None = None,
 ) -> list[RunResult]:
     """The dense baseline and every planned run, each run on a fresh dense model: `fresh()` (a reload), or a
-    deep copy of `dense`, which is never modified. `ppl=False` skips the plain perplexity of the dense model
-    (kv-cache papers judge the cache evaluation). With a `session` (whose model `dense` is), dense measurements,
-    dense-model statistics and identical runs are shared with the other comparisons of the process."""
+    deep copy of `dense`, which is never modified. `ppl=False` skips the plain perplexity of every run
+    (kv-cache papers judge the cache evaluation; training stand-ins report what their own models did). With a
+    `session` (whose model `dense` is), dense measurements, dense-model statistics and identical runs are shared
+    with the other comparisons of the process."""
     session = session or Session()
     scope = data_scope(options)
 
@@ -301,7 +302,8 @@ def _one_run(
     outcome, prune_seconds = apply_method(model, plan.spec, plan.config, data.calib, ctx)
     kv = plan.spec.kind == "kv-cache"
     metrics, _sample, eval_seconds = measure(
-        model, eval_windows=None if kv else data.eval, eval_batch_size=options.eval_batch_size, task=task,
+        model, eval_windows=data.eval if ppl and not kv else None, eval_batch_size=options.eval_batch_size,
+        task=task,
         speed_prompt=prompt if plan.run.speed else None, dense_speed=dense_speed,
         speed_repeats=options.speed_repeats, cache_windows=data.eval if kv else None, cache=cache,
         dense_cache=dense_metrics.cache,

@@ -13,7 +13,7 @@ command line reads it for help text and to reject bad input before anything heav
   from every run's metrics.
 - The list of paper ids is read from `papers/*.yaml`, never typed here.
 
-One file per family holds its methods, claims and papers (`sparsity`, `depth`, `width`, `kvcache`, ...);
+One file per family holds its methods, claims and papers (`sparsity`, `depth`, `width`, `kvcache`, `standins`);
 `specs` holds the shapes. This module joins the families and answers look-ups, including which files a result
 depends on (`code_files`, `paper_code`: the content hash stored in every result); `freshness` compares the
 committed results with today's code for `kb build --check`.
@@ -31,7 +31,7 @@ from kb.codehash import code_version
 from kb.errors import KBError
 from kb.results import CodeVersion
 
-from . import depth, kvcache, sparsity, width
+from . import depth, kvcache, sparsity, standins, width
 from .specs import TARGETS, MethodSpec, Metric, PaperSpec, Results, Run, Target, Verdict
 
 __all__ = [
@@ -60,7 +60,7 @@ __all__ = [
     "sweep_code",
 ]  # fmt: skip
 
-_FAMILIES = (sparsity, depth, width, kvcache)
+_FAMILIES = (sparsity, depth, width, kvcache, standins)
 
 
 def _join() -> tuple[dict[str, MethodSpec], dict[str, PaperSpec]]:
@@ -116,12 +116,16 @@ def method_spec(method: str) -> MethodSpec:
 
 
 def savable_method(method: str) -> MethodSpec:
-    """The spec of a method whose result `kb prune` can save; a `KBError` (exit 2) for a KV-cache policy."""
+    """The spec of a method whose result `kb prune` can save; a `KBError` (exit 2) for a KV-cache policy or a
+    training stand-in (neither changes the model's weights)."""
     spec = method_spec(method)
     if spec.kind == "kv-cache":
         where = f"kb reproduce {spec.paper}" if spec.paper else "kb reproduce h2o or keyformer"
         raise KBError(f"{method} is a KV-cache eviction policy: it changes no weight, so there is no pruned model to "
                       f"save; evaluate it with {where}")  # fmt: skip
+    if spec.kind == "training":
+        raise KBError(f"{method} trains its own small models from scratch and leaves --model unchanged, so there is "
+                      f"no pruned model to save; run it with kb reproduce {spec.paper or method}")  # fmt: skip
     return spec
 
 

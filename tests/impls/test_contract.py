@@ -25,6 +25,14 @@ def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
+# Training stand-ins train their own models; here they get a budget of a few tiny steps instead of their defaults.
+QUICK: dict[str, dict] = {
+    "sparse-scaling-laws": {"sparsities": (0.0, 0.5), "shapes": ((16, 32), (24, 40)), "steps": (3, 6),
+                            "batch_size": 2, "seqlen": 16, "fit_starts": 2},
+    "bitnet-b158": {"hidden": 16, "steps": 4, "batch_size": 2, "seqlen": 16},
+}  # fmt: skip
+
+
 @pytest.mark.parametrize("name", sorted(registry.METHODS))
 def test_every_method_keeps_the_contract_and_is_deterministic(name, calib_ids):
     spec = registry.METHODS[name]
@@ -32,7 +40,7 @@ def test_every_method_keeps_the_contract_and_is_deterministic(name, calib_ids):
     results = []
     for _ in range(2):
         model = copy.deepcopy(dense)
-        config = runner.method_config(spec, {})
+        config = runner.method_config(spec, {}, QUICK.get(name, {}))
         outcome, _seconds = runner.apply_method(
             model, spec, config, calib_ids, Context()
         )  # checks invariants
@@ -160,3 +168,37 @@ def test_width_outcomes_must_report_true_shapes():
     wrong = {**shapes, "model.layers.1.mlp.up_proj.weight": [128, 64]}
     with pytest.raises(ContractError, match="reported shape"):
         check_outcome("fake", "width", before, after, Outcome(kind="width", shapes=wrong), {})
+
+
+def test_stand_in_and_training_outcomes_must_carry_evidence(random_model):
+    facts = model_facts(random_model)
+    for kind in ("stand-in", "training"):
+        with pytest.raises(ContractError, match="evidence"):
+            check_outcome("fake", kind, facts, facts, Outcome(kind=kind), {})
+        check_outcome("fake", kind, facts, facts, Outcome(kind=kind, details={"x": 1}), {})
+
+
+def test_a_training_stand_in_must_leave_the_given_model_alone(random_model):
+    before = model_facts(random_model)
+    with torch.no_grad():
+        random_model.model.layers[0].mlp.up_proj.weight[0].zero_()
+    with pytest.raises(ContractError, match="unchanged"):
+        check_outcome("fake", "training", before, model_facts(random_model), Outcome(kind="training", details={"x": 1}),
+                      {})  # fmt: skip
+
+
+def test_a_stand_in_with_a_sparsity_target_is_held_to_it(random_model):
+    facts = model_facts(random_model)
+    with pytest.raises(ContractError, match="decoder sparsity"):
+        check_outcome(
+            "fake", "stand-in", facts, facts, Outcome(kind="stand-in", details={"x": 1}), {"sparsity": 0.8}
+        )
+
+
+def test_papers_without_perplexity_measure_none():
+    """`metrics=()`: neither the dense model nor any run is evaluated for perplexity."""
+    dense = random_llama(seed=0, layers=2)
+    data, options = _data(), runner.RunOptions(model="random-llama")
+    runs = runner.compare(dense, byte_tokenizer(), data, _plans(Run("w", "wanda"), target={"sparsity": 0.5}),
+                          options, ppl=False, log=lambda _m: None)  # fmt: skip
+    assert [r.metrics.ppl for r in runs] == [None, None] and runs[1].metrics.size.decoder_sparsity > 0.49
