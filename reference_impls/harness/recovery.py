@@ -175,9 +175,15 @@ def train_steps(
     temperature: float = 1.0,
     progress: Progress | None = None,
     kind: str = "lm",
+    after_backward: Callable[[int], None] | None = None,
+    also_grad: Sequence[nn.Parameter] = (),
 ) -> RecoveryReport:
     """AdamW on `params` for `budget.steps` steps over windows of `tokens` (n, t): next-token cross-entropy,
-    or KL to `teacher` when given. Seeded: batch order, dropout and any randomness inside the step."""
+    or KL to `teacher` when given. Seeded: batch order, dropout and any randomness inside the step.
+
+    `after_backward(step)` (1-based) runs after each backward pass, before the optimiser step, while the
+    gradients exist (pruning during training reads them there); `also_grad` parameters get gradients too
+    but are not trained (their gradients are dropped after the callback)."""
     if tokens.dim() != 2 or tokens.shape[0] < 1:
         raise KBError("recovery needs calibration windows (a 2-D tensor of token ids)")
     report = RecoveryReport(kind, budget.steps, budget.batch_size, budget.steps * budget.batch_size * tokens.shape[1],
@@ -188,7 +194,7 @@ def train_steps(
     steps = batch_order(tokens.shape[0], budget, seed)
     optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad(), \
-            _only_trainable(model, params):  # fmt: skip
+            _only_trainable(model, [*params, *also_grad]):  # fmt: skip
         torch.manual_seed(seed)
         for i, rows in enumerate(steps):
             ids = tokens[rows].to(device)
@@ -201,6 +207,10 @@ def train_steps(
                 loss = out.loss
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
+            if after_backward is not None:
+                after_backward(i + 1)
+            for p in also_grad:
+                p.grad = None
             optimiser.step()
             report.losses.append(float(loss.detach()))
             if not math.isfinite(report.losses[-1]):
