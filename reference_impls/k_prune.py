@@ -26,6 +26,8 @@ Differs (an ADAPTATION: the paper prunes BERT-style encoders on classification a
           window length); (4) a few calibration windows replace the 100K-token sample: `score_examples` for the
           knowledge (one backward pass per window and sublayer, from that sublayer up) and `recon_examples`
           for the least-squares problems (forward only), with a small ridge `damp` for numerical safety;
+          `rescore_every=2` measures the knowledge once per decoder layer (at its attention sublayer) and reuses
+          it for the MLP sublayer, halving the backward passes (the official code re-measures every sublayer);
           (5) `importance="magnitude"` is our retraining-free baseline on the same search and budget: a unit's
           squared weight norm per FLOP.
 Use:      `kb prune k-prune --model tiny-llama --save DIR`; load with
@@ -67,7 +69,8 @@ class Config(BaseModel):
     lam_rep: float = Field(2.5e-4, ge=0)
     mu: float = Field(64.0, gt=0)  # weight of attention units
     temperature: float = Field(2.0, gt=0)
-    score_examples: int = Field(2, ge=1)  # windows for the knowledge (a backward pass each, per sublayer)
+    score_examples: int = Field(2, ge=1)  # windows for the knowledge (a backward pass each, per measurement)
+    rescore_every: int = Field(1, ge=1)  # sublayers between knowledge measurements (upstream: every sublayer)
     recon_examples: int = Field(32, ge=1)  # windows for the least-squares re-solve (forward only)
     example_len: int = Field(128, ge=2)
     damp: float = Field(1e-4, ge=0)
@@ -243,12 +246,15 @@ def prune(
     current, dense = recon.hidden, recon.hidden.clone()
     kept_units: dict[str, list[int]] = {"attn": [], "mlp": []}
     before = sum(p.numel() for p in model.parameters())
+    scores: list[torch.Tensor] = []
     for index, sub in enumerate(subs):
         layer = layers[sub.layer]
         # (1) knowledge (or magnitude) of every unit of this and the later sublayers
         later = subs[index:]
         fams = [family_of(model, s) for s in later]
-        if config.importance == "knowledge":
+        if config.importance == "knowledge" and index % config.rescore_every:
+            scores = scores[1:]  # the last measurement, without the sublayer just pruned
+        elif config.importance == "knowledge":
             pred, sq, tokens = knowledge(model, index, subs, score_states, teacher, config.temperature)
             scores = []
             for s, f, p, x in zip(later, fams, pred, sq, strict=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from savedmodels import fresh_process, greedy
 
@@ -46,10 +47,11 @@ def test_least_squares_never_does_worse_than_the_kept_columns_of_the_old_weight(
     torch.testing.assert_close(least_squares_weight(x, y), w, atol=1e-4, rtol=1e-4)  # nothing removed: exact
 
 
-def test_prune_meets_the_flops_budget_and_reports_the_widths(calib_ids):
+@pytest.mark.parametrize("rescore_every", [1, 2])
+def test_prune_meets_the_flops_budget_and_reports_the_widths(calib_ids, rescore_every):
     dense = random_llama(seed=0, layers=4)
     model = copy.deepcopy(dense)
-    cfg = kp.Config(score_examples=2, recon_examples=8, example_len=64)
+    cfg = kp.Config(score_examples=2, recon_examples=8, example_len=64, rescore_every=rescore_every)
     out = kp.prune(model, calib_ids, cfg, Context())
     d = out.details
     budget = 0.75 * d["prunable_flops_per_token_before"]
