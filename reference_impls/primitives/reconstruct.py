@@ -5,7 +5,8 @@ of down_proj), the remaining columns can be re-fitted so that the layer's output
 stays as close as possible to a target (the dense model's output): W = argmin ||X W^T - Y||_F^2, solved
 from the normal equations (X^T X + lambda I) W^T = X^T Y (products in float32, the solve in float64).
 `damp` adds lambda = damp * mean(diag(X^T X)) (0 solves the plain problem; a small value keeps it well
-posed when channels are collinear or tokens are few). K-prune's knowledge-preserving weight tuning is this solve on o_proj and down_proj.
+posed when channels are collinear or tokens are few). K-prune's knowledge-preserving weight tuning is this
+solve on o_proj and down_proj.
 """
 
 from __future__ import annotations
