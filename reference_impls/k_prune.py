@@ -272,24 +272,12 @@ def prune(
         family = fams[0]
         removed = [u for u in range(family.units) if not bool(keep[u])]
         with torch.no_grad():
-            # the dense target is computed while this sublayer still has all its units
-            dense_next = run_sublayer(layer, sub.kind, dense, recon.kwargs)
-            feats = sublayer_features(model, sub, current, recon.kwargs)
-            if removed:
-                G.compact(model, {family: removed})
-            # (3) knowledge-preserving weight tuning: the residual stream after the sublayer matches the dense one
             if config.reconstruct:
-                proj = projection(model, sub)
-                block = feats.shape[-1] // family.units  # input channels of o_proj/down_proj per unit
-                kept_channels = _kept_channels(family.units, block, keep)
-                target = dense_next - current
-                if proj.bias is not None:
-                    target = target - proj.bias
-                x = feats[..., kept_channels]
-                new = least_squares_weight(x, target, config.damp)
-                proj.weight.copy_(new.to(proj.weight.dtype))
-            current = run_sublayer(layer, sub.kind, current, recon.kwargs)
-            dense = dense_next
+                current, dense = _reconstruct(
+                    model, sub, family, keep, current, dense, recon.kwargs, config.damp
+                )
+            elif removed:
+                G.compact(model, {family: removed})
             score_states = [LayerInputs(run_sublayer(layer, sub.kind, w.hidden, w.kwargs), w.kwargs)
                             for w in score_states]  # fmt: skip
         kept = family.units - len(removed)
@@ -313,6 +301,30 @@ def prune(
         "params_before": before, "params_after": after, "params_removed_fraction": round(1 - after / before, 4),
     }  # fmt: skip
     return Outcome(kind="width", shapes=shapes, details=details)
+
+
+Streams = tuple[torch.Tensor, torch.Tensor]
+
+
+def _reconstruct(model: nn.Module, sub: Sublayer, family: G.Family, keep: torch.Tensor, current: torch.Tensor,
+                 dense: torch.Tensor, kwargs: dict[str, Any], damp: float) -> Streams:  # fmt: skip
+    """Remove the sublayer's dropped units and re-solve its output projection so that the residual stream after
+    it matches the dense model's on the reconstruction windows; returns both streams after the sublayer."""
+    layer = decoder_layers(model)[sub.layer]
+    dense_next = run_sublayer(layer, sub.kind, dense, kwargs)  # while the sublayer still has all its units
+    feats = sublayer_features(model, sub, current, kwargs)
+    removed = [u for u in range(family.units) if not bool(keep[u])]
+    if removed:
+        G.compact(model, {family: removed})
+    proj = projection(model, sub)
+    kept = feats[..., _kept_channels(family.units, feats.shape[-1] // family.units, keep)]
+    target = dense_next - current
+    if proj.bias is not None:
+        target = target - proj.bias
+    proj.weight.copy_(least_squares_weight(kept, target, damp).to(proj.weight.dtype))
+    # the kept units' inputs to the projection do not depend on the removed ones, so the new stream is
+    # the old one plus the re-solved projection of those inputs (no second pass through the sublayer)
+    return current + proj(kept), dense_next
 
 
 def _kept_channels(units: int, block: int, keep: torch.Tensor) -> torch.Tensor:
