@@ -96,7 +96,9 @@ def _loraprune_claim(r: Results) -> Verdict:
         if isinstance(rss_l, int) and isinstance(rss_g, int)
         else "peak RSS not measurable here"
     )
+    training = dl.get("training", {})
     reason = (
+        f"after {training.get('steps')} LoRA steps ({training.get('tokens')} tokens) with pruning: "
         f"ppl LoRA-guided {lora:.2f} vs full-gradient Taylor {grad:.2f} (allowed up to x{_LORAPRUNE_MARGIN:.2f}); "
         f"probe acc_norm {acc_l:.3f} vs {acc_g:.3f}; gradient tensors held at the optimiser step "
         f"{(gb_l or 0) / mib:.2f} vs {(gb_g or 0) / mib:.2f} MiB; {rss_text}; {size_text}"
