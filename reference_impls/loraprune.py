@@ -195,20 +195,23 @@ class MaskedPruner:
         mod = self.module(param)
         assert isinstance(mod, LoRALinear)
         with torch.no_grad():
-            effective = mod.base.weight + (mod.lora_b @ mod.lora_a) * mod.scale
+            effective = torch.addmm(mod.base.weight, mod.lora_b, mod.lora_a, alpha=mod.scale)
             crit = self.config.criterion
             if crit == "lora":
                 ga, gb = mod.lora_a.grad, mod.lora_b.grad
                 if ga is None or gb is None:
                     return torch.full_like(effective, float("nan"))
                 grad = lora_grad_estimate(mod.lora_a, mod.lora_b, ga, gb)
-                return element_scores(grad, effective, self.config.mode)
-            if crit == "grad":
-                g = mod.base.weight.grad
-                if g is None:
+            elif crit == "grad":
+                grad = mod.base.weight.grad
+                if grad is None:
                     return torch.full_like(effective, float("nan"))
-                return element_scores(g, effective, self.config.mode)
-            return element_scores(None, effective, self.config.mode)
+            else:
+                return effective.abs_()
+            if effective.dtype == torch.float32:  # in place: these are the largest tensors of a step
+                effective.mul_(grad)
+                return effective.abs_() if self.config.mode == "code" else effective.square_()
+            return element_scores(grad, effective, self.config.mode)
 
     def score(self) -> None:
         """Update every family's moving-average score from the current gradients."""

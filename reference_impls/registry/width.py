@@ -76,7 +76,7 @@ def _same_size(r: Results, labels: tuple[str, ...]) -> tuple[bool, str]:
 
 
 # ---- LoRAPrune ---------------------------------------------------------------------------------------
-_LORAPRUNE_RUN = {"ratio": 0.25, "steps": 20, "batch": 2, "prune_freq": 1, "lr": 3e-4, "measure_rss": True}
+_LORAPRUNE_RUN = {"ratio": 0.25, "steps": 12, "batch": 2, "prune_freq": 1, "lr": 3e-4, "measure_rss": True}
 _LORAPRUNE_MARGIN = 1.10  # "about as well": LoRA-guided perplexity at most 10% above the full-gradient one
 
 
@@ -179,7 +179,7 @@ PAPERS += (
             ),
             Run("random", "loraprune", {**_LORAPRUNE_RUN, "criterion": "random"}, speed=True, extra=True),
         ),
-        claim="Pruning a quarter of the MLP channels of layers 3-28 step by step during 20 LoRA steps (KV groups: "
+        claim="Pruning a quarter of the MLP channels of layers 3-28 step by step during 12 LoRA steps (KV groups: "
         "floor(3 x 0.25) = 0, so attention stays whole; the same parameter count in every arm), groups scored with "
         "the LoRA-only gradient estimate give a perplexity within 10% of groups scored with the full gradient of "
         "the base weights, while the training step holds fewer gradient bytes and grows the peak resident memory "
