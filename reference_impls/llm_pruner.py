@@ -52,7 +52,9 @@ class Config(BaseModel):
     ratio: float = Field(
         0.25, ge=0.0, lt=1.0
     )  # share of attention groups and MLP channels removed per pruned layer
-    importance: Literal["taylor", "second", "mix", "vectorize", "l2", "l1", "activation", "random"] = "taylor"
+    importance: Literal[
+        "taylor", "second", "mix", "vectorize", "l2", "l1", "activation", "contribution", "random"
+    ] = "taylor"
     reduce: Literal["sum", "mean", "max"] = "sum"  # how a group's member scores combine (upstream: sum)
     attention: Literal["kv-head", "q-head", "none"] = "kv-head"
     mlp: bool = True
@@ -92,18 +94,26 @@ def prune(
     model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
 ) -> Outcome:
     """Score every group of the middle layers, remove the lowest share in each layer, optionally recover."""
+    return prune_groups(model, calib, config, ctx, name="llm-pruner")
+
+
+def prune_groups(
+    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None, *, name: str
+) -> Outcome:
+    """The per-layer group removal behind `prune`, shared by papers that differ only in the group scores
+    (coupled components); `name` labels errors and logs."""
     ctx = ctx or Context()
     n = len(decoder_layers(model))
     layers = pruned_layers(n, config.keep_first, config.keep_last)
     if not layers:
-        raise KBError(f"llm-pruner: no layer left to prune in a {n}-layer model with keep_first/keep_last "
+        raise KBError(f"{name}: no layer left to prune in a {n}-layer model with keep_first/keep_last "
                       f"{config.keep_first}/{config.keep_last}")  # fmt: skip
     if config.attention == "none" and not config.mlp:
-        raise KBError("llm-pruner: nothing to prune (attention=none and mlp=false)")
+        raise KBError(f"{name}: nothing to prune (attention=none and mlp=false)")
     families = [f for i in layers for f in G.layer_families(model, i, config.attention, config.mlp)]
     needs_data = config.importance not in ("l1", "l2", "random")
     if needs_data and calib is None:
-        raise KBError(f"llm-pruner: {config.importance} importance needs calibration tokens")
+        raise KBError(f"{name}: {config.importance} importance needs calibration tokens")
     examples = calib[: config.num_examples, : config.example_len] if calib is not None else None
     scores = group_importance(model, families, config.importance, tokens=examples, reduce=config.reduce,
                               chunk=ctx.batch_size or config.num_examples, seed=config.seed)  # fmt: skip
@@ -115,7 +125,7 @@ def prune(
     shapes = G.compact(model, removals)
     after = sum(p.numel() for p in model.parameters())
     if before - after != expected:
-        raise KBError(f"llm-pruner: removed {before - after} parameters, the groups hold {expected}")
+        raise KBError(f"{name}: removed {before - after} parameters, the groups hold {expected}")
     details: dict[str, object] = {
         "pruned_layers": layers, "importance": config.importance, f"removed_{config.attention}s": heads,
         "removed_mlp_channels": channels,
@@ -125,10 +135,8 @@ def prune(
         ctx.progress(1, 1)
     if config.recovery_steps > 0:
         if calib is None:
-            raise KBError("llm-pruner: LoRA recovery needs calibration tokens")
-        ctx.log(
-            f"llm-pruner: LoRA recovery, {config.recovery_steps} steps of {config.recovery_batch} windows"
-        )
+            raise KBError(f"{name}: LoRA recovery needs calibration tokens")
+        ctx.log(f"{name}: LoRA recovery, {config.recovery_steps} steps of {config.recovery_batch} windows")
         report = lora_steps(
             model, calib, Budget(config.recovery_steps, config.recovery_batch), lr=config.lora_lr,
             rank=config.lora_rank, alpha=config.lora_alpha, dropout=config.lora_dropout, seed=ctx.seed,

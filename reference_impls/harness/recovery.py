@@ -180,9 +180,15 @@ def train_steps(
     temperature: float = 1.0,
     progress: Progress | None = None,
     kind: str = "lm",
+    after_backward: Callable[[int], None] | None = None,
+    also_grad: Sequence[nn.Parameter] = (),
 ) -> RecoveryReport:
     """AdamW on `params` for `budget.steps` steps over windows of `tokens` (n, t): next-token cross-entropy,
-    or KL to `teacher` when given. Seeded: batch order, dropout and any randomness inside the step."""
+    or KL to `teacher` when given. Seeded: batch order, dropout and any randomness inside the step.
+
+    `after_backward(step)` (1-based) runs after each backward pass, before the optimiser step, while the
+    gradients exist (pruning during training reads them there); `also_grad` parameters get gradients too
+    but are not trained (their gradients are dropped after the callback)."""
     if tokens.dim() != 2 or tokens.shape[0] < 1:
         raise KBError("recovery needs calibration windows (a 2-D tensor of token ids)")
     report = RecoveryReport(kind, budget.steps, budget.batch_size, budget.steps * budget.batch_size * tokens.shape[1],
@@ -195,7 +201,7 @@ def train_steps(
     # a tiny model's steps are many small ops, far faster on one thread (see `layerwise.small_ops`)
     size = sum(p.numel() for p in model.parameters())
     with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad(), \
-            _only_trainable(model, params), small_ops(size):  # fmt: skip
+            _only_trainable(model, [*params, *also_grad]), small_ops(size):  # fmt: skip
         torch.manual_seed(seed)
         for i, rows in enumerate(steps):
             ids = tokens[rows].to(device)
@@ -208,6 +214,10 @@ def train_steps(
                 loss = out.loss
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
+            if after_backward is not None:
+                after_backward(i + 1)
+            for p in also_grad:
+                p.grad = None
             optimiser.step()
             report.losses.append(float(loss.detach()))
             if not math.isfinite(report.losses[-1]):

@@ -17,6 +17,12 @@ with `reduce` (`sum`, `mean` or `max`), as LLM-Pruner does (`group_reduction`, d
             down_proj, a query head by its slice of the attention output entering o_proj (a KV group: the
             L2 norm over its query heads), a hidden channel by the RMSNorm outputs; per channel the mean |x|
             over a sequence, then the L2 norm over sequences (NVIDIA ModelOpt's aggregation).
+- `contribution` (the coupled-components reconstruction) from forward activations and weights: each input
+            channel c of a group's output projection (o_proj for heads, down_proj for MLP channels) by
+            ||x_c||_2 * ||W_out[:, c]||_2, the size of what the channel adds to the projection's output
+            over the calibration tokens (Wanda's |W| * ||X|| at the level of a whole column), summed over
+            the group's channels. `channel_energy` gives the squared, per-column form that K-prune calls
+            representational knowledge.
 - `random`  uniform scores from a seeded generator.
 
 Gradients (`loss_gradients`) need autograd, so they run outside `inference_mode`, for the member tensors
@@ -38,9 +44,13 @@ from torch import nn
 
 from .groups import Family
 
-Estimator = Literal["taylor", "second", "mix", "vectorize", "l2", "l1", "activation", "random"]
+Estimator = Literal[
+    "taylor", "second", "mix", "vectorize", "l2", "l1", "activation", "contribution", "random"
+]
 Reduce = Literal["sum", "mean", "max"]
-ESTIMATORS: tuple[str, ...] = ("taylor", "second", "mix", "vectorize", "l2", "l1", "activation", "random")
+ESTIMATORS: tuple[str, ...] = (
+    "taylor", "second", "mix", "vectorize", "l2", "l1", "activation", "contribution", "random",
+)  # fmt: skip
 _NEEDS_GRAD = {"taylor", "vectorize", "mix"}
 _NEEDS_FISHER = {"second", "mix"}
 
@@ -224,6 +234,57 @@ def activation_scores(model: nn.Module, families: Sequence[Family], tokens: torc
     return out
 
 
+# ---- contribution of a channel to its output projection (coupled components, K-prune) -------------------
+def output_projection(model: nn.Module, family: Family) -> nn.Linear:
+    """The projection a group's channels feed: o_proj for attention groups, down_proj for MLP channels."""
+    layer = model.model.layers[family.layer]
+    if family.kind in ("kv-head", "q-head"):
+        return layer.self_attn.o_proj
+    if family.kind == "mlp":
+        return layer.mlp.down_proj
+    raise ValueError(f"{family.kind} groups feed no single output projection")
+
+
+def channel_energy(sq_inputs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Per input channel c of a linear: sum_t x_tc^2 * ||W[:, c]||^2 (the squared size of its contribution)."""
+    return sq_inputs.float() * weight.detach().float().square().sum(0)
+
+
+def input_sq_norms(model: nn.Module, families: Sequence[Family], tokens: torch.Tensor, *,
+                   chunk: int = 1) -> dict[Family, torch.Tensor]:  # fmt: skip
+    """sum_t x_tc^2 of every input channel of each family's output projection, over the calibration tokens."""
+    sums: dict[Family, torch.Tensor] = {}
+    hooks = []
+    for f in families:
+        proj = output_projection(model, f)
+
+        def pre(_m: nn.Module, args: tuple, f: Family = f) -> None:
+            x = args[0].detach().float().reshape(-1, args[0].shape[-1])
+            sums[f] = sums.get(f, 0) + x.square().sum(0)  # type: ignore[operator]
+
+        hooks.append(proj.register_forward_pre_hook(pre))
+    device = model.get_input_embeddings().weight.device
+    try:
+        with torch.inference_mode():
+            for start in range(0, tokens.shape[0], max(1, chunk)):
+                model(input_ids=tokens[start : start + max(1, chunk)].to(device), use_cache=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    return sums
+
+
+def contribution_scores(model: nn.Module, families: Sequence[Family], tokens: torch.Tensor, *,
+                        chunk: int = 1) -> dict[Family, torch.Tensor]:  # fmt: skip
+    """Per group: sum over its channels of ||x_c||_2 * ||W_out[:, c]||_2 (see the module docstring)."""
+    sq = input_sq_norms(model, families, tokens, chunk=chunk)
+    out = {}
+    for f in families:
+        per_channel = channel_energy(sq[f], output_projection(model, f).weight).sqrt()
+        out[f] = per_channel.reshape(f.units, -1).sum(1)
+    return out
+
+
 # ---- one entry point ----------------------------------------------------------------------------------
 def group_importance(
     model: nn.Module,
@@ -242,11 +303,14 @@ def group_importance(
     if estimator == "random":
         gen = torch.Generator().manual_seed(seed)
         return {f: torch.rand(f.units, generator=gen, dtype=torch.float64).float() for f in families}
-    if estimator in ("activation", *_NEEDS_GRAD, *_NEEDS_FISHER) and tokens is None:
+    if estimator in ("activation", "contribution", *_NEEDS_GRAD, *_NEEDS_FISHER) and tokens is None:
         raise ValueError(f"{estimator} importance needs calibration tokens")
     if estimator == "activation":
         assert tokens is not None
         return activation_scores(model, families, tokens, chunk=chunk, reduce=reduce)
+    if estimator == "contribution":
+        assert tokens is not None
+        return contribution_scores(model, families, tokens, chunk=chunk)
     params = dict(model.named_parameters())
     names = list(dict.fromkeys(m.param for f in families for m in f.members))
     grads = None
