@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kb.errors import KBError
+
 from .groups import Family
 
 Estimator = Literal[
@@ -237,12 +239,11 @@ def activation_scores(model: nn.Module, families: Sequence[Family], tokens: torc
 # ---- contribution of a channel to its output projection (coupled components, K-prune) -------------------
 def output_projection(model: nn.Module, family: Family) -> nn.Linear:
     """The projection a group's channels feed: o_proj for attention groups, down_proj for MLP channels."""
+    if family.kind not in ("kv-head", "q-head", "mlp") or family.layer is None:
+        raise KBError(f"the contribution estimator scores attention heads and MLP channels; {family.kind} groups "
+                      "feed no single output projection")  # fmt: skip
     layer = model.model.layers[family.layer]
-    if family.kind in ("kv-head", "q-head"):
-        return layer.self_attn.o_proj
-    if family.kind == "mlp":
-        return layer.mlp.down_proj
-    raise ValueError(f"{family.kind} groups feed no single output projection")
+    return layer.self_attn.o_proj if family.kind in ("kv-head", "q-head") else layer.mlp.down_proj
 
 
 def channel_energy(sq_inputs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
