@@ -68,6 +68,9 @@ def _wrap(spec: str) -> None:
 
 
 def main() -> int:
+    # Ctrl-C as an interactive shell delivers it: a background job of a non-interactive shell (`cmd &`, as some
+    # CI runners start the suite) inherits SIGINT ignored, and this child would never see the test's SIGINT.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from reference_impls.harness import smollm2
 
     smollm2.WHEEL_SHA256 = os.environ.get("KBCHILD_WHEEL_SHA256", smollm2.WHEEL_SHA256)
