@@ -11,9 +11,11 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+M = TypeVar("M", bound=BaseModel)
 
 LISTS: tuple[str, ...] = ("form", "theme")
 _SLUG = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
@@ -89,26 +91,33 @@ class ClosedListError(Exception):
         self.message = message
 
 
-def load_closed_list(concepts_dir: Path, name: str) -> ClosedList:
+def load_concept(concepts_dir: Path, name: str, model: type[M], missing: str) -> tuple[M, Any]:
+    """Read `concepts/<name>.yaml` safely into `model`; a `ClosedListError` names the file, line and field.
+    Returns the validated model and the loaded document (for the line of a later check)."""
     from .yamlio import YamlError, load_yaml
 
     path = Path(concepts_dir) / f"{name}.yaml"
     rel = f"concepts/{name}.yaml"
     if not path.is_file():
-        raise ClosedListError(f"{rel}:1", f"missing closed list file {name!r}")
+        raise ClosedListError(f"{rel}:1", missing)
     try:
         loaded = load_yaml(path)
     except YamlError as exc:
         raise ClosedListError(f"{rel}:{exc.line}", exc.message) from None
     try:
-        closed = ClosedList.model_validate(loaded.data)
+        value = model.model_validate(loaded.data)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(err["loc"])
         where = ".".join(str(p) for p in loc) or "(file)"
         raise ClosedListError(f"{rel}:{loaded.line_of(loc)}", f"{where}: {err['msg']}") from None
+    return value, loaded
+
+
+def load_closed_list(concepts_dir: Path, name: str) -> ClosedList:
+    closed, loaded = load_concept(concepts_dir, name, ClosedList, f"missing closed list file {name!r}")
     if closed.name != name:
         raise ClosedListError(
-            f"{rel}:{loaded.line_of(('list',))}", f"name is {closed.name!r}, expected {name!r}"
+            f"concepts/{name}.yaml:{loaded.line_of(('list',))}", f"name is {closed.name!r}, expected {name!r}"
         )
     return closed

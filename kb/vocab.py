@@ -12,15 +12,14 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .closedlists import LISTS, ClosedList, ClosedListError, load_closed_list, nearest
-from .paper_results import DatasetTerms, MetricTerms, Terms
+from .closedlists import LISTS, ClosedList, ClosedListError, load_closed_list, load_concept, nearest
+from .paper_results import DatasetTerms, MetricTerms
 
 AXES: tuple[str, ...] = ("type", "criteria", "budget", "data", "retrain", "weight")
-T = TypeVar("T", bound=Terms)
 NOTE_MAX = 80
 _SLUG = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 
@@ -113,59 +112,25 @@ class VocabularyError(Exception):
 
 def load_vocabulary(concepts_dir: Path) -> Vocabulary:
     """Read and check `concepts/<axis>.yaml` for all six axes, and the closed lists (`form`, `theme`)."""
-    from .yamlio import YamlError, load_yaml
 
     axes: dict[str, Axis] = {}
-    for name in AXES:
-        path = Path(concepts_dir) / f"{name}.yaml"
-        rel = f"concepts/{name}.yaml"
-        if not path.is_file():
-            raise VocabularyError(f"{rel}:1", f"missing vocabulary file for axis {name!r}")
-        try:
-            loaded = load_yaml(path)
-        except YamlError as exc:
-            raise VocabularyError(f"{rel}:{exc.line}", exc.message) from None
-        try:
-            axis = Axis.model_validate(loaded.data)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = tuple(err["loc"])
-            where = ".".join(str(p) for p in loc) or "(file)"
-            raise VocabularyError(f"{rel}:{loaded.line_of(loc)}", f"{where}: {err['msg']}") from None
-        if axis.axis != name:
-            raise VocabularyError(
-                f"{rel}:{loaded.line_of(('axis',))}", f"axis is {axis.axis!r}, expected {name!r}"
+    try:
+        for name in AXES:
+            axis, loaded = load_concept(
+                concepts_dir, name, Axis, f"missing vocabulary file for axis {name!r}"
             )
-        axes[name] = axis
-    datasets = _load_terms(Path(concepts_dir), "datasets", DatasetTerms)
-    metrics = _load_terms(Path(concepts_dir), "metrics", MetricTerms)
-    lists: dict[str, ClosedList] = {}
-    for name in LISTS:
-        try:
-            lists[name] = load_closed_list(Path(concepts_dir), name)
-        except ClosedListError as exc:
-            raise VocabularyError(exc.where, exc.message) from None
+            if axis.axis != name:
+                raise ClosedListError(f"concepts/{name}.yaml:{loaded.line_of(('axis',))}",
+                                      f"axis is {axis.axis!r}, expected {name!r}")  # fmt: skip
+            axes[name] = axis
+        datasets, _ = load_concept(
+            concepts_dir, "datasets", DatasetTerms, "missing vocabulary file for datasets"
+        )
+        metrics, _ = load_concept(concepts_dir, "metrics", MetricTerms, "missing vocabulary file for metrics")
+        lists = {name: load_closed_list(Path(concepts_dir), name) for name in LISTS}
+    except ClosedListError as exc:
+        raise VocabularyError(exc.where, exc.message) from None
     return Vocabulary(axes=axes, datasets=datasets, metrics=metrics, lists=lists)
-
-
-def _load_terms(concepts_dir: Path, name: str, model: type[T]) -> T:
-    from .yamlio import YamlError, load_yaml
-
-    path, rel = concepts_dir / f"{name}.yaml", f"concepts/{name}.yaml"
-    if not path.is_file():
-        raise VocabularyError(f"{rel}:1", f"missing vocabulary file for {name}")
-    try:
-        loaded = load_yaml(path)
-    except YamlError as exc:
-        raise VocabularyError(f"{rel}:{exc.line}", exc.message) from None
-    try:
-        terms = model.model_validate(loaded.data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        where = ".".join(str(p) for p in loc) or "(file)"
-        raise VocabularyError(f"{rel}:{loaded.line_of(loc)}", f"{where}: {err['msg']}") from None
-    return terms
 
 
 # ---- quantities -------------------------------------------------------------------------------
