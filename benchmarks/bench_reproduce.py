@@ -11,6 +11,11 @@ Targets: <= 60 s, <= 1.3, <= 2.5 GB. Usage: `.venv/bin/python benchmarks/bench_r
 `--papers owl shortgpt llm-pruner` times the warm `kb reproduce` of those papers as well (targets in PAPER_SECONDS;
 llm-pruner includes its 20 LoRA recovery steps).
 
+`--committed` prints, without running anything, the wall time every committed `reproductions/<paper>.json`
+recorded (`total_seconds`, a warm run of `kb reproduce <paper> --commit`) against its issue's budget:
+FAMILY_SECONDS by registry family, PAPER_SECONDS where a paper has its own. Only a run made on a quiet
+machine measures the budget: runs that shared the cores take 2-4x longer.
+
 `--all [--jobs N] [--kind K]` times only `kb reproduce --all --all-runs --model tiny-llama --no-save` instead (every
 runnable paper in one process, the model loaded once and the dense baseline shared; target: the whole set within
 ALL_SECONDS on 2 cores), and prints its summary table and peak memory.
@@ -28,6 +33,36 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGET_SECONDS, TARGET_RATIO, TARGET_GB = 60.0, 1.3, 2.5
 ALL_SECONDS = 3600.0
 PAPER_SECONDS = {"owl": 120.0, "shortgpt": 120.0, "h2o": 120.0, "keyformer": 120.0, "llm-pruner": 180.0}
+# per-paper budgets of the family issues (unstructured/allocation and stand-ins 150 s, depth 180 s, width 240 s)
+FAMILY_SECONDS = {"sparsity": 150.0, "standins": 150.0, "depth": 180.0, "width": 240.0, "kvcache": 120.0}
+
+
+def _budget(paper: str) -> float:
+    from reference_impls.registry import _FAMILIES
+
+    if paper in PAPER_SECONDS:
+        return PAPER_SECONDS[paper]
+    for family in _FAMILIES:
+        if any(p.paper == paper for p in family.PAPERS):
+            return FAMILY_SECONDS[family.__name__.rsplit(".", 1)[-1]]
+    raise KeyError(paper)
+
+
+def _committed() -> None:
+    import json
+
+    rows = []
+    for path in sorted((ROOT / "reproductions").glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        paper, seconds = data["paper"], float(data["total_seconds"])
+        budget = _budget(paper)
+        rows.append((paper, seconds, budget, data.get("produced", "?")))
+    for paper, seconds, budget, produced in rows:
+        print(
+            f"{paper:28} {seconds:8.1f} s  <= {budget:5.0f} s  {'ok' if seconds <= budget else 'MISSED'}  {produced}"
+        )
+    missed = sum(seconds > budget for _p, seconds, budget, _d in rows)
+    print(f"{len(rows)} committed results, {missed} over budget; sum {sum(r[1] for r in rows) / 60:.1f} min")
 
 
 def _warm_cache() -> None:
@@ -111,7 +146,11 @@ def main() -> None:
     )
     ap.add_argument("--jobs", type=int, default=1, help="with --all: worker processes")
     ap.add_argument("--kind", help="with --all: only the papers of this kind")
+    ap.add_argument("--committed", action="store_true", help="report the committed results' times only")
     args = ap.parse_args()
+    if args.committed:
+        _committed()
+        return
     _warm_cache()
     if args.all:
         _reproduce_all(args.jobs, args.kind)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -114,17 +114,31 @@ class InlineSource(_Strict):
     numbers: SourceNumbers = []
 
 
+OriginKind = Literal["industry", "academia", "mixed", "unknown"]
+ORIGIN_KINDS: tuple[str, ...] = get_args(OriginKind)
+
+
 class Origin(_Strict):
     """Where the authors work, as the paper's first page or official repository says: the
     affiliations (organisation names, most authors first) and whether they are companies, universities
-    and public institutes, or both. Sourced inline (`source`) or through `sources[].supports: [origin]`."""
+    and public institutes, or both. Sourced inline (`source`) or through `sources[].supports: [origin]`.
+    `unknown` (no affiliations) is for a paper whose authors are not named anywhere readable, such as an
+    anonymous submission: better no origin than a guessed one."""
 
-    kind: Literal["industry", "academia", "mixed"]
+    kind: OriginKind
     affiliations: Annotated[
         list[Annotated[str, BeforeValidator(_strip), Field(min_length=2, max_length=100)]],
-        Field(min_length=1, max_length=20),
-    ]
+        Field(max_length=20),
+    ] = []
     source: InlineSource | None = None
+
+    @model_validator(mode="after")
+    def _affiliations_match_kind(self) -> Origin:
+        if self.kind == "unknown" and self.affiliations:
+            raise ValueError("an unknown origin lists no affiliations: name the kind they show, or drop them")
+        if self.kind != "unknown" and not self.affiliations:
+            raise ValueError(f"an origin of kind {self.kind} needs the affiliations that show it")
+        return self
 
 
 class Finding(_Strict):

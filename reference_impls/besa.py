@@ -6,23 +6,34 @@ Official: OpenGVLab/LLMPrune-BESA `models/sparse_layers.py::SparseLinear` (masks
           estimator), `main.py` (block loss, sparsity penalty `--sparsity-beta 5`).
 Idea:     decoder blocks are pruned one after another with frozen weights. In each row of a linear, weights
           are ranked by Wanda's |W| * ||X||. A linear's sparsity is a learned mixture over the candidates
-          p in {1.00, 0.99, ..., 0.00}: beta = softmax(logits), s_hat = sum_d beta_d p_d. The hard mask prunes
+          p in {1.00, 0.99, ..., 0.00}: beta = softmax(sigmoid(logits)) (upstream's default smoothing;
+          without it softmax(logits)), s_hat = sum_d beta_d p_d. The hard mask prunes
           the floor(s_hat * in) lowest-ranked weights of every row; the soft mask keeps the k-th ranked
           weight with probability 1 - sum_{d: floor(p_d * in) > k} beta_d; the forward uses
-          hard - soft.detach() + soft, so gradients reach the logits. Loss: squared error between the dense
-          and the masked block outputs, each output column divided by the dense column's norm, plus
-          beta_s * ((s_block - s) / s)^2 with s_block the parameter-weighted mean over the block's linears.
+          hard - soft.detach() + soft, so gradients reach the logits. Loss: squared error between the target
+          and the masked block outputs, each output column divided by the target column's norm over the
+          batch's tokens, summed and divided by the hidden size, plus beta_s * ((s_block - s) / s)^2 with
+          s_block the parameter-weighted mean over the block's linears. The target is the dense MODEL's
+          output at this block (upstream's `--prune-dense`, used by all its layer-wise runs); the block's own
+          inputs are the already-pruned model's. Optimiser: Prodigy (lr 1, d_coef 1: upstream's defaults),
+          one pass over every calibration sequence, one sequence per step.
 This:     allocation PER LINEAR within each block (the paper's layer-wise variant; the row-wise variant,
           blocksize 1, is not implemented). The budget is then made exact: each block prunes exactly
-          floor(s * block parameters) weights (the learned counts are rounded, the remainder is given to the
-          largest linear, and inside a linear the rows whose next weight scores lowest take one extra), so
-          every block, and the model, is at the target sparsity up to one weight per block.
-Differs:  Adam on the logits (the official code uses Prodigy), a few passes over a small calibration
-          subset, logits initialised to zero (s_hat = 0.5 at the start, as upstream); no LoRA variant, no
-          CUDA mask kernel, no hardware simulator.
+          floor(s * block parameters) weights. Where the learned sparsities miss the block budget, every
+          linear's sparsity moves by the same amount (clipped to [0, 1]) until they meet it, so the learned
+          differences between linears are kept; the counts are floored, the few weights left go to the
+          linears with the largest fractional parts, and inside a linear the rows whose next weight scores
+          lowest take one extra. Every block, and the model, is then at the target up to one weight per block.
+Differs:  the run's calibration windows are cut into 128-token sequences (`train_len`): 8 x 512 tokens give
+          32 sequences, so 32 Prodigy steps per block instead of upstream's 128 (of 2048 tokens each); Adam
+          is available as `optimizer: adam`; logits start at zero (s_hat = 0.5, as upstream); no LoRA
+          variant, no CUDA mask kernel, no hardware simulator.
 """
 
 from __future__ import annotations
+
+import math
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -47,12 +58,23 @@ from .primitives.masks import count_to_prune
 
 
 class Config(SparsityConfig):
-    epochs: int = Field(2, ge=0)  # passes over the training samples per block
-    train_samples: int = Field(2, ge=1)  # calibration sequences used to learn the sparsities (first n)
-    batch: int = Field(1, ge=1)  # sequences per optimisation step
-    lr: float = Field(0.05, gt=0)
-    sparsity_beta: float = Field(5.0, ge=0)  # weight of the budget penalty
+    epochs: int = Field(1, ge=0)  # passes over the training samples per block (upstream 1)
+    train_samples: int | None = Field(
+        None, ge=1
+    )  # sequences used to learn the sparsities (first n; None: all)
+    batch: int = Field(1, ge=1)  # sequences per optimisation step (upstream 1)
+    optimizer: Literal["prodigy", "adam"] = "prodigy"
+    lr: float = Field(
+        1.0, gt=0
+    )  # prodigy: multiplier of its estimated step (upstream 1); adam: the step size
+    d_coef: float = Field(1.0, gt=0)  # prodigy only: scale of its step estimate (upstream default 1)
+    sparsity_beta: float = Field(5.0, ge=0)  # weight of the budget penalty (upstream scripts: 5)
+    sigmoid_smooth: bool = True  # beta = softmax(sigmoid(logits)), upstream's default
+    target: Literal["dense-model", "dense-block"] = "dense-model"  # what the masked block must reproduce
     step: float = Field(0.01, gt=0, le=0.5)  # spacing of the candidate sparsities
+    train_len: int | None = Field(
+        128, ge=2
+    )  # calibration windows are cut into sequences this long (None: as given)
 
 
 # ---- pure tensor math -----------------------------------------------------------------------
@@ -79,46 +101,81 @@ def ranks(score: torch.Tensor) -> torch.Tensor:
 class BesaLinear(nn.Module):
     """Wraps a frozen linear; its mask comes from learned logits over candidate sparsities (see the module)."""
 
-    def __init__(self, linear: nn.Linear, score: torch.Tensor, cands: torch.Tensor) -> None:
+    def __init__(
+        self, linear: nn.Linear, score: torch.Tensor, cands: torch.Tensor, smooth: bool = True
+    ) -> None:
         super().__init__()
+        self.smooth = smooth
         self.weight = linear.weight.detach().float()
         self.bias = None if linear.bias is None else linear.bias.detach().float()
         self.rank = ranks(score)
         self.cands = cands
+        self.order = torch.argsort(score, dim=1, stable=True)  # column of each row's k-th lowest weight
+        self.sorted_weight = self.weight.gather(1, self.order)  # each row in rank order
         self.map = rank_map(cands, self.weight.shape[1])
         self.logits = nn.Parameter(torch.zeros(len(cands)))
 
-    def sparsity(self) -> torch.Tensor:
-        return torch.softmax(self.logits, 0) @ self.cands
+    def beta(self) -> torch.Tensor:
+        """Probabilities of the candidate sparsities."""
+        return torch.softmax(torch.sigmoid(self.logits) if self.smooth else self.logits, 0)
 
-    def mask(self) -> torch.Tensor:
-        """Keep-mask (1 = keep) with the straight-through estimator: hard values, soft gradients."""
-        beta = torch.softmax(self.logits, 0)
-        keep_prob = 1.0 - beta @ self.map  # (cols,) by rank
-        soft = keep_prob[self.rank]
+    def sparsity(self) -> torch.Tensor:
+        return self.beta() @ self.cands
+
+    def rank_mask(self) -> torch.Tensor:
+        """Keep-mask (1 = keep) of the k-th ranked weight of any row, (cols,), with the straight-through
+        estimator: hard values (prune the floor(s_hat * in) lowest), soft gradients (keep probabilities)."""
+        soft = 1.0 - self.beta() @ self.map
         k = int(torch.floor(self.sparsity().detach() * self.weight.shape[1] + 1e-6))
-        hard = (self.rank >= k).float()
+        hard = (torch.arange(self.weight.shape[1]) >= k).float()
         return hard - soft.detach() + soft
 
+    def mask(self) -> torch.Tensor:
+        """The keep-mask of every weight, (rows, cols): `rank_mask()` read at each weight's rank."""
+        return self.rank_mask()[self.rank]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(x, self.weight * self.mask(), self.bias)
+        """x (W * mask())^T, computed in rank order (a broadcast and one permutation back) so the backward
+        pass sums the gradient over rows instead of scattering it weight by weight."""
+        masked = torch.empty_like(self.weight).scatter(1, self.order, self.sorted_weight * self.rank_mask())
+        return nn.functional.linear(x, masked, self.bias)
 
 
 def block_loss(dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
-    """Squared error with every output feature divided by the norm of the dense output over tokens."""
+    """Squared error with every output feature divided by the norm of the target over the batch's tokens,
+    summed and divided by the number of features (the scale the budget penalty is weighed against)."""
     norm = dense.reshape(-1, dense.shape[-1]).norm(dim=0).clamp_min(1e-8)
-    return ((dense - sparse) / norm).square().sum()
+    return ((dense - sparse) / norm).square().sum() / dense.shape[-1]
+
+
+def shifted_sparsities(learned: list[float], sizes: list[int], target: int) -> list[float]:
+    """`learned` moved by one common shift (each clipped to [0, 1]) so the pruned weights add up to `target`."""
+
+    def pruned(shift: float) -> float:
+        return sum(min(1.0, max(0.0, s + shift)) * n for s, n in zip(learned, sizes, strict=True))
+
+    lo, hi = -1.0, 1.0  # pruned(lo) = 0 <= target <= total = pruned(hi)
+    for _ in range(64):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if pruned(mid) < target else (lo, mid)
+    return [min(1.0, max(0.0, s + hi)) for s in learned]
 
 
 def exact_counts(learned: list[float], sizes: list[int], sparsity: float) -> list[int]:
-    """Per-linear pruned counts close to `learned` sparsities, summing to exactly floor(s * total)."""
+    """Per-linear pruned counts following `learned` sparsities, summing to exactly floor(s * total): the
+    learned values are shifted by one common amount to meet the budget, floored, and the few weights left
+    go to the linears with the largest fractional parts."""
     target = count_to_prune(sum(sizes), sparsity)
-    counts = [min(size, max(0, round(s * size))) for s, size in zip(learned, sizes, strict=True)]
-    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):  # the largest linears absorb the rest
-        diff = target - sum(counts)
-        if diff == 0:
-            break
-        counts[i] = min(sizes[i], max(0, counts[i] + diff))
+    exact = [s * n for s, n in zip(shifted_sparsities(learned, sizes, target), sizes, strict=True)]
+    counts = [min(n, math.floor(x)) for x, n in zip(exact, sizes, strict=True)]
+    by_fraction = sorted(range(len(sizes)), key=lambda i: (counts[i] - exact[i], i))  # largest fraction first
+    while sum(counts) != target:
+        step = 1 if sum(counts) < target else -1
+        for i in by_fraction if step == 1 else by_fraction[::-1]:
+            if sum(counts) == target:
+                break
+            if 0 <= counts[i] + step <= sizes[i]:
+                counts[i] += step
     return counts
 
 
@@ -178,13 +235,18 @@ def learn_block(
     cands = candidates(config.step)
     linears = prunable_linears(layer)
     wrappers = {
-        name: BesaLinear(lin, wanda.wanda_scores(lin.weight.detach().float(), stats[name].sq_norm), cands)
+        name: BesaLinear(
+            lin,
+            wanda.wanda_scores(lin.weight.detach().float(), stats[name].sq_norm),
+            cands,
+            config.sigmoid_smooth,
+        )
         for name, lin in linears.items()
     }
     sizes = {name: w.weight.numel() for name, w in wrappers.items()}
     total = sum(sizes.values())
     originals = {name: _swap(layer, name, w) for name, w in wrappers.items()}
-    opt = torch.optim.Adam([w.logits for w in wrappers.values()], lr=config.lr)
+    opt = _optimiser([w.logits for w in wrappers.values()], config)
     try:
         with torch.enable_grad():
             for _epoch in range(config.epochs):
@@ -209,6 +271,14 @@ def learn_block(
     return {name: float(w.sparsity().detach()) for name, w in wrappers.items()}
 
 
+def _optimiser(params: list[nn.Parameter], config: Config) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr)
+    from prodigyopt import Prodigy  # upstream's optimiser for the sparsity logits
+
+    return Prodigy(params, lr=config.lr, d_coef=config.d_coef, weight_decay=0.0)
+
+
 def _slice_kwargs(kwargs: dict, sl: slice, batch: int) -> dict:
     """Slice per-sample tensors of a decoder layer's kwargs (those with the batch as first dimension)."""
     out = {}
@@ -230,22 +300,29 @@ def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context | 
         raise ValueError("BESA needs a positive target sparsity (the budget penalty divides by it)")
     ctx = ctx or Context()
     torch.manual_seed(ctx.seed)
+    calib = split_windows(calib, config.train_len)
     with torch.no_grad():
         chunks = capture_first_layer_inputs(
             model, calib, calib.shape[0] if ctx.batch_size is None else ctx.batch_size
         )
-    train = [LayerInputs(c.hidden, c.kwargs) for c in chunks]
+    dense_stream = chunks  # the dense model's inputs to the current block (for `target: dense-model`)
     layers = decoder_layers(model)
     learned_all: list[list[float]] = []
+    raw_all: list[float] = []
     for index, layer in enumerate(layers):
         for p in layer.parameters():
             p.requires_grad_(False)
         with torch.no_grad():
-            targets, stats = _dense_pass(layer, chunks)
-        subset = _first_samples(train, targets, config.train_samples)
+            targets, stats = _dense_pass(layer, chunks)  # dense weights on the pruned model's inputs
+            if config.target == "dense-model":
+                targets = [run_layer(layer, c) for c in dense_stream]
+                dense_stream = [LayerInputs(t, c.kwargs) for t, c in zip(targets, dense_stream, strict=True)]
+        subset = _first_samples(chunks, targets, config.train_samples)
         learned = learn_block(layer, subset[0], subset[1], stats, config)
         linears = prunable_linears(layer)
         names = list(linears)
+        sizes = [linears[n].weight.numel() for n in names]
+        raw_all.append(round(sum(learned[n] * k for n, k in zip(names, sizes, strict=True)) / sum(sizes), 5))
         counts = exact_counts(
             [learned[n] for n in names], [linears[n].weight.numel() for n in names], config.sparsity
         )
@@ -256,7 +333,6 @@ def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context | 
                     score = wanda.wanda_scores(lin.weight.float(), stats[name].sq_norm)
                     set_weight(lin, lin.weight.float().masked_fill(count_mask(score, count), 0.0))
             chunks = [LayerInputs(run_layer(layer, c), c.kwargs) for c in chunks]
-            train = chunks
         learned_all.append(
             [round(c / linears[n].weight.numel(), 5) for n, c in zip(names, counts, strict=True)]
         )
@@ -265,14 +341,31 @@ def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context | 
     return Outcome(
         kind="allocation",
         layer_sparsity=[config.sparsity] * len(layers),
-        details={"allocation": "per linear within each block", "linear_sparsity": learned_all},
+        details={
+            "allocation": "per linear within each block",
+            "linear_sparsity": learned_all,
+            "learned_block_sparsity": raw_all,
+            "target": config.target,
+            "optimizer": config.optimizer,
+        },
     )
 
 
+def split_windows(calib: torch.Tensor, length: int | None) -> torch.Tensor:
+    """(n, t) token windows as (n * t // length, length): the same tokens as more, shorter sequences, so one
+    pass makes more optimiser steps (a window's tail shorter than `length` is dropped)."""
+    if length is None or length >= calib.shape[1]:
+        return calib
+    per = calib.shape[1] // length
+    return calib[:, : per * length].reshape(-1, length)
+
+
 def _first_samples(
-    chunks: list[LayerInputs], targets: list[torch.Tensor], n: int
+    chunks: list[LayerInputs], targets: list[torch.Tensor], n: int | None
 ) -> tuple[list[LayerInputs], list[torch.Tensor]]:
-    """The first `n` calibration sequences (over the chunks in order) with their dense targets."""
+    """The first `n` calibration sequences (over the chunks in order; None: all) with their targets."""
+    if n is None:
+        return chunks, targets
     out_c: list[LayerInputs] = []
     out_t: list[torch.Tensor] = []
     left = n

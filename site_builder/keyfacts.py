@@ -18,7 +18,12 @@ from .badges import text_colour
 from .leaderboards import result_anchor
 from .text import inline
 
-ORIGIN_LABELS = {"industry": "Industry", "academia": "Academia", "mixed": "Industry and academia"}
+ORIGIN_LABELS = {
+    "industry": "Industry",
+    "academia": "Academia",
+    "mixed": "Industry and academia",
+    "unknown": "Unknown (authors not named)",
+}
 
 
 def list_context(closed: ClosedList) -> dict[str, Any]:

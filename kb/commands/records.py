@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import KBError
 from ..paths import repo_root
+from ..schema import ORIGIN_KINDS
 
 if TYPE_CHECKING:
     from ..store import KnowledgeBase, Record
@@ -66,9 +67,6 @@ def record_json(rec: Record) -> dict[str, Any]:
     impl = rec.paper.implementation
     data["reproduce"] = f"kb reproduce {rec.paper.id} --model tiny-llama" if impl else None
     return data
-
-
-ORIGIN_KINDS = ("industry", "academia", "mixed")
 
 
 def _values(rec: Record, axis: str) -> list[str]:
@@ -145,7 +143,8 @@ def _show(args: argparse.Namespace) -> int:
     print(f"{p.title}  [{p.id}]")
     print(f"{', '.join(p.authors)}")
     if p.origin is not None:
-        print(f"origin: {p.origin.kind} ({', '.join(p.origin.affiliations)})")
+        names = ", ".join(p.origin.affiliations)
+        print(f"origin: {p.origin.kind}" + (f" ({names})" if names else ""))
     print(f"{p.venue.name} {p.venue.year} ({p.venue.kind}); first public {p.year}")
     print(f"paper: {p.links.paper}")
     for c in p.links.code:

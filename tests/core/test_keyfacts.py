@@ -116,7 +116,8 @@ def test_origin_kind_is_closed(tmp_kb, capsys):
     assert code == 1
     assert lines == [
         (
-            f"{F}:{_line(record, 'kind: academy')}: origin.kind: 'academy' is not one of industry, academia, mixed "
+            f"{F}:{_line(record, 'kind: academy')}: origin.kind: 'academy' is not one of industry, academia, mixed, "
+            "unknown "
             "(did you mean 'academia'?)"
         )
     ]
@@ -200,7 +201,12 @@ def test_schema_carries_the_closed_lists():
     assert form["anyOf"][1]["items"]["enum"] == [v.id for v in vocab.lists["form"].values]
     theme = schema["$defs"]["Finding"]["properties"]["theme"]
     assert {"type": "null"} in theme["anyOf"] and "recovery" in theme["anyOf"][0]["enum"]
-    assert schema["$defs"]["Origin"]["properties"]["kind"]["enum"] == ["industry", "academia", "mixed"]
+    assert schema["$defs"]["Origin"]["properties"]["kind"]["enum"] == [
+        "industry",
+        "academia",
+        "mixed",
+        "unknown",
+    ]
     assert "source" in schema["$defs"]["Finding"]["required"]
     committed = json.loads((ROOT / "schema" / "paper.schema.json").read_text(encoding="utf-8"))
     assert committed == json.loads(json.dumps(schema))
@@ -352,3 +358,16 @@ def test_every_real_finding_link_names_a_quoted_keyed_result():
     for paper, f in linked:
         target = next(x for x in paper.results if x.key == f.result)
         assert quoted_value(f.claim, target.value) is not None, (paper.id, f.result)
+
+
+def test_an_unknown_origin_lists_no_affiliations_and_a_known_one_needs_them(tmp_kb, capsys):
+    assert ORIGIN in BASE
+    source = '  source: {url: "https://example.org/demo-method/paper", locator: "first page, author block"}\n'
+    unknown = BASE.replace(ORIGIN, "origin:\n  kind: unknown\n" + source)
+    assert _validate(tmp_kb, capsys, unknown) == (0, [])
+    named = BASE.replace(ORIGIN, "origin:\n  kind: unknown\n  affiliations: [Example University]\n" + source)
+    code, lines = _validate(tmp_kb, capsys, named)
+    assert code == 1 and len(lines) == 1 and "an unknown origin lists no affiliations" in lines[0]
+    empty = BASE.replace(ORIGIN, "origin:\n  kind: academia\n" + source)
+    code, lines = _validate(tmp_kb, capsys, empty)
+    assert code == 1 and len(lines) == 1 and "an origin of kind academia needs the affiliations" in lines[0]
