@@ -7,11 +7,17 @@
   the peak with `/proc/self/clear_refs` so earlier work in the same process does not count. It sees
   everything (activations, gradients, optimiser state, allocator slack); it is noisy at the level of a few
   MB and is `None` where `/proc` does not offer it (not Linux, or a kernel that refuses the reset).
+  Before the reset it hands the C allocator's free pages back to the system (glibc `malloc_trim`): memory
+  an earlier block freed but kept resident would otherwise be reused without counting, so of two blocks
+  measured one after the other the first would look far hungrier than the second only for going first.
 `tracemalloc` is no use here: it sees Python allocations only, not torch's tensors.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import re
 from pathlib import Path
 from types import TracebackType
@@ -39,6 +45,21 @@ def _status_kib(field: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def release_free_memory() -> bool:
+    """Collect garbage and return the C heap's free pages to the system; False where there is no glibc."""
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
+    return True
+
+
 class PeakRSS:
     """`with PeakRSS() as peak: ...`; then `peak.increase` is the peak RSS growth in bytes (or None)."""
 
@@ -47,6 +68,7 @@ class PeakRSS:
         self.increase: int | None = None
 
     def __enter__(self) -> PeakRSS:
+        release_free_memory()
         try:
             _CLEAR.write_text("5")  # reset VmHWM to the current RSS
         except OSError:
