@@ -54,6 +54,7 @@ from .harness.layerwise import (
     small_ops,
 )
 from .harness.options import SparsityConfig
+from .primitives.budget import shift_to_budget
 from .primitives.masks import count_to_prune
 
 
@@ -148,25 +149,13 @@ def block_loss(dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
     return ((dense - sparse) / norm).square().sum() / dense.shape[-1]
 
 
-def shifted_sparsities(learned: list[float], sizes: list[int], target: int) -> list[float]:
-    """`learned` moved by one common shift (each clipped to [0, 1]) so the pruned weights add up to `target`."""
-
-    def pruned(shift: float) -> float:
-        return sum(min(1.0, max(0.0, s + shift)) * n for s, n in zip(learned, sizes, strict=True))
-
-    lo, hi = -1.0, 1.0  # pruned(lo) = 0 <= target <= total = pruned(hi)
-    for _ in range(64):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if pruned(mid) < target else (lo, mid)
-    return [min(1.0, max(0.0, s + hi)) for s in learned]
-
-
 def exact_counts(learned: list[float], sizes: list[int], sparsity: float) -> list[int]:
     """Per-linear pruned counts following `learned` sparsities, summing to exactly floor(s * total): the
     learned values are shifted by one common amount to meet the budget, floored, and the few weights left
     go to the linears with the largest fractional parts."""
     target = count_to_prune(sum(sizes), sparsity)
-    exact = [s * n for s, n in zip(shifted_sparsities(learned, sizes, target), sizes, strict=True)]
+    shifted = shift_to_budget(learned, sizes, target)  # sparsities whose pruned weights add up to `target`
+    exact = [s * n for s, n in zip(shifted, sizes, strict=True)]
     counts = [min(n, math.floor(x)) for x, n in zip(exact, sizes, strict=True)]
     by_fraction = sorted(range(len(sizes)), key=lambda i: (counts[i] - exact[i], i))  # largest fraction first
     while sum(counts) != target:

@@ -32,6 +32,9 @@ from . import sparsegpt, wanda
 from .harness.contract import Context
 from .harness.layerwise import InputStats, prune_layerwise
 from .harness.options import SparsityConfig
+from .primitives.budget import shift_to_budget
+
+MAX_LAYER_SPARSITY = 0.999  # a layer keeps at least one weight in a thousand
 
 
 class Config(SparsityConfig):
@@ -83,11 +86,12 @@ def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context | 
     key = ("owl-outlier-ratios", config.hyper_m, calib.data_ptr(), tuple(calib.shape))  # of the dense model
     ratios = ctx.dense_statistic(key, lambda: outlier_ratios(model, calib, config.hyper_m, ctx))
     sparsities = layer_sparsities(ratios, config.sparsity, config.lam)
-    if any(not 0.0 <= s < 1.0 for s in sparsities):
-        ctx.log(
-            f"owl: clamping per-layer sparsities {min(sparsities):.3f}..{max(sparsities):.3f} into [0, 1)"
-        )
-        sparsities = [min(max(s, 0.0), 0.999) for s in sparsities]
+    if any(not 0.0 <= s <= MAX_LAYER_SPARSITY for s in sparsities):
+        span = f"{min(sparsities):.3f}..{max(sparsities):.3f}"
+        ctx.log(f"owl: per-layer sparsities {span} leave [0, {MAX_LAYER_SPARSITY}]: clipped, the others shifted "
+                f"to keep the mean at {config.sparsity}")  # fmt: skip
+        sparsities = shift_to_budget(sparsities, [1.0] * len(sparsities), config.sparsity * len(sparsities),
+                                     0.0, MAX_LAYER_SPARSITY)  # fmt: skip
     n = len(sparsities)
     offset = Context(batch_size=ctx.batch_size, seed=ctx.seed, log=ctx.log,
                      progress=(lambda d, t: ctx.progress(n + d, 2 * n)) if ctx.progress else None)  # fmt: skip

@@ -72,3 +72,18 @@ def test_sparsegpt_base_reaches_the_allocated_ratios(calib_ids):
     for i, layer in enumerate(model.model.layers):  # up_proj has 64 inputs: one SparseGPT block per matrix
         w = layer.mlp.up_proj.weight
         assert int((w == 0).sum()) == masks.count_to_prune(w.numel(), outcome.layer_sparsity[i])
+
+
+def test_a_low_target_clips_at_zero_and_keeps_the_mean_exact(calib_ids):
+    # at 5% with lambda 0.08 the layer with the most outliers would get a negative sparsity
+    model = random_llama(seed=0, layers=4)
+    ratios = owl.outlier_ratios(model, calib_ids, 5.0, Context())
+    raw = owl.layer_sparsities(ratios, 0.05, 0.08)
+    assert min(raw) < 0
+    logged: list[str] = []
+    outcome = owl.prune(model, calib_ids, owl.Config(sparsity=0.05, lam=0.08), Context(log=logged.append))
+    s = outcome.layer_sparsity
+    assert s is not None and min(s) == 0.0 and sum(s) / 4 == pytest.approx(0.05, abs=1e-9)
+    assert any("clipped" in line for line in logged)
+    order = sorted(range(4), key=raw.__getitem__)
+    assert sorted(range(4), key=lambda i: (s[i], raw[i])) == order  # the ranking of the layers is kept
