@@ -60,22 +60,19 @@ from .primitives.masks import count_to_prune
 
 class Config(SparsityConfig):
     epochs: int = Field(1, ge=0)  # passes over the training samples per block (upstream 1)
-    train_samples: int | None = Field(
-        None, ge=1
-    )  # sequences used to learn the sparsities (first n; None: all)
+    # sequences used to learn the sparsities (the first n; None: all)
+    train_samples: int | None = Field(None, ge=1)
     batch: int = Field(1, ge=1)  # sequences per optimisation step (upstream 1)
     optimizer: Literal["prodigy", "adam"] = "prodigy"
-    lr: float = Field(
-        1.0, gt=0
-    )  # prodigy: multiplier of its estimated step (upstream 1); adam: the step size
+    # prodigy: multiplier of its estimated step (upstream 1); adam: the step size
+    lr: float = Field(1.0, gt=0)
     d_coef: float = Field(1.0, gt=0)  # prodigy only: scale of its step estimate (upstream default 1)
     sparsity_beta: float = Field(5.0, ge=0)  # weight of the budget penalty (upstream scripts: 5)
     sigmoid_smooth: bool = True  # beta = softmax(sigmoid(logits)), upstream's default
     target: Literal["dense-model", "dense-block"] = "dense-model"  # what the masked block must reproduce
     step: float = Field(0.01, gt=0, le=0.5)  # spacing of the candidate sparsities
-    train_len: int | None = Field(
-        128, ge=2
-    )  # calibration windows are cut into sequences this long (None: as given)
+    # calibration windows are cut into sequences this long (None: as given)
+    train_len: int | None = Field(128, ge=2)
 
 
 # ---- pure tensor math -----------------------------------------------------------------------
@@ -91,12 +88,15 @@ def rank_map(cands: torch.Tensor, cols: int) -> torch.Tensor:
     return (torch.arange(cols).unsqueeze(0) < counts.unsqueeze(1)).float()
 
 
+def inverse(order: torch.Tensor) -> torch.Tensor:
+    """The inverse of each row's permutation: position -> place in `order`."""
+    out = torch.empty_like(order)
+    return out.scatter_(1, order, torch.arange(order.shape[1]).expand_as(order).contiguous())
+
+
 def ranks(score: torch.Tensor) -> torch.Tensor:
     """Rank of every weight within its row, 0 = lowest score (pruned first)."""
-    order = torch.argsort(score, dim=1, stable=True)
-    out = torch.empty_like(order)
-    out.scatter_(1, order, torch.arange(score.shape[1]).expand_as(order).contiguous())
-    return out
+    return inverse(torch.argsort(score, dim=1, stable=True))
 
 
 class BesaLinear(nn.Module):
@@ -109,9 +109,9 @@ class BesaLinear(nn.Module):
         self.smooth = smooth
         self.weight = linear.weight.detach().float()
         self.bias = None if linear.bias is None else linear.bias.detach().float()
-        self.rank = ranks(score)
-        self.cands = cands
         self.order = torch.argsort(score, dim=1, stable=True)  # column of each row's k-th lowest weight
+        self.rank = inverse(self.order)  # rank of each weight in its row
+        self.cands = cands
         self.sorted_weight = self.weight.gather(1, self.order)  # each row in rank order
         self.map = rank_map(cands, self.weight.shape[1])
         self.logits = nn.Parameter(torch.zeros(len(cands)))
@@ -157,30 +157,27 @@ def exact_counts(learned: list[float], sizes: list[int], sparsity: float) -> lis
     shifted = shift_to_budget(learned, sizes, target)  # sparsities whose pruned weights add up to `target`
     exact = [s * n for s, n in zip(shifted, sizes, strict=True)]
     counts = [min(n, math.floor(x)) for x, n in zip(exact, sizes, strict=True)]
+    left = target - sum(counts)  # under the number of linears: each floor lost less than one weight
     by_fraction = sorted(range(len(sizes)), key=lambda i: (counts[i] - exact[i], i))  # largest fraction first
-    while sum(counts) != target:
-        step = 1 if sum(counts) < target else -1
-        for i in by_fraction if step == 1 else by_fraction[::-1]:
-            if sum(counts) == target:
-                break
-            if 0 <= counts[i] + step <= sizes[i]:
-                counts[i] += step
+    for i in by_fraction if left > 0 else by_fraction[::-1]:
+        step = (left > 0) - (left < 0)
+        if step and 0 <= counts[i] + step <= sizes[i]:
+            counts[i] += step
+            left -= step
     return counts
 
 
 def count_mask(score: torch.Tensor, count: int) -> torch.Tensor:
     """Bool mask (True = prune) with `count` zeros in total: floor(count / rows) lowest per row, and one
     more in the rows whose next-lowest score is smallest."""
-    rows, cols = score.shape
+    rows = score.shape[0]
     base, extra = divmod(count, rows)
     order = torch.argsort(score, dim=1, stable=True)
     per_row = torch.full((rows,), base, dtype=torch.long)
     if extra:
         nxt = score.gather(1, order[:, base : base + 1]).squeeze(1)
         per_row[torch.argsort(nxt, stable=True)[:extra]] += 1
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(cols).expand_as(order).contiguous())
-    return rank < per_row.unsqueeze(1)
+    return inverse(order) < per_row.unsqueeze(1)
 
 
 # ---- model driver (mutates `model` in place) ----------------------------------------------
