@@ -77,7 +77,7 @@ def measure_dense(
     task: TokenTask | None = None,
     task_key: Hashable = None,
     speed_prompt: torch.Tensor | None = None,
-    speed_repeats: int = 5,
+    speed_repeats: int = 3,
     cache_windows: torch.Tensor | None = None,
     cache: CacheSettings | None = None,
 ) -> tuple[Metrics, SpeedSample | None, float]:
@@ -115,7 +115,7 @@ def measure(
     task: TokenTask | None = None,
     speed_prompt: torch.Tensor | None = None,
     dense_speed: SpeedSample | None = None,
-    speed_repeats: int = 5,
+    speed_repeats: int = 3,
     cache_windows: torch.Tensor | None = None,
     cache: CacheSettings | None = None,
     dense_cache: CacheEval | None = None,

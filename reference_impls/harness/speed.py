@@ -47,7 +47,7 @@ def _one_run(model: nn.Module, prompt: torch.Tensor, decode_tokens: int) -> tupl
 
 
 def measure_speed(
-    model: nn.Module, prompt: torch.Tensor, *, decode_tokens: int = 32, repeats: int = 5
+    model: nn.Module, prompt: torch.Tensor, *, decode_tokens: int = 32, repeats: int = 3
 ) -> SpeedSample:
     """`prompt`: (1, P) token ids. Median prefill time and decode rate over `repeats` runs after a warm-up."""
     device = model.get_input_embeddings().weight.device

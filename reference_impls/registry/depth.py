@@ -63,14 +63,16 @@ PAPERS: tuple[PaperSpec, ...] = (
         method="shortgpt",
         runs=(
             Run("lowest-bi", "shortgpt", {"selection": "lowest"}, speed=True),
-            *(Run(f"random-{i}", "shortgpt", {"selection": "random", "seed": i}) for i in range(5)),
+            *(Run(f"random-{i}", "shortgpt", {"selection": "random", "seed": i}) for i in range(3)),
             Run("highest-bi", "shortgpt", {"selection": "highest"}),
         ),
         claim="Removing the {layers} layers with the lowest Block Influence gives lower perplexity and higher "
-        "multiple-choice probe accuracy than removing {layers} random layers (mean of 5 draws) or the "
+        "multiple-choice probe accuracy than removing {layers} random layers (mean of 3 draws) or the "
         "{layers} highest-BI layers (ShortGPT: low-BI layers are redundant)",
         check=_shortgpt_claim,
-        defaults={"layers": 6},
+        # Block Influence from 8 x 512 calibration tokens; 2048 evaluation tokens and 200 probe items keep the
+        # eight arms within the reproduction budget
+        defaults={"layers": 6, "nsamples": 8, "eval_tokens": 2048, "probe_items": 200},
         metrics=("ppl", "probe"),
     ),
 )
@@ -266,7 +268,12 @@ PAPERS += (
             Run("angular", "deeper-layers", {"selection": "angular", "heal_steps": 0}, speed=True),
             Run("angular-healed", "deeper-layers", {"selection": "angular", "heal_steps": 20}),
             *(
-                Run(f"window-{s:02d}", "deeper-layers", {"selection": "window", "start": s, "heal_steps": 0})
+                Run(
+                    f"window-{s:02d}",
+                    "deeper-layers",
+                    {"selection": "window", "start": s, "heal_steps": 0},
+                    probe=False,
+                )  # the window sweep is judged by perplexity
                 for s in range(WINDOWS)
             ),
             Run("deepest", "deeper-layers", {"selection": "deepest", "heal_steps": 0}, extra=True),
@@ -277,7 +284,7 @@ PAPERS += (
         "lower the perplexity further (Gromov et al.: deep layers are the most removable; healing repairs the loss)",
         check=_deeper_layers_claim,
         figures=_deeper_layers_figures,
-        defaults={"layers": 6, "nsamples": 32, "seqlen": 128, "eval_tokens": 2048, "probe_items": 60},
+        defaults={"layers": 6, "nsamples": 32, "seqlen": 128, "eval_tokens": 1536, "probe_items": 60},
         metrics=("ppl", "probe"),
     ),
     PaperSpec(
@@ -296,7 +303,8 @@ PAPERS += (
         "at batch 1 than a width-pruned model of the same parameter count (LLM-Pruner's MLP channels, a third "
         "of them in the middle layers) (Shortened LLaMA: depth pruning matches width pruning and runs faster)",
         check=_shortened_llama_claim,
-        defaults={"layers": 6, "nsamples": 16, "seqlen": 128, "eval_tokens": 4096, "probe_items": 200},
+        # the PPL criterion scores each single-block removal on 10 x 128 calibration tokens, as upstream does
+        defaults={"layers": 6, "nsamples": 10, "seqlen": 128, "eval_tokens": 2048, "probe_items": 100},
         metrics=("ppl", "probe"),
     ),
     PaperSpec(
@@ -316,7 +324,7 @@ PAPERS += (
         "map the window's input hidden states to its output gives lower perplexity than removing the same window "
         "(LLM-Streamline: a lightweight replacement beats plain layer removal)",
         check=_llm_streamline_claim,
-        defaults={"layers": 6, "nsamples": 16, "seqlen": 512, "eval_tokens": 4096, "probe_items": 300},
+        defaults={"layers": 6, "nsamples": 16, "seqlen": 512, "eval_tokens": 2048, "probe_items": 200},
         metrics=("ppl", "probe"),
     ),
     PaperSpec(
@@ -339,7 +347,7 @@ PAPERS += (
         "{layers} blocks, and the KV cache shrinks by the share of layers whose attention is gone (What Matters: "
         "not all attention is needed)",
         check=_what_matters_claim,
-        defaults={"layers": 6, "nsamples": 16, "seqlen": 512, "eval_tokens": 4096, "probe_items": 300},
+        defaults={"layers": 6, "nsamples": 16, "seqlen": 512, "eval_tokens": 2048, "probe_items": 200},
         metrics=("ppl", "probe"),
     ),
     PaperSpec(
@@ -395,7 +403,7 @@ PAPERS += (
         "each), and after that fine-tuning reverse-order removal is within 5% of removing the {layers} lowest "
         "Block Influence layers (Reassessing Layer Pruning: reverse order plus partial-layer fine-tuning)",
         check=_reassessing_claim,
-        defaults={"layers": 8, "nsamples": 32, "seqlen": 128, "eval_tokens": 4096, "probe_items": 200},
+        defaults={"layers": 8, "nsamples": 32, "seqlen": 128, "eval_tokens": 2048, "probe_items": 100},
         metrics=("ppl", "probe"),
     ),
     PaperSpec(
@@ -420,7 +428,7 @@ PAPERS += (
         "its mean calibration update lowers the perplexity of the MLP drop (A Deeper Look: attention is more "
         "prunable; emulated updates help)",
         check=_deeper_look_claim,
-        defaults={"layers": 6, "nsamples": 16, "seqlen": 512, "eval_tokens": 4096, "probe_items": 300},
+        defaults={"layers": 6, "nsamples": 16, "seqlen": 512, "eval_tokens": 2048, "probe_items": 200},
         metrics=("ppl", "probe"),
     ),
     PaperSpec(
@@ -440,7 +448,7 @@ PAPERS += (
         "perplexity than removing whole blocks (lowest Block Influence) to the same parameter count "
         "(Heterogeneous Sublayers, reconstructed from the abstract)",
         check=_heterogeneous_claim,
-        defaults={"nsamples": 16, "seqlen": 512, "eval_tokens": 4096, "probe_items": 300},
+        defaults={"nsamples": 16, "seqlen": 512, "eval_tokens": 2048, "probe_items": 200},
         metrics=("ppl", "probe"),
     ),
 )

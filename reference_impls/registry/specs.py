@@ -45,6 +45,7 @@ class Run:
     method: str
     options: Mapping[str, Any] = field(default_factory=dict)
     speed: bool = False  # measure CPU prefill/decode speed against dense for this arm
+    probe: bool = True  # score the probe on this arm when the paper's metrics include it
     extra: bool = False  # context the claim does not use: runs only with `kb reproduce --all-runs`
 
 

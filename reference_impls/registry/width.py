@@ -116,7 +116,7 @@ PAPERS: tuple[PaperSpec, ...] = (
         "the perplexity further (LLM-Pruner on LLaMA-7B at 20% fewer parameters, before tuning: WikiText-2 perplexity "
         "19.1 with Taylor groups against 27.5 random and 582 L2, as quoted in the record)",
         check=_llm_pruner_claim,
-        defaults={"nsamples": 80, "seqlen": 128, "eval_tokens": 4096},
+        defaults={"nsamples": 80, "seqlen": 128, "eval_tokens": 2048, "probe_items": 100},
         metrics=("ppl", "probe"),
     ),
     PaperSpec(
@@ -124,8 +124,8 @@ PAPERS: tuple[PaperSpec, ...] = (
         method="sheared-llama",
         runs=(
             Run("sheared", "sheared-llama", {"init": "learned"}, speed=True),
-            Run("random-masks", "sheared-llama", {"init": "random-masks"}, speed=True),
-            Run("random-init", "sheared-llama", {"init": "random-init"}, speed=True),
+            Run("random-masks", "sheared-llama", {"init": "random-masks"}),  # same shape: speed measured once
+            Run("random-init", "sheared-llama", {"init": "random-init"}),
         ),
         claim="Pruned to a smaller existing shape (llama2.c stories42M's: 8 layers, hidden 512, MLP 1376, with 6 "
         "query heads in 2 KV groups as SmolLM2's GQA allows) by 20 steps of hard-concrete mask learning under "
@@ -134,7 +134,7 @@ PAPERS: tuple[PaperSpec, ...] = (
         "with random masks, both trained 30 steps on the same tokens (a short N-step version of Sheared LLaMA's "
         "0.4B + 50B tokens; dynamic batch loading needs several domains and is not reproduced with one corpus)",
         check=_sheared_claim,
-        defaults={"nsamples": 80, "seqlen": 128, "eval_tokens": 4096},
+        defaults={"nsamples": 80, "seqlen": 128, "eval_tokens": 2048, "probe_items": 100},
         metrics=("ppl", "probe"),
     ),
     PaperSpec(
@@ -153,7 +153,7 @@ PAPERS: tuple[PaperSpec, ...] = (
         "(4 x 128 tokens per step; Compresso trains for 8 epochs of instructions); the collaborative prompt is "
         "not measurable at this scale and not run",
         check=_compresso_claim,
-        defaults={"nsamples": 80, "seqlen": 128, "eval_tokens": 4096},
+        defaults={"nsamples": 80, "seqlen": 128, "eval_tokens": 2048, "probe_items": 100},
         metrics=("ppl", "probe"),
     ),
     PaperSpec(
@@ -169,7 +169,7 @@ PAPERS: tuple[PaperSpec, ...] = (
         "the depth-pruned one decodes faster (the Minitron approach on Llama-3.1-8B: width more accurate, depth "
         "faster); teacher correction is off",
         check=_minitron_approach_claim,
-        defaults={"nsamples": 80, "seqlen": 128, "eval_tokens": 4096},
+        defaults={"nsamples": 80, "seqlen": 128, "eval_tokens": 2048, "probe_items": 100},
         metrics=("ppl", "probe"),
     ),
 )
@@ -296,7 +296,7 @@ PAPERS += (
         "the base weights, while the training step holds fewer gradient bytes and grows the peak resident memory "
         "less (LoRAPrune: LoRA-guided and vanilla criteria agree closely, with 52.6% less GPU memory)",
         check=_loraprune_claim,
-        defaults={"nsamples": 64, "seqlen": 128, "eval_tokens": 4096},
+        defaults={"nsamples": 64, "seqlen": 128, "eval_tokens": 2048, "probe_items": 100},
         metrics=("ppl", "probe"),
     ),
     PaperSpec(
@@ -316,7 +316,7 @@ PAPERS += (
         "head/channel pruning under the same budget (K-prune: up to 58.02 points higher F1 than earlier "
         "retraining-free pruning on SQuAD at 80% compression)",
         check=_kprune_claim,
-        defaults={"nsamples": 32, "seqlen": 128, "eval_tokens": 4096},
+        defaults={"nsamples": 32, "seqlen": 128, "eval_tokens": 2048, "probe_items": 100},
         metrics=("ppl", "probe"),
     ),
     PaperSpec(
@@ -324,18 +324,13 @@ PAPERS += (
         method="minitron",
         runs=(
             Run("activation", "minitron", {"importance": "activation"}, speed=True),
-            Run("random", "minitron", {"importance": "random"}, speed=True),
+            # every arm has the same shape, so speed is measured once
+            Run("random", "minitron", {"importance": "random"}),
             Run(
-                "activation-kd",
-                "minitron",
-                {"importance": "activation", "recovery": "kd", **_MINITRON_TRAIN},
-                speed=True,
+                "activation-kd", "minitron", {"importance": "activation", "recovery": "kd", **_MINITRON_TRAIN}
             ),
             Run(
-                "activation-lm",
-                "minitron",
-                {"importance": "activation", "recovery": "lm", **_MINITRON_TRAIN},
-                speed=True,
+                "activation-lm", "minitron", {"importance": "activation", "recovery": "lm", **_MINITRON_TRAIN}
             ),
         ),
         claim="Cutting every layer's MLP from 1536 to 1024 channels (the same parameter count in every arm), "
@@ -344,7 +339,7 @@ PAPERS += (
         "steps of plain LM-loss training with the same data, learning rate and weights trained (Minitron: "
         "distillation beats retraining, up to 16% better MMLU than training from scratch)",
         check=_minitron_claim,
-        defaults={"nsamples": 64, "seqlen": 128, "eval_tokens": 4096},
+        defaults={"nsamples": 64, "seqlen": 128, "eval_tokens": 2048, "probe_items": 100},
         metrics=("ppl", "probe"),
     ),
     PaperSpec(
@@ -353,12 +348,8 @@ PAPERS += (
         runs=(
             Run("coupled", "coupled-components", {"importance": "contribution"}, speed=True),
             Run("magnitude", "coupled-components", {"importance": "l2"}, speed=True),
-            Run(
-                "coupled-tuned",
-                "coupled-components",
-                {"importance": "contribution", "recovery_steps": 20},
-                speed=True,
-            ),
+            # fine-tuning keeps the coupled arm's shape, so its speed is that arm's
+            Run("coupled-tuned", "coupled-components", {"importance": "contribution", "recovery_steps": 20}),
         ),
         claim="Removing a quarter of the KV groups and MLP channels of every layer but the first and the last "
         "(20% of the parameters, the same count in every arm), coupled groups scored by the data flowing through "
@@ -366,7 +357,7 @@ PAPERS += (
         "lower it further (coupled components: 20% fewer parameters keep at least 94.4% of the original scores "
         "after minor fine-tuning)",
         check=_coupled_claim,
-        defaults={"nsamples": 64, "seqlen": 128, "eval_tokens": 4096},
+        defaults={"nsamples": 64, "seqlen": 128, "eval_tokens": 2048, "probe_items": 100},
         metrics=("ppl", "probe"),
     ),
 )

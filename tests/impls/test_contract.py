@@ -202,3 +202,17 @@ def test_papers_without_perplexity_measure_none():
     runs = runner.compare(dense, byte_tokenizer(), data, _plans(Run("w", "wanda"), target={"sparsity": 0.5}),
                           options, ppl=False, log=lambda _m: None)  # fmt: skip
     assert [r.metrics.ppl for r in runs] == [None, None] and runs[1].metrics.size.decoder_sparsity > 0.49
+
+
+def test_a_run_can_skip_the_probe_and_shares_nothing_with_a_probed_twin():
+    """`Run(probe=False)`: that arm has no probe score while the others do; the same method and config with the
+    probe is a different run (its result is not reused for the unprobed one, nor the other way round)."""
+    dense = random_llama(seed=0, layers=2)
+    data, options = _data(), runner.RunOptions(model="random-llama", probe_items=8)
+    target = {"layers": 1}
+    plans = _plans(Run("probed", "shortgpt"), Run("plain", "shortgpt", probe=False), target=target)
+    runs = runner.compare(dense, byte_tokenizer(), data, plans, options, probe=True, log=lambda _m: None)
+    by_label = {r.label: r for r in runs}
+    assert by_label["dense"].metrics.probe.items == 8 and by_label["probed"].metrics.probe.items == 8
+    assert by_label["plain"].metrics.probe is None
+    assert by_label["plain"].metrics.ppl == by_label["probed"].metrics.ppl
