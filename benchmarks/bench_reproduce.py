@@ -38,14 +38,9 @@ FAMILY_SECONDS = {"sparsity": 150.0, "standins": 150.0, "depth": 180.0, "width":
 
 
 def _budget(paper: str) -> float:
-    from reference_impls.registry import _FAMILIES
+    from reference_impls.registry import paper_family
 
-    if paper in PAPER_SECONDS:
-        return PAPER_SECONDS[paper]
-    for family in _FAMILIES:
-        if any(p.paper == paper for p in family.PAPERS):
-            return FAMILY_SECONDS[family.__name__.rsplit(".", 1)[-1]]
-    raise KeyError(paper)
+    return PAPER_SECONDS.get(paper) or FAMILY_SECONDS[paper_family(paper)]
 
 
 def _committed() -> None:

@@ -213,11 +213,16 @@ def code_files(root: Path, methods: Iterable[str], paper: str | None = None) -> 
     return sorted(files)
 
 
-def _family_file(paper: str) -> str:
+def paper_family(paper: str) -> str:
+    """The registry family a runnable paper is declared in: sparsity, depth, width, kvcache or standins."""
     for family in _FAMILIES:
         if any(p.paper == paper for p in family.PAPERS):
-            return f"{_REGISTRY}/{family.__name__.rsplit('.', 1)[1]}.py"
+            return family.__name__.rsplit(".", 1)[1]
     raise KBError(f"paper {paper!r} is in no registry family")
+
+
+def _family_file(paper: str) -> str:
+    return f"{_REGISTRY}/{paper_family(paper)}.py"
 
 
 def paper_code(paper: str, root: Path | None = None) -> CodeVersion:
