@@ -22,6 +22,18 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _usual_mode(path: Path, *, directory: bool) -> None:
+    """Give a temporary file (0600) or directory (0700) the mode a plain write would have given it (0644 /
+    0755 under the usual umask), so that a published site or a saved model is readable like any other."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write `text` (UTF-8, LF) to `path` by renaming a finished temporary file over it."""
     write_bytes_atomic(path, text.encode("utf-8"))
@@ -40,6 +52,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        _usual_mode(Path(tmp), directory=False)
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
@@ -64,6 +77,7 @@ def atomic_directory(target: Path, *, replace: bool = False) -> Iterator[Path]:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        _usual_mode(tmp, directory=True)
     except OSError as exc:
         raise KBError(f"cannot write {target}: {_reason(exc)}") from None
     try:

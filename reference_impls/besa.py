@@ -46,7 +46,7 @@ from .harness.contract import Context
 from .harness.layerwise import (
     InputStats,
     LayerInputs,
-    capture_first_layer_inputs,
+    capture_layer_inputs,
     decoder_layers,
     prunable_linears,
     run_layer,
@@ -288,7 +288,7 @@ def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context | 
     torch.manual_seed(ctx.seed)
     calib = split_windows(calib, config.train_len)
     with torch.no_grad():
-        chunks = capture_first_layer_inputs(
+        chunks = capture_layer_inputs(
             model, calib, calib.shape[0] if ctx.batch_size is None else ctx.batch_size
         )
     dense_stream = chunks  # the dense model's inputs to the current block (for `target: dense-model`)

@@ -49,7 +49,7 @@ from kb.errors import KBError
 from kb.results import Outcome
 
 from .harness.contract import Context
-from .harness.layerwise import LayerInputs, capture_first_layer_inputs, decoder_layers, run_layer
+from .harness.layerwise import LayerInputs, capture_layer_inputs, decoder_layers, run_layer
 from .harness.recovery import kl_to_teacher
 from .primitives import groups as G
 from .primitives.flops import unit_flops
@@ -241,8 +241,8 @@ def prune(
     allowed = (1.0 - config.flops_reduction) * total
     with torch.no_grad():
         teacher = [model(input_ids=w[None], use_cache=False).logits for w in score_ids]
-        score_states = capture_first_layer_inputs(model, score_ids, 1)
-        (recon,) = capture_first_layer_inputs(model, recon_ids, recon_ids.shape[0])
+        score_states = capture_layer_inputs(model, score_ids, 1)
+        (recon,) = capture_layer_inputs(model, recon_ids, recon_ids.shape[0])
     current, dense = recon.hidden, recon.hidden.clone()
     kept_units: dict[str, list[int]] = {"attn": [], "mlp": []}
     before = sum(p.numel() for p in model.parameters())

@@ -29,7 +29,7 @@ from kb.results import Outcome
 
 from .harness.contract import Context
 from .harness.layerwise import decoder_layers
-from .harness.recovery import Budget, lora_steps, partial_layer_steps
+from .harness.recovery import Budget, frozen_prefix, lora_steps, partial_layer_steps
 from .harness.structure import remove_layers
 from .primitives.blocks import block_influence, block_magnitude, block_taylor, layer_io_cosine, removal_losses
 from .primitives.selection import individual, reverse_order
@@ -97,8 +97,13 @@ def prune(
             raise KBError("reassessing-layer-pruning: fine-tuning needs calibration tokens")
         budget = Budget(config.steps, config.batch)
         if config.recovery == "partial":
-            report = partial_layer_steps(model, calib, budget, last=min(config.last, n - k), head=config.head,
-                                         lr=config.lr, seed=ctx.seed, progress=ctx.progress)  # fmt: skip
+            last = min(config.last, n - k)
+            # the frozen layers are untouched dense layers: arms that keep the same ones share their output
+            front = tuple(i for i in range(n) if i not in drop)[: n - k - last]
+            prefix = ctx.dense_statistic(("frozen-prefix", front, calib.data_ptr(), tuple(calib.shape)),
+                                         lambda: frozen_prefix(model, calib, len(front), ctx.batch_size))  # fmt: skip
+            report = partial_layer_steps(model, calib, budget, last=last, head=config.head, lr=config.lr,
+                                         seed=ctx.seed, progress=ctx.progress, prefix=prefix)  # fmt: skip
         else:
             report = lora_steps(model, calib, budget, lr=config.lr, rank=config.lora_rank,
                                 alpha=2.0 * config.lora_rank, seed=ctx.seed, progress=ctx.progress)  # fmt: skip

@@ -17,6 +17,7 @@ from markupsafe import Markup
 from kb.results import Reproduction, RunResult
 
 from .plotdata import DENSE, Plot, number, series_name, table
+from .text import is_http_url
 
 _SETTING_TEXT = {
     "sparsity": lambda v: f"{_percent(v)} sparsity",
@@ -57,10 +58,17 @@ def headline(raw: Any, paper: str) -> dict[str, str] | None:
                 if v is not None:
                     parts.append(_SETTING_TEXT[key](v) if key in _SETTING_TEXT else f"{key} {v}")
         where = ", ".join(str(x) for x in (entry.get("model"), entry.get("dataset"), *parts) if x)
+        source = entry.get("source")
+        link = ""
+        if isinstance(source, Mapping):  # the schema's {url, locator}: a link named by its locator
+            link = str(source.get("url") or "")
+            link = link if is_http_url(link) else ""
+            source = source.get("locator") or link
         return {
             "value": f"{value} {metric}".strip(),
             "where": where,
-            "source": str(entry.get("source") or ""),
+            "source": str(source or ""),
+            "source_url": link,
         }
     return None
 

@@ -43,7 +43,8 @@ class Context:
     log: Callable[[str], None] = field(default=lambda _msg: None)
     # Shared by every run of one comparison, which all start from the same dense model and calibration
     # tokens: a method may keep statistics of the *unmodified dense model* here (keyed by what they depend
-    # on) so that sibling runs reuse them. Never store anything computed after the model was changed.
+    # on) so that sibling runs reuse them. Never store anything computed after the model was changed,
+    # except the output of a stack of its untouched dense layers, keyed by exactly which layers they are.
     dense_stats: dict[Any, Any] = field(default_factory=dict)
 
     def dense_statistic(self, key: Any, compute: Callable[[], Any]) -> Any:

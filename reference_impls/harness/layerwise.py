@@ -140,16 +140,17 @@ class _Captured(Exception):
     pass
 
 
-def capture_first_layer_inputs(
-    model: nn.Module, input_ids: torch.Tensor, batch_size: int
+def capture_layer_inputs(
+    model: nn.Module, input_ids: torch.Tensor, batch_size: int, index: int = 0
 ) -> list[LayerInputs]:
-    """Run `model` on `input_ids` (samples, seq) in chunks, stopping at the first decoder layer.
+    """Run `model` on `input_ids` (samples, seq) in chunks, stopping at decoder layer `index` (the first by
+    default; the layers before it run as usual).
 
     Returns, per chunk, the layer's positional hidden states and all keyword arguments exactly as the
     model passed them (whatever this transformers version computes: rotary `position_embeddings`,
     `attention_mask`, `position_ids`, `cache_position`, ...).
     """
-    first = decoder_layers(model)[0]
+    first = decoder_layers(model)[index]
     chunks: list[LayerInputs] = []
 
     def grab(_module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -199,7 +200,7 @@ def prune_layerwise(
     """
     batch = input_ids.shape[0] if batch_size is None else max(1, batch_size)
     with torch.inference_mode():
-        chunks = capture_first_layer_inputs(model, input_ids, batch)
+        chunks = capture_layer_inputs(model, input_ids, batch)
         layers = decoder_layers(model)
         for index, layer in enumerate(layers):
             linears = {f"layers.{index}.{name}": mod for name, mod in prunable_linears(layer).items()}

@@ -40,7 +40,7 @@ from torch import nn
 
 from kb.errors import KBError
 
-from .layerwise import decoder_layers, small_ops
+from .layerwise import capture_layer_inputs, decoder_layers, small_ops
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 Progress = Callable[[int, int], None]
@@ -131,6 +131,17 @@ def merge_lora(model: nn.Module) -> int:
 
 
 # ---- the training loop -------------------------------------------------------------------------------
+def adamw(params: Sequence[nn.Parameter] | Sequence[dict], lr: float, **options: object) -> torch.optim.AdamW:
+    """AdamW with PyTorch's fused kernel where the parameters allow it (float tensors on CPU or CUDA): the
+    same update as the default per-tensor loop, about 6x faster on CPU for a 28M-parameter LM head, which
+    is what the head-training recoveries spend a fifth of their time on otherwise. `options` go to AdamW."""
+    options.setdefault("weight_decay", 0.0)
+    try:
+        return torch.optim.AdamW(params, lr=lr, fused=True, **options)  # type: ignore[arg-type]
+    except RuntimeError:  # a device or dtype the fused kernel does not cover
+        return torch.optim.AdamW(params, lr=lr, **options)  # type: ignore[arg-type]
+
+
 def batch_order(windows: int, budget: Budget, seed: int) -> list[list[int]]:
     """Window indices of every step: a seeded permutation, cycled (each pass reshuffled) as needed."""
     gen = torch.Generator().manual_seed(seed)
@@ -182,13 +193,16 @@ def train_steps(
     kind: str = "lm",
     after_backward: Callable[[int], None] | None = None,
     also_grad: Sequence[nn.Parameter] = (),
+    embeds: torch.Tensor | None = None,
 ) -> RecoveryReport:
     """AdamW on `params` for `budget.steps` steps over windows of `tokens` (n, t): next-token cross-entropy,
     or KL to `teacher` when given. Seeded: batch order, dropout and any randomness inside the step.
 
     `after_backward(step)` (1-based) runs after each backward pass, before the optimiser step, while the
     gradients exist (pruning during training reads them there); `also_grad` parameters get gradients too
-    but are not trained (their gradients are dropped after the callback)."""
+    but are not trained (their gradients are dropped after the callback). `embeds` (n, t, hidden), when
+    given, is fed to the model in place of the token embeddings of `tokens` (row i for window i), which
+    still give the labels (see `partial_layer_steps`)."""
     if tokens.dim() != 2 or tokens.shape[0] < 1:
         raise KBError("recovery needs calibration windows (a 2-D tensor of token ids)")
     report = RecoveryReport(kind, budget.steps, budget.batch_size, budget.steps * budget.batch_size * tokens.shape[1],
@@ -197,7 +211,7 @@ def train_steps(
         return report
     device = model.get_input_embeddings().weight.device
     steps = batch_order(tokens.shape[0], budget, seed)
-    optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    optimiser = adamw(params, lr)
     # a tiny model's steps are many small ops, far faster on one thread (see `layerwise.small_ops`)
     size = sum(p.numel() for p in model.parameters())
     with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad(), \
@@ -205,7 +219,8 @@ def train_steps(
         torch.manual_seed(seed)
         for i, rows in enumerate(steps):
             ids = tokens[rows].to(device)
-            out = model(input_ids=ids, labels=None if teacher is not None else ids, use_cache=False)
+            inputs = {"input_ids": ids} if embeds is None else {"inputs_embeds": embeds[rows].to(device)}
+            out = model(**inputs, labels=None if teacher is not None else ids, use_cache=False)
             if teacher is not None:
                 with torch.no_grad():
                     target = teacher(input_ids=ids, use_cache=False).logits
@@ -304,19 +319,76 @@ def partial_layer_steps(
     lr: float = 1e-4,
     seed: int = 0,
     progress: Progress | None = None,
+    prefix: torch.Tensor | None = None,
 ) -> RecoveryReport:
     """Fine-tune only the last `last` decoder layers (and the LM head, untied first) on next-token
-    cross-entropy, in place; every other parameter stays bit-identical."""
+    cross-entropy, in place; every other parameter stays bit-identical.
+
+    The frozen layers in front of the trained ones map each window to the same hidden states at every
+    step, so those are computed once (`frozen_prefix`; or passed as `prefix`, e.g. by two arms that differ
+    only in learning rate) and each step runs the trained layers alone: the same training as full forward
+    passes, up to float summation order, with the frozen layers run once per window instead of once per
+    step."""
     layers = decoder_layers(model)
     if not 0 <= last <= len(layers) or (last == 0 and not head):
         raise KBError(f"partial-layer fine-tuning of the last {last} of {len(layers)} layers trains nothing")
-    params = [p for layer in list(layers)[len(layers) - last :] for p in layer.parameters()]
+    start = len(layers) - last
+    params = [p for layer in list(layers)[start:] for p in layer.parameters()]
     if head:
         untie_head(model)
         params += list(model.get_output_embeddings().parameters())
-    return train_steps(
-        model, params, tokens, budget, lr=lr, seed=seed, progress=progress, kind="partial-layer"
+    if prefix is None:
+        prefix = frozen_prefix(model, tokens, start)
+    if prefix is None:
+        return train_steps(
+            model, params, tokens, budget, lr=lr, seed=seed, progress=progress, kind="partial-layer"
+        )
+    if prefix.shape[:2] != tokens.shape:
+        raise KBError(
+            f"frozen-prefix states {tuple(prefix.shape)} do not match the windows {tuple(tokens.shape)}"
+        )
+    with _layers_from(model, start):
+        return train_steps(model, params, tokens, budget, lr=lr, seed=seed, progress=progress,
+                           kind="partial-layer", embeds=prefix)  # fmt: skip
+
+
+PREFIX_CACHE_BYTES = 1 << 30  # above this, `frozen_prefix` declines and every step runs the whole stack
+
+
+def frozen_prefix(
+    model: nn.Module, tokens: torch.Tensor, start: int, batch_size: int | None = None
+) -> torch.Tensor | None:
+    """The hidden states entering decoder layer `start` for every window of `tokens`, (n, t, hidden), or
+    None where caching them would change the training (dropout in the model) or would not pay
+    (`start` = 0, nothing trained after the last layer, or more than `PREFIX_CACHE_BYTES`)."""
+    layers = decoder_layers(model)
+    hidden = model.get_input_embeddings().weight.shape[1]
+    dropout = float(getattr(model.config, "attention_dropout", 0.0) or 0.0) > 0 or any(
+        isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()
     )
+    if dropout or not 0 < start < len(layers) or tokens.numel() * hidden * 4 > PREFIX_CACHE_BYTES:
+        return None
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            chunks = capture_layer_inputs(model, tokens, batch_size or tokens.shape[0], index=start)
+    finally:
+        model.train(was_training)
+    return torch.cat([c.hidden for c in chunks]).clone()  # a normal tensor, usable under autograd
+
+
+@contextmanager
+def _layers_from(model: nn.Module, start: int) -> Iterator[None]:
+    """Temporarily drop decoder layers before `start` from the stack, so that a forward from
+    `inputs_embeds` = the states entering layer `start` computes what the whole stack computes."""
+    layers = decoder_layers(model)
+    owner, name = next((m, n) for m in model.modules() for n, c in m.named_children() if c is layers)
+    setattr(owner, name, nn.ModuleList(list(layers)[start:]))
+    try:
+        yield
+    finally:
+        setattr(owner, name, layers)
 
 
 # ---- a module trained to imitate a removed part (LLM-Streamline) ------------------------------------------
@@ -341,7 +413,7 @@ def mse_steps(
         return report
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(inputs.shape[0], generator=gen)
-    optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    optimiser = adamw(params, lr)
     flags = [p.requires_grad for p in params]
     position = 0
     # a small module's steps are many tiny ops, far faster on one thread (see `layerwise.small_ops`)

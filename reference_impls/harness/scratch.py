@@ -30,6 +30,7 @@ from torch import nn
 from kb.errors import KBError
 
 from .data import load_corpus
+from .recovery import adamw
 
 
 @dataclass(frozen=True)
@@ -161,8 +162,8 @@ def train(
     model.train()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     rest = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": schedule.weight_decay},
-                             {"params": rest, "weight_decay": 0.0}], lr=schedule.lr, betas=(0.9, 0.95))  # fmt: skip
+    opt = adamw([{"params": decay, "weight_decay": schedule.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+                schedule.lr, betas=(0.9, 0.95))  # fmt: skip
     report = TrainReport(steps=schedule.steps, tokens=schedule.tokens)
     data = batches(streams.train, schedule, seed)
     running, count = 0.0, 0

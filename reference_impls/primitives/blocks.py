@@ -82,7 +82,8 @@ def layer_io_cosine(model: nn.Module, calib: torch.Tensor, *, batch_size: int | 
     try:
         with torch.inference_mode():
             for ids in calib.split(batch_size or calib.shape[0]):
-                model(input_ids=ids.to(device), use_cache=False)
+                # the hooks take what they need: logits for one position only
+                model(input_ids=ids.to(device), use_cache=False, logits_to_keep=1)
     finally:
         for h in handles:
             h.remove()
@@ -114,7 +115,8 @@ def residual_streams(model: nn.Module, ids: torch.Tensor) -> list[torch.Tensor]:
     device = model.get_input_embeddings().weight.device
     try:
         with torch.inference_mode():
-            model(input_ids=ids.to(device), use_cache=False)
+            # the hooks take what they need: logits for one position only
+            model(input_ids=ids.to(device), use_cache=False, logits_to_keep=1)
     finally:
         for h in handles:
             h.remove()
@@ -216,7 +218,8 @@ def sublayer_stats(model: nn.Module, calib: torch.Tensor, *, batch_size: int | N
     try:
         with torch.inference_mode():
             for ids in _chunks(calib, batch_size):
-                model(input_ids=ids.to(device), use_cache=False)
+                # the hooks take what they need: logits for one position only
+                model(input_ids=ids.to(device), use_cache=False, logits_to_keep=1)
     finally:
         for h in handles:
             h.remove()

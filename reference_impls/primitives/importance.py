@@ -219,7 +219,9 @@ def activation_scores(model: nn.Module, families: Sequence[Family], tokens: torc
     try:
         with torch.inference_mode():
             for start in range(0, tokens.shape[0], max(1, chunk)):
-                model(input_ids=tokens[start : start + max(1, chunk)].to(device), use_cache=False)
+                # the hooks take what they need: logits for one position only
+                chunk_ids = tokens[start : start + max(1, chunk)].to(device)
+                model(input_ids=chunk_ids, use_cache=False, logits_to_keep=1)
     finally:
         for h in hooks:
             h.remove()
@@ -268,7 +270,9 @@ def input_sq_norms(model: nn.Module, families: Sequence[Family], tokens: torch.T
     try:
         with torch.inference_mode():
             for start in range(0, tokens.shape[0], max(1, chunk)):
-                model(input_ids=tokens[start : start + max(1, chunk)].to(device), use_cache=False)
+                # the hooks take what they need: logits for one position only
+                chunk_ids = tokens[start : start + max(1, chunk)].to(device)
+                model(input_ids=chunk_ids, use_cache=False, logits_to_keep=1)
     finally:
         for h in hooks:
             h.remove()

@@ -351,7 +351,7 @@ def learn_masks(
 ) -> LearnReport:
     """Joint steps on LM loss + `penalty(step)` (the Lagrangian): AdamW on `weights` (lr), Adam on log-alpha
     (mask_lr), Adam *maximising* on the multipliers (mask_lr). A fresh z is sampled for every step."""
-    from ..harness.recovery import Budget, batch_order
+    from ..harness.recovery import Budget, adamw, batch_order
 
     if tokens.dim() != 2 or tokens.shape[0] < 1:
         raise KBError("L0 mask learning needs calibration windows (a 2-D tensor of token ids)")
@@ -362,7 +362,7 @@ def learn_masks(
     multipliers = [p for pair in masks.multipliers.values() for p in pair]
     optimisers = [torch.optim.Adam(masks.parameters(), lr=mask_lr)]
     if weights:
-        optimisers.append(torch.optim.AdamW(weights, lr=lr, weight_decay=0.0))
+        optimisers.append(adamw(weights, lr))
     if multipliers:
         optimisers.append(torch.optim.Adam(multipliers, lr=mask_lr, maximize=True))
     flags = {id(p): p.requires_grad for p in model.parameters()}

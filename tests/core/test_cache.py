@@ -236,3 +236,19 @@ def test_check_writable(tmp_path, monkeypatch):
     with pytest.raises(KBError, match="is not writable"):
         fsutil.check_writable(tmp_path / "r.json", what="--json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_atomic_writes_get_the_mode_a_plain_write_would(tmp_path):
+    old = os.umask(0o022)
+    try:
+        fsutil.write_text_atomic(tmp_path / "page.html", "<p>hi</p>")
+        with fsutil.atomic_directory(tmp_path / "model") as tmp:
+            (tmp / "config.json").write_text("{}")
+        os.umask(0o077)
+        fsutil.write_text_atomic(tmp_path / "private.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "page.html").stat().st_mode & 0o777 == 0o644  # mkstemp alone gives 0600
+    assert (tmp_path / "model").stat().st_mode & 0o777 == 0o755  # mkdtemp alone gives 0700
+    assert (tmp_path / "private.json").stat().st_mode & 0o777 == 0o600  # a strict umask is respected

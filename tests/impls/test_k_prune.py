@@ -80,12 +80,12 @@ def test_reconstruction_changes_only_the_output_projections(calib_ids):
 def test_first_sublayer_reconstruction_matches_the_dense_output_best(calib_ids):
     """After the first sublayer, the re-solved o_proj reproduces the dense residual stream at least as well as
     the pruned o_proj without the re-solve (on the reconstruction tokens)."""
-    from reference_impls.harness.layerwise import capture_first_layer_inputs
+    from reference_impls.harness.layerwise import capture_layer_inputs
 
     dense = random_llama(seed=0, layers=2)
     ids = calib_ids[:8, :64]
     with torch.no_grad():
-        (inputs,) = capture_first_layer_inputs(dense, ids, 8)
+        (inputs,) = capture_layer_inputs(dense, ids, 8)
         target = kp.run_sublayer(dense.model.layers[0], "attn", inputs.hidden, inputs.kwargs)
     errors = []
     for reconstruct in (False, True):

@@ -14,7 +14,7 @@ from reference_impls.harness.contract import Context
 
 def test_capture_keeps_every_kwarg_the_model_passes(random_model, calib_ids):
     with torch.inference_mode():
-        (chunk,) = layerwise.capture_first_layer_inputs(random_model, calib_ids, batch_size=8)
+        (chunk,) = layerwise.capture_layer_inputs(random_model, calib_ids, batch_size=8)
         assert chunk.hidden.shape == (8, 64, 64)
         assert "position_embeddings" in chunk.kwargs  # rotary (cos, sin) from the model, not recomputed by us
         out = layerwise.run_layer(random_model.model.layers[0], chunk)

@@ -71,3 +71,15 @@ def test_pattern_forces_sparsity_and_config_forbids_unknown_keys():
     cfg = wanda.Config()
     with pytest.raises(ValidationError):
         cfg.sparsity = 0.1  # frozen
+
+
+def test_kth_smallest_on_a_large_tensor_is_exactly_kthvalue_including_ties_and_the_ends():
+    gen = torch.Generator().manual_seed(3)
+    n = 5_000_000  # above the size where the sampled bracket takes over
+    for values in (torch.randn(n, generator=gen), torch.randint(0, 40, (n,), generator=gen).float()):
+        for k in (1, 2, n // 1000, n // 3, n // 2, n - 1, n):
+            assert masks.kth_smallest(values, k) == values.kthvalue(k).values
+    skewed = torch.cat([torch.zeros(n - 10), torch.arange(10.0)])  # nearly all ties at the low end
+    assert masks.kth_smallest(skewed, n - 5) == skewed.kthvalue(n - 5).values
+    mask = masks.lowest_k_mask(skewed, n - 5)
+    assert int(mask.sum()) == n - 5 and not mask[-5:].any()

@@ -171,7 +171,12 @@ def test_headline_is_the_papers_own_marked_result_and_a_dash_otherwise():
          "value": 7.26, "method": "wanda", "headline": True, "source": "table 3"},
     ]}  # fmt: skip
     assert board.headline(raw, "wanda") == {"value": "7.26 ppl", "where": "LLaMA-7B, wikitext2, 50% sparsity",
-                                            "source": "table 3"}  # fmt: skip
+                                            "source": "table 3", "source_url": ""}  # fmt: skip
+    raw["results"][2]["source"] = {"url": "https://example.org/t?a=1", "locator": "Table 3"}  # schema shape
+    assert board.headline(raw, "wanda")["source"] == "Table 3"
+    assert board.headline(raw, "wanda")["source_url"] == "https://example.org/t?a=1"
+    raw["results"][2]["source"] = {"url": "javascript:alert(1)", "locator": "Table 3"}  # never a link
+    assert board.headline(raw, "wanda")["source_url"] == ""
     assert board.headline(raw, "sparsegpt") is None
     assert board.headline({}, "wanda") is None and board.headline({"results": "junk"}, "wanda") is None
     assert board.headline({"results": [{"headline": True, "method": "wanda"}]}, "wanda") is None  # no value
@@ -200,11 +205,12 @@ def test_board_and_paper_page_show_plots_tables_and_the_headline(kb, tmp_path: P
     rec = next(r for r in kb.records if r.paper.id == "wanda")
     rec.loaded.data["results"] = [{"model": "LLaMA-7B", "setting": {"sparsity": 0.5}, "dataset": "wikitext2",
                                    "metric": "ppl", "value": 7.26, "method": "wanda", "headline": True,
-                                   "source": "table 3"}]  # fmt: skip
+                                   "source": {"url": "https://example.org/t", "locator": "table 3"}}]  # fmt: skip
     pages = render_all(kb).pages
     board_page = pages["reproductions.md"]
     row = next(line for line in board_page.splitlines() if line.startswith("| [Wanda](papers/wanda.md)"))
-    assert "7.26 ppl (LLaMA-7B, wikitext2, 50% sparsity; table 3)" in row and "**holds**" in row
+    assert "7.26 ppl (LLaMA-7B, wikitext2, 50% sparsity; [table 3](https://example.org/t))" in row
+    assert "**holds**" in row and "'url'" not in board_page and "&#39;url&#39;" not in board_page
     assert "magnitude: ppl 1234<br>wanda, mean of 2: ppl inf |" in row  # two wanda runs: one merged entry
     assert "![Perplexity vs sparsity](plots/sparsity-fixture-model.svg)" in board_page
     assert "| fraction of decoder weights pruned |" in board_page
