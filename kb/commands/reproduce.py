@@ -22,17 +22,21 @@ directory appears only when complete (temporary sibling, then rename).
 Target options (`--sparsity`, `--pattern`, `--layers`, `--kv-budget`) default to the paper's own setting; each
 method accepts only those listed in the registry. KV-cache policies (H2O, Keyformer) change no weight: `kb prune`
 refuses them (nothing to save) and `kb reproduce` evaluates them on prompt + continuation windows. torch,
-transformers and the harness are imported inside the command functions, never at module level.
+transformers and the harness are imported inside the command functions, never at module level. Each of these
+commands first lets the C allocator reuse freed memory (`kb.allocator`; `KB_MALLOC=system` opts out).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, get_args
 
+from kb import allocator
 from kb.errors import KBError
 from kb.fsutil import check_writable
 from kb.results import Kind
@@ -50,6 +54,17 @@ class _NoHyphenBreaks(argparse.HelpFormatter):
         return textwrap.fill(
             text, width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False
         )
+
+
+def _runs_models(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A command that runs models: the C allocator keeps freed memory for reuse first (`kb.allocator`)."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        allocator.tune()
+        return command(args)
+
+    return run
 
 
 def register(subparsers: Any) -> None:
@@ -83,7 +98,7 @@ def register(subparsers: Any) -> None:
     out.add_argument("--commit", action="store_true",
                      help="write the committed result the site shows, reproductions/<paper>.json")  # fmt: skip
     out.add_argument("--no-save", action="store_true", help="do not write the result file")
-    rep.set_defaults(func=_run_reproduce)
+    rep.set_defaults(func=_runs_models(_run_reproduce))
 
     sw = subparsers.add_parser(
         "sweep",
@@ -125,7 +140,7 @@ def register(subparsers: Any) -> None:
     sw_out.add_argument(
         "--commit", action="store_true", help="write reproductions/sweeps/<name>.json (the site's)"
     )
-    sw.set_defaults(func=_run_sweep)
+    sw.set_defaults(func=_runs_models(_run_sweep))
 
     pr = subparsers.add_parser(
         "prune",
@@ -138,7 +153,7 @@ def register(subparsers: Any) -> None:
     _common(pr, "the method's default")
     pr.add_argument("--save", metavar="DIR", required=True, help="output directory (must not exist)")
     pr.add_argument("--force", action="store_true", help="replace an existing --save directory")
-    pr.set_defaults(func=_run_prune)
+    pr.set_defaults(func=_runs_models(_run_prune))
 
 
 def _common(p: argparse.ArgumentParser, default: str) -> None:

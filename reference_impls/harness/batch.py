@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kb import allocator
 from kb.errors import KBError
 from kb.results import Reproduction
 
@@ -86,6 +87,7 @@ def run_papers(
                 log(f"kb: {paper}: written to {commit_dir / f'{paper}.json'}")
         if result.error:
             log(f"kb: {paper}: FAILED: {result.error}")
+        allocator.release()  # the next paper's peak need not sit on this one's free blocks (see kb.allocator)
         out.append(result)
         if on_result is not None:
             on_result(result)
@@ -114,6 +116,7 @@ def split(papers: list[str], explicit: dict[str, Any], jobs: int) -> list[list[s
 
 
 def _worker(papers: list[str], explicit: dict[str, Any], commit_dir: str | None) -> list[dict[str, Any]]:
+    allocator.tune()  # a spawned worker starts with the C library's defaults
     results = run_papers(papers, explicit, commit_dir=Path(commit_dir) if commit_dir else None)
     return [{"paper": r.paper, "seconds": r.seconds, "error": r.error,
              "record": r.record.model_dump_json() if r.record else None} for r in results]  # fmt: skip

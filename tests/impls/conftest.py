@@ -14,12 +14,14 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from kb import allocator  # noqa: E402
 from reference_impls.harness import models  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _threads() -> None:
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    allocator.tune()  # as the commands that run models do (kb.allocator)
 
 
 @pytest.fixture(scope="session")
