@@ -12,7 +12,9 @@ kernel work was 45 s of system time in a 190 s `kb reproduce reassessing-layer-p
 the top of the heap stays mapped up to that amount). Nothing computed changes; only where blocks live. The
 price: memory freed in the middle of the heap stays with the process until it ends or until `release()`
 returns its free pages (between the papers of `kb reproduce --all`), so peak resident memory can be somewhat
-higher; `benchmarks/bench_allocator.py` measures both sides.
+higher; `benchmarks/bench_allocator.py` measures both sides. For the same reason a measurement of resident memory
+(`harness.memory.PeakRSS`) runs inside `defaults()`: with the C library's settings the resident size follows the
+memory a block really holds, not what the tuned heap keeps for later.
 
 `KB_MALLOC=system` keeps the C library's own settings. Other C libraries (macOS, musl) are left alone:
 `tune()` then returns False. Torch-free, like the rest of `kb/`.
@@ -23,12 +25,16 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
 M_MMAP_MAX = -4
 TRIM_BYTES = 1 << 30
+DEFAULT_TRIM_BYTES, DEFAULT_MMAP_MAX = 128 * 1024, 65536  # glibc's own values
 CHOICES = ("tuned", "system")
+_state = {"tuned": False}
 
 
 def choice() -> str:
@@ -60,10 +66,32 @@ def tune() -> bool:
     libc = _glibc()
     if choice() == "system" or libc is None:
         return False
-    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_BYTES))
+    _state["tuned"] = bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_BYTES))
+    return _state["tuned"]
+
+
+@contextmanager
+def defaults() -> Iterator[None]:
+    """Inside the block, glibc's default mmap count and trim threshold (after `release()`); then tuned again if
+    `tune()` had been in force. A no-op where nothing was tuned."""
+    libc = _glibc()
+    if libc is None or not _state["tuned"]:
+        yield
+        return
+    release()
+    libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
+    libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_BYTES)
+    _state["tuned"] = False
+    try:
+        yield
+    finally:
+        tune()
 
 
 def release() -> bool:
-    """Give the pages of every free heap block back to the kernel (`malloc_trim`); True if any went back."""
+    """Give the pages of every free heap block back to the kernel (`malloc_trim`); False where there is no glibc."""
     libc = _glibc()
-    return bool(libc.malloc_trim(0)) if libc is not None else False
+    if libc is None:
+        return False
+    libc.malloc_trim(0)
+    return True

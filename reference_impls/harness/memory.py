@@ -10,19 +10,21 @@
   Before the reset it hands the C allocator's free pages back to the system (glibc `malloc_trim`): memory
   an earlier block freed but kept resident would otherwise be reused without counting, so of two blocks
   measured one after the other the first would look far hungrier than the second only for going first.
+  The block runs with the C library's default settings (`kb.allocator.defaults`), not the tuned ones the
+  commands use for speed, which keep freed blocks resident and would count the heap's slack.
 `tracemalloc` is no use here: it sees Python allocations only, not torch's tensors.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import re
 from pathlib import Path
 from types import TracebackType
 
 from torch import nn
+
+from kb import allocator
 
 _STATUS = Path("/proc/self/status")
 _CLEAR = Path("/proc/self/clear_refs")
@@ -48,16 +50,7 @@ def _status_kib(field: str) -> int | None:
 def release_free_memory() -> bool:
     """Collect garbage and return the C heap's free pages to the system; False where there is no glibc."""
     gc.collect()
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
-        return False
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    trim(0)
-    return True
+    return allocator.release()
 
 
 class PeakRSS:
@@ -66,8 +59,10 @@ class PeakRSS:
     def __init__(self) -> None:
         self.start: int | None = None
         self.increase: int | None = None
+        self._settings = allocator.defaults()
 
     def __enter__(self) -> PeakRSS:
+        self._settings.__enter__()
         release_free_memory()
         try:
             _CLEAR.write_text("5")  # reset VmHWM to the current RSS
@@ -80,5 +75,6 @@ class PeakRSS:
         self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
     ) -> None:
         peak = _status_kib("VmHWM")
+        self._settings.__exit__(kind, value, tb)
         if self.start is not None and peak is not None:
             self.increase = max(0, peak - self.start) * 1024

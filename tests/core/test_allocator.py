@@ -55,6 +55,43 @@ def test_tuned_allocator_reuses_a_freed_large_block():
     assert tuned_faults <= 3 * pages
 
 
+_INSIDE_DEFAULTS = """
+import ctypes, resource, sys
+sys.path.insert(0, {root!r})
+from kb import allocator
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = (ctypes.c_size_t,)
+libc.free.argtypes = (ctypes.c_void_p,)
+size = 64 << 20
+
+def faults():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        block = libc.malloc(size)
+        ctypes.memset(block, 1, size)
+        libc.free(block)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+assert allocator.tune()
+with allocator.defaults():
+    inside = faults()
+after = faults()
+print(inside, after, allocator._state["tuned"])
+"""
+
+
+@glibc
+def test_defaults_block_measures_with_the_library_settings_then_tunes_again():
+    out = subprocess.run([sys.executable, "-c", _INSIDE_DEFAULTS.format(root=str(ROOT))],
+                         env={**os.environ, "KB_MALLOC": "tuned"}, capture_output=True, text=True, check=True)  # fmt: skip
+    inside, after, tuned = out.stdout.split()
+    pages = (64 << 20) // os.sysconf("SC_PAGE_SIZE")
+    assert int(inside) >= 4 * pages  # mapped afresh each round, as glibc does by default
+    assert int(after) <= 2 * pages  # reused from the heap once tuned again
+    assert tuned == "True"
+
+
 def test_choice_reads_the_environment(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("KB_MALLOC", raising=False)
     assert allocator.choice() == "tuned"
