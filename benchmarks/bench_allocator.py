@@ -1,6 +1,6 @@
 """Benchmark of `kb.allocator` (not a test): a warm `kb reproduce` with the tuned C allocator against the system one.
 
-Runs `kb reproduce PAPER --model tiny-llama --no-save` with `KB_MALLOC=tuned` and with `KB_MALLOC=system` in turn
+Runs `kb reproduce PAPER --model tiny-llama --json TMP` with `KB_MALLOC=tuned` and with `KB_MALLOC=system` in turn
 (A B A B ..., `--pairs` pairs; default 1), each in its own process, and prints per run the wall, user and system
 seconds and the peak resident memory (from the kernel's accounting of that one child), then the median ratio
 tuned / system of each figure over the pairs. Both sides must compute the same metrics: the allocator may

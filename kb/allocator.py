@@ -72,13 +72,12 @@ def tune() -> bool:
 
 @contextmanager
 def defaults() -> Iterator[None]:
-    """Inside the block, glibc's default mmap count and trim threshold (after `release()`); then tuned again if
-    `tune()` had been in force. A no-op where nothing was tuned."""
+    """Inside the block, glibc's default mmap count and trim threshold; then tuned again if `tune()` had been in
+    force. A no-op where nothing was tuned. Free pages the tuned heap kept stay until `release()`."""
     libc = _glibc()
     if libc is None or not _state["tuned"]:
         yield
         return
-    release()
     libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
     libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_BYTES)
     _state["tuned"] = False
