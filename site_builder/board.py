@@ -1,14 +1,16 @@
 """Template data for the reproduction board: one row per paper, and the plots with their tables. Pure functions.
 
-A board row holds the paper's claim and verdict, our numbers merged across the runs of its comparison (one entry
-per series: the dense baseline once, random draws as their mean), the paper's own headline number, and when and
-where the result was produced. The headline number is read from the record's `results:` list, the entry marked
+A board row holds the paper's claim and verdict, our numbers (one entry per arm of the comparison: every number is
+one run's metric, except that runs differing only by their random draw are shown as their mean, labelled with the
+number of draws), the paper's own headline number, and when and where the result was produced. The headline number is read from the record's `results:` list, the entry marked
 `headline: true` whose `method` is the record's own id; it is read from the raw record, defensively, so a record
 without such an entry (or without `results:` at all) shows a dash.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +18,7 @@ from markupsafe import Markup
 
 from kb.results import Reproduction, RunResult
 
-from .plotdata import DENSE, Plot, number, series_name, table
+from .plotdata import Plot, number, table
 from .text import is_http_url
 
 _SETTING_TEXT = {
@@ -73,34 +75,81 @@ def headline(raw: Any, paper: str) -> dict[str, str] | None:
     return None
 
 
-def _run_numbers(runs: list[RunResult]) -> dict[str, float | None]:
-    first = runs[0].metrics
-    out: dict[str, float | None] = {}
-    if first.cache is not None:
-        out["cont. ppl"] = _mean([r.metrics.cache.ppl for r in runs if r.metrics.cache])
-    if first.ppl is not None:
-        out["ppl"] = _mean([r.metrics.ppl for r in runs if r.metrics.ppl is not None])
-    if first.probe is not None:
-        out["acc"] = _mean([r.metrics.probe.acc_norm for r in runs if r.metrics.probe])
-    return out
+def _metric_values(run: RunResult) -> dict[str, float | None]:
+    """The quality numbers one run measured, by short name: continuation perplexity, perplexity, probe acc_norm."""
+    m = run.metrics
+    return {
+        "cont. ppl": m.cache.ppl if m.cache else None,
+        "ppl": m.ppl,
+        "acc": m.probe.acc_norm if m.probe else None,
+    }
 
 
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+_SEED_SUFFIX = re.compile(r"-\d+$")
 
 
-def our_numbers(rep: Reproduction) -> list[dict[str, str]]:
-    """One entry per series of the comparison (dense first), with the metrics the runs measured."""
-    groups: dict[str, list[RunResult]] = {}
+def arm_key(run: RunResult) -> tuple[Any, ...]:
+    """What makes two runs the same arm: the label without a draw suffix (`random-2` -> `random`), the method
+    and every option except the random draw (`seed`). Runs that share an arm key differ only by their draw;
+    any other difference (another option, another label) is another arm."""
+    config = {k: v for k, v in run.config.items() if k != "seed"}
+    return (_SEED_SUFFIX.sub("", run.label), run.method, run.kind, json.dumps(config, sort_keys=True, default=str))
+
+
+def arms(rep: Reproduction) -> list[tuple[str, list[RunResult]]]:
+    """The comparison's arms in run order, dense first: one arm per run, except runs that differ only by
+    their random draw, which form one arm (its label without the draw's `-<n>` suffix)."""
+    groups: dict[tuple[Any, ...], list[RunResult]] = {}
     for run in rep.runs:
-        groups.setdefault(series_name(run), []).append(run)
+        groups.setdefault(arm_key(run), []).append(run)
     out = []
-    for name in sorted(groups, key=lambda s: (s != DENSE, list(groups).index(s))):
-        runs = groups[name]
-        values = ", ".join(f"{k} {number(v)}" for k, v in _run_numbers(runs).items() if v is not None)
-        label = name if len(runs) == 1 else f"{name}, mean of {len(runs)}"
-        out.append({"label": label, "text": values or "–"})
+    for runs in groups.values():
+        label = runs[0].label if len(runs) == 1 else _SEED_SUFFIX.sub("", runs[0].label)
+        out.append((label, runs))
+    out.sort(key=lambda arm: arm[1][0].method is not None)  # stable: dense first, the rest in run order
     return out
+
+
+def our_numbers(rep: Reproduction) -> list[dict[str, Any]]:
+    """One entry per arm of the comparison (dense first) with the quality numbers it measured. Every
+    number is one run's metric; an arm of several random draws shows their mean, labelled with the number
+    of draws and their range, never a mean over arms that the claim compares."""
+    out = []
+    for label, runs in arms(rep):
+        parts = []
+        for name in ("cont. ppl", "ppl", "acc"):
+            values = [v for v in (_metric_values(r)[name] for r in runs) if v is not None]
+            if not values:
+                continue
+            if len(values) == 1:
+                parts.append(f"{name} {number(values[0])}")
+            else:
+                mean = sum(values) / len(values)
+                parts.append(f"{name} {number(mean)} ({number(min(values))}-{number(max(values))})")
+        draws = len(runs)
+        out.append(
+            {
+                "label": label if draws == 1 else f"{label}, mean of {draws} draws",
+                "text": ", ".join(parts) or "–",
+                "runs": [r.label for r in runs],
+                "draws": draws,
+            }
+        )
+    return out
+
+
+def verdict(claim: Any) -> str:
+    """The verdict as a word for the page: `holds`, `does not hold`, `inconclusive` (a claim whose
+    `holds` is None, or a future three-valued `verdict` field) or `not run` when there is no result."""
+    if claim is None:
+        return "not run"
+    value = getattr(claim, "verdict", None)
+    if isinstance(value, str) and value:
+        return value
+    holds = getattr(claim, "holds", None)
+    if holds is None:
+        return "inconclusive"
+    return "holds" if holds else "does not hold"
 
 
 def board_row(rep: Reproduction | None, raw: Any, paper: str) -> dict[str, Any]:
@@ -108,7 +157,9 @@ def board_row(rep: Reproduction | None, raw: Any, paper: str) -> dict[str, Any]:
     return {
         "claim": rep.claim.statement if rep else None,
         "holds": rep.claim.holds if rep else None,
-        "numbers": our_numbers(rep) if rep else [],
+        "verdict": verdict(rep.claim if rep else None),
+        "reason": rep.claim.reason if rep else None,
+        "numbers": [n for n in our_numbers(rep) if n["text"] != "–"] if rep else [],  # arms with quality numbers
         "headline": headline(raw, paper),
         "date": rep.produced.isoformat() if rep and rep.produced else "–",
         "machine": f"{machine.cpu or machine.system}, {machine.threads} threads on {machine.device}"

@@ -16,18 +16,26 @@ from kb.vocab import Axis, ChoiceQualifier, Vocabulary
 
 from . import bibtex
 from .badges import text_colour
-from .board import board_row, plot_context
+from .board import board_row, plot_context, verdict
 from .inputs import GithubMeta, Reproduction
 from .keyfacts import (
     ORIGIN_LABELS,
     findings_by_theme,
     findings_context,
+    result_run,
     form_values,
     list_context,
     measured_context,
     origin_context,
 )
-from .leaderboards import MIN_METHODS, build_slices, result_rows, results_csv
+from .leaderboards import (
+    MIN_METHODS,
+    build_slices,
+    index_groups,
+    paper_slice_links,
+    result_rows,
+    results_csv,
+)
 from .plotdata import board_plots, paper_plots
 from .text import markdown_html
 
@@ -211,11 +219,38 @@ def _budget(cache: Any) -> str:
     return "all" if cache.budget_tokens is None else str(cache.budget_tokens)
 
 
+SAVABLE_KINDS = ("weight-sparsity", "allocation", "depth", "width")
+
+
+def run_commands(paper: str, rep: Reproduction | None) -> list[str]:
+    """The commands a reader copies to run the paper: its comparison, and `kb prune` when the committed
+    result shows that the paper's own method changes weights (a KV-cache policy or a training stand-in
+    leaves nothing to save)."""
+    out = [f"kb reproduce {paper} --model tiny-llama"]
+    run = result_run(rep) if rep is not None else None
+    if run is not None and run.method and run.kind in SAVABLE_KINDS:
+        out.append(f"kb prune {run.method} --model tiny-llama --save pruned-{run.method}")
+    return out
+
+
+def shared_note(total: float | None, run_seconds: float) -> str | None:
+    """Why a result's own wall time can be far below what its runs took: `kb reproduce --all` computes the
+    dense baseline and runs shared by several papers once and reuses them, so a paper late in the batch may
+    have spent almost nothing itself. None when the result's own time accounts for its runs."""
+    if total is None or total >= 0.5 * run_seconds:
+        return None
+    return (
+        f"this result came from kb reproduce --all, which reused runs computed for other papers: "
+        f"{_fmt(total, 0)} s of its own"
+    )
+
+
 def reproduction_context(rep: Reproduction | None, paper: str | None = None) -> dict[str, Any] | None:
     if rep is None:
         return None
     machine = rep.machine
     runs = rep.runs
+    run_seconds = sum(r.prune_seconds + r.eval_seconds for r in runs)
     rows = [
         {
             "label": r.label,
@@ -246,9 +281,11 @@ def reproduction_context(rep: Reproduction | None, paper: str | None = None) -> 
         },
         "claim": rep.claim.statement,
         "holds": rep.claim.holds,
+        "verdict": verdict(rep.claim),
         "reason": rep.claim.reason,
         "versions": [{"name": k, "version": v} for k, v in sorted(rep.versions.items())],
-        "total_seconds": _fmt(rep.total_seconds, 0) if rep.total_seconds is not None else None,
+        "run_seconds": _fmt(run_seconds, 0),
+        "shared_note": shared_note(rep.total_seconds, run_seconds),
         "produced": rep.produced.isoformat() if rep.produced else None,
         "machine": f"{machine.cpu or machine.system} ({machine.system}), {machine.threads} threads on {machine.device}"
         if machine
@@ -339,6 +376,8 @@ def paper_context(
         "related_by": [],  # filled in by `site_context`: the records that name this one in `related`
         "implementation": p.implementation,
         "reproduce": f"kb reproduce {p.id} --model tiny-llama" if p.implementation else None,
+        "commands": run_commands(p.id, reps.get(p.id)) if p.implementation else [],
+        "module_url": None,  # filled in by `site_context` when the catalogue's repository is configured
         "reproduction": reproduction_context(reps.get(p.id), p.id)
         if p.implementation or p.id in reps
         else None,
@@ -386,11 +425,7 @@ def site_context(
     for p in papers:
         own = [r for r in rows if r.paper == p["id"]]
         p["results"] = [r.context() for r in own]
-        p["slices"] = [
-            {"id": s.id, "title": s.title}
-            for s in slices
-            if any(r.paper == p["id"] or r.result.method == p["id"] for r in s.rows)
-        ]
+        p["slices"] = paper_slice_links(slices, p["id"])  # a few slices, then "and N more" per model
     axes = [axis_context(a) for a in kb.vocab.ordered()]
     form = list_context(kb.vocab.lists["form"])
     themes = list_context(kb.vocab.lists["theme"])
@@ -434,6 +469,10 @@ def site_context(
         for scope, label in scopes.items()
     ]
     repo = repository_url(mkdocs_config)
+    if repo:
+        for p in papers:
+            if p["implementation"]:
+                p["module_url"] = f"{repo.rstrip('/')}/blob/main/{p['implementation']}"
     return {
         "axes": axes,
         "form": form,
@@ -450,6 +489,7 @@ def site_context(
         "repository": repo,
         "citation": catalogue_citation(repo, len(papers)),
         "leaderboards": [s.context() for s in slices],
+        "leaderboard_groups": index_groups(slices),
         "results_count": len(rows),
         "leaderboard_min": MIN_METHODS,
         "results_csv": results_csv(rows),

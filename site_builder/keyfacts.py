@@ -15,6 +15,7 @@ from kb.results import Reproduction, RunResult
 from kb.schema import Paper
 
 from .badges import text_colour
+from .board import our_numbers, verdict
 from .leaderboards import result_anchor
 from .text import inline
 
@@ -95,7 +96,9 @@ def _ratio(x: float | None) -> str | None:
 
 
 def measured_context(rep: Reproduction | None) -> dict[str, Any] | None:
-    """Size and CPU speed of our own run of the paper's method beside the dense model it started from."""
+    """What our own run found, in the order a reader needs it: the verdict on the paper's claim with the
+    numbers it rests on and the quality of every arm, then the size and CPU speed of the paper's method
+    beside the dense model it started from."""
     if rep is None:
         return None
     run = result_run(rep)
@@ -120,6 +123,9 @@ def measured_context(rep: Reproduction | None) -> dict[str, Any] | None:
         "cache_decode": _ratio(cache.decode_speedup) if cache else None,
         "cache_mib": f"{cache.cache_bytes_end / 2**20:.1f} MiB" if cache else None,
         "holds": rep.claim.holds,
+        "verdict": verdict(rep.claim),
+        "reason": rep.claim.reason,
+        "quality": [n for n in our_numbers(rep) if n["text"] != "–"],
     }
 
 

@@ -54,7 +54,11 @@ def test_paper_page_carries_links_bibtex_implementation_and_reproduction(pages) 
     page = pages["papers/wanda.md"]
     assert "- Blog: [https://example.org/blog/wanda](https://example.org/blog/wanda)" in page
     assert "@inproceedings{wanda," in page
-    assert "`kb reproduce wanda --model tiny-llama`" in page
+    commands = page.split('<pre class="kb-commands" data-copy-label="Copy commands"><code>')[1].split("</code>")[0]
+    assert commands.splitlines() == [
+        "kb reproduce wanda --model tiny-llama",
+        "kb prune wanda --model tiny-llama --save pruned-wanda",
+    ]
     assert "### Latest reproduction" in page and "| wanda | wanda | 2 | 0.0M | 50.0% | 42.25 | 0.4 |" in page
     assert "★ 1.2k" in page and "as of 2025-01-02" in page
     assert '<a rel="nofollow noopener" href="https://example.org/challenge">safe link</a>' in page
