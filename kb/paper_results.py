@@ -120,6 +120,9 @@ class PaperResult(_Strict):
     headline: bool = False
     key: Annotated[str, Field(pattern=_SLUG, max_length=40)] | None = None
     note: Note | None = None  # what a reader must know to compare it: "up to", the variant, the caveat
+    # why this number is kept off the leaderboards (ranked rows and dense references) until confirmed,
+    # e.g. a value that contradicts the paper's own other numbers; it stays on the paper's page
+    exclude_from_leaderboards: Note | None = None
 
 
 # ---- the closed vocabularies of datasets and metrics ------------------------------------------

@@ -228,7 +228,7 @@ def test_a_broken_closed_list_is_one_problem_with_file_and_line(tmp_path):
 
 def test_every_record_is_filled_in():
     kb = load_kb(ROOT)
-    assert len(kb.records) == 29
+    assert len(kb.records) == len(list((ROOT / "papers").glob("*.yaml"))) >= 50
     for rec in kb.records:
         p = rec.paper
         assert p.form and p.origin and 1 <= len(p.findings) <= 5, p.id
