@@ -2,9 +2,10 @@
 
 A board row holds the paper's claim and verdict, our numbers (one entry per arm of the comparison: every number is
 one run's metric, except that runs differing only by their random draw are shown as their mean, labelled with the
-number of draws), the paper's own headline number, and when and where the result was produced. The headline number is read from the record's `results:` list, the entry marked
-`headline: true` whose `method` is the record's own id; it is read from the raw record, defensively, so a record
-without such an entry (or without `results:` at all) shows a dash.
+number of draws), the paper's own headline number, and when and where the result was produced. The headline
+number is read from the record's `results:` list, the entry marked `headline: true` whose `method` is the record's
+own id; it is read from the raw record, defensively, so a record without such an entry (or without `results:` at
+all) shows a dash.
 """
 
 from __future__ import annotations
@@ -93,7 +94,12 @@ def arm_key(run: RunResult) -> tuple[Any, ...]:
     and every option except the random draw (`seed`). Runs that share an arm key differ only by their draw;
     any other difference (another option, another label) is another arm."""
     config = {k: v for k, v in run.config.items() if k != "seed"}
-    return (_SEED_SUFFIX.sub("", run.label), run.method, run.kind, json.dumps(config, sort_keys=True, default=str))
+    return (
+        _SEED_SUFFIX.sub("", run.label),
+        run.method,
+        run.kind,
+        json.dumps(config, sort_keys=True, default=str),
+    )
 
 
 def arms(rep: Reproduction) -> list[tuple[str, list[RunResult]]]:
@@ -159,7 +165,9 @@ def board_row(rep: Reproduction | None, raw: Any, paper: str) -> dict[str, Any]:
         "holds": rep.claim.holds if rep else None,
         "verdict": verdict(rep.claim if rep else None),
         "reason": rep.claim.reason if rep else None,
-        "numbers": [n for n in our_numbers(rep) if n["text"] != "–"] if rep else [],  # arms with quality numbers
+        "numbers": [n for n in our_numbers(rep) if n["text"] != "–"]
+        if rep
+        else [],  # arms with quality numbers
         "headline": headline(raw, paper),
         "date": rep.produced.isoformat() if rep and rep.produced else "–",
         "machine": f"{machine.cpu or machine.system}, {machine.threads} threads on {machine.device}"

@@ -12,7 +12,7 @@ the build is interrupted (Ctrl-C, SIGTERM), both stay as they were and no tempor
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +39,6 @@ class Rendered:
     pages: dict[str, str]
     committed: dict[str, str]  # path relative to the root -> wanted text
     stale_badges: list[str]  # badge files on disk that no value uses any more
-    paper_nav: list[dict[str, list[str]]] = field(default_factory=list)  # {year: [papers/<id>.md, ...]}
-    leaderboard_nav: list[str] = field(default_factory=list)  # leaderboards/<slice>.md, index first
 
 
 def read_mkdocs_config(root: Path) -> dict[str, Any]:
@@ -74,11 +72,7 @@ def render_all(kb: KnowledgeBase) -> Rendered:
         committed[f"{BADGES_DIR}/{name}"] = svg
     on_disk = sorted(p.name for p in (root / BADGES_DIR).glob("*.svg"))
     stale = [f"{BADGES_DIR}/{n}" for n in on_disk if n not in badges]
-    nav = [{str(y["year"]): [f"papers/{p['id']}.md" for p in y["papers"]]} for y in ctx["years"]]
-    boards = [LEADERBOARDS_INDEX, *(f"leaderboards/{b['id']}.md" for b in ctx["leaderboards"])]
-    return Rendered(
-        pages=pages, committed=committed, stale_badges=stale, paper_nav=nav, leaderboard_nav=boards
-    )
+    return Rendered(pages=pages, committed=committed, stale_badges=stale)
 
 
 def stale_committed(root: Path, rendered: Rendered) -> list[str]:
@@ -123,13 +117,7 @@ def build(
             write_docs(rendered.pages, tmp_docs)
             if site_out is not None:
                 with atomic_directory(site_out, replace=True) as tmp_site:
-                    run_mkdocs(
-                        kb.root / MKDOCS_CONFIG,
-                        tmp_docs,
-                        tmp_site,
-                        rendered.paper_nav,
-                        rendered.leaderboard_nav,
-                    )
+                    run_mkdocs(kb.root / MKDOCS_CONFIG, tmp_docs, tmp_site)
     except OSError as exc:  # a full disk or a directory made read-only meanwhile; nothing was replaced
         where = exc.filename or docs_out
         raise KBError(f"cannot write the site: {where}: {exc.strerror or exc}", code=2) from None
@@ -145,52 +133,17 @@ class _Collect(logging.Handler):
         self.messages.append(record.getMessage().splitlines()[0])
 
 
-PAPERS_NAV_TITLE = "Papers"
-PAPERS_NAV_AFTER = "all-papers.md"
-
-
-def with_paper_nav(nav: Any, papers: list[dict[str, list[str]]]) -> Any:
-    """mkdocs.yml's `nav` with a "Papers" section (one sub-section per year) after the all-papers
-    entry, or at the end. The entries carry no titles: mkdocs takes each page's own (escaped) title.
-    A config without `nav` (mkdocs then lists every page itself) is left alone."""
-    if not isinstance(nav, list) or not papers:
-        return nav
-    out = list(nav)
-    at = next(
-        (i + 1 for i, item in enumerate(out) if isinstance(item, dict) and PAPERS_NAV_AFTER in item.values()),
-        len(out),
-    )
-    out.insert(at, {PAPERS_NAV_TITLE: papers})
-    return out
-
-
 LEADERBOARDS_INDEX = "leaderboards/index.md"
-LEADERBOARDS_NAV_TITLE = "Leaderboards"
+# Only the index is in the navigation; the slice pages are reached from it and from paper pages, and
+# mkdocs.yml's `not_in_nav` lets the strict build accept them outside the navigation.
 
 
-def with_leaderboard_nav(nav: Any, pages: list[str]) -> Any:
-    """mkdocs.yml's `nav` with its `leaderboards/index.md` entry turned into a section holding the
-    index and every slice page (mkdocs takes each page's own title). Left alone without that entry."""
-    if not isinstance(nav, list) or not pages:
-        return nav
-    out = []
-    for item in nav:
-        if isinstance(item, dict) and list(item.values()) == [LEADERBOARDS_INDEX]:
-            out.append({next(iter(item)): pages})
-        else:
-            out.append(item)
-    return out
-
-
-def run_mkdocs(
-    config: Path,
-    docs_dir: Path,
-    site_dir: Path,
-    paper_nav: list[dict[str, list[str]]] | None = None,
-    leaderboard_nav: list[str] | None = None,
-) -> None:
-    """`mkdocs build --strict` with the docs and site folders overridden and the paper pages added
-    to the navigation; one-line errors."""
+# The navigation is mkdocs.yml's `nav` as written: no paper page is in it. Material renders the whole
+# navigation into every page, so a section listing every paper made the build quadratic in the number
+# of papers. Paper pages are reached from "Papers by year", the filter and search, and mkdocs.yml's
+# `not_in_nav` lets the strict build accept them outside the navigation.
+def run_mkdocs(config: Path, docs_dir: Path, site_dir: Path) -> None:
+    """`mkdocs build --strict` with the docs and site folders overridden; one-line errors."""
     if not config.is_file():
         raise KBError(
             f"{config.name} not found in {config.parent}; the site cannot be built (try --no-mkdocs)", code=2
@@ -210,11 +163,21 @@ def run_mkdocs(
         cfg = load_config(
             config_file=str(config), docs_dir=str(docs_dir), site_dir=str(site_dir), strict=True
         )
-        cfg["nav"] = with_leaderboard_nav(with_paper_nav(cfg["nav"], paper_nav or []), leaderboard_nav or [])
         mkdocs_build(cfg)
+        drop_source_maps(site_dir)
     except (Abort, ConfigurationError, MkDocsException) as exc:
         first = handler.messages[0] if handler.messages else str(exc).splitlines()[0]
         more = f" (and {len(handler.messages) - 1} more warnings)" if len(handler.messages) > 1 else ""
         raise KBError(f"mkdocs build failed: {first}{more}", code=1) from None
     finally:
         log.removeHandler(handler)
+
+
+def drop_source_maps(site_dir: Path) -> list[str]:
+    """Delete the theme's source maps (`*.map`, about 1 MB): browsers fetch them only with developer tools
+    open, and the site ships no code of its own that needs them. Returns the deleted paths."""
+    gone = []
+    for path in sorted(site_dir.glob("assets/**/*.map")):
+        path.unlink()
+        gone.append(str(path.relative_to(site_dir)))
+    return gone

@@ -6,7 +6,9 @@ dates (when GitHub metadata was fetched), never the build time.
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from kb.commands.records import record_json
 from kb.results import Figure, Sweep
@@ -22,11 +24,11 @@ from .keyfacts import (
     ORIGIN_LABELS,
     findings_by_theme,
     findings_context,
-    result_run,
     form_values,
     list_context,
     measured_context,
     origin_context,
+    result_run,
 )
 from .leaderboards import (
     MIN_METHODS,
@@ -39,6 +41,7 @@ from .leaderboards import (
 from .plotdata import board_plots, paper_plots
 from .text import markdown_html
 
+T = TypeVar("T")
 NOTE_KINDS = ("blog", "reviews", "summary", "discussion")
 # Where the catalogue's own repository lives: `extra.repository` in mkdocs.yml, or `repo_url` when a
 # deployment sets it (mkdocs-material then asks the GitHub API for star counts from visitors' browsers,
@@ -101,9 +104,14 @@ def venue_label(p: Paper) -> str:
 def heading(p: Paper) -> str:
     """The page heading: the title, led by the short name when the title does not already start
     with it ("Wanda: A Simple and Effective ..."), so that searching a short name finds its page."""
-    if p.short_name and not p.title.lower().startswith(p.short_name.lower()):
+    if p.short_name and not _squash(p.title).startswith(_squash(p.short_name)):
         return f"{p.short_name}: {p.title}"
     return p.title
+
+
+def _squash(text: str) -> str:
+    """Letters and digits only, lower case: "Sheared-LLaMA" and "Sheared LLaMA" compare equal."""
+    return re.sub(r"[^a-z0-9]", "", text.lower())
 
 
 def repository_url(mkdocs_config: dict[str, Any] | None) -> str | None:
@@ -392,6 +400,15 @@ def paper_context(
     }
 
 
+def group_by(items: Iterable[T], keys: Callable[[T], Iterable[str]]) -> dict[str, list[T]]:
+    """`items` listed under each of their keys, in their own order (an item appears once per key)."""
+    out: dict[str, list[T]] = {}
+    for item in items:
+        for key in keys(item):
+            out.setdefault(key, []).append(item)
+    return out
+
+
 def site_context(
     kb: KnowledgeBase,
     meta: GithubMeta | None = None,
@@ -414,6 +431,10 @@ def site_context(
     titles = {r.paper.id: (r.paper.short_name or r.paper.title) for r in records}
     papers = [paper_context(r, kb, meta, reps, titles) for r in records]
     by_id = {p["id"]: p for p in papers}
+    cite_keys = bibtex.unique_keys([r.paper for r in records])
+    for r in records:  # the page's entry uses the same key as papers.bib, also when two papers collide
+        if cite_keys[r.paper.id] != bibtex.cite_key(r.paper):
+            by_id[r.paper.id]["bibtex"] = bibtex.entry(r.paper, cite_keys[r.paper.id])
     for p in papers:  # `related` is written on one side; show it on both
         for r in p["related"]:
             if r["id"] in by_id and p["id"] not in {x["id"] for x in by_id[r["id"]]["related"]}:
@@ -422,10 +443,12 @@ def site_context(
         p["related_by"].sort(key=lambda r: (r["title"].lower(), r["id"]))
     rows = result_rows(kb)
     slices = build_slices(rows)
-    for p in papers:
-        own = [r for r in rows if r.paper == p["id"]]
-        p["results"] = [r.context() for r in own]
-        p["slices"] = paper_slice_links(slices, p["id"])  # a few slices, then "and N more" per model
+    own = group_by(rows, lambda r: [r.paper])
+    touching = group_by(slices, lambda s: {k for r in s.rows for k in (r.paper, r.result.method)})
+    for p in papers:  # each paper looks only at its own rows and slices: a scan of all is quadratic
+        p["results"] = [r.context() for r in own.get(p["id"], [])]
+        # a few slices, then "and N more" per model
+        p["slices"] = paper_slice_links(touching.get(p["id"], []), p["id"])
     axes = [axis_context(a) for a in kb.vocab.ordered()]
     form = list_context(kb.vocab.lists["form"])
     themes = list_context(kb.vocab.lists["theme"])
@@ -519,10 +542,29 @@ def choice_qualifiers(axis: dict[str, Any]) -> list[dict[str, Any]]:
         for q in v["qualifiers"]:
             if q["kind"] != "choice":
                 continue
-            m = merged.setdefault(q["name"], {"name": q["name"], "values": [], "of": []})
+            m = merged.setdefault(
+                q["name"],
+                {"name": q["name"], "label": choice_label(q["name"]), "values": [], "of": [], "labels": {}},
+            )
             m["of"].append(v["id"])
             m["values"] += [c for c in q["choices"] if c not in m["values"]]
+            m["labels"].update({c: choice_label(c) for c in q["choices"]})
     return list(merged.values())
+
+
+# Words a qualifier id spells in lower case that readers know in another case.
+_CHOICE_WORDS = {"lora": "LoRA", "kv": "KV", "mlp": "MLP", "ffn": "FFN", "qat": "QAT", "llm": "LLM"}
+
+
+def choice_label(choice_id: str) -> str:
+    """A qualifier choice as readers write it: `kv-cache` -> "KV cache", `lora` -> "LoRA",
+    `continued-pretraining` -> "Continued pretraining"."""
+    words = [_CHOICE_WORDS.get(w, w) for w in choice_id.replace("_", "-").split("-") if w]
+    if not words:
+        return choice_id
+    first = words[0]
+    words[0] = first if first in _CHOICE_WORDS.values() else first[:1].upper() + first[1:]
+    return " ".join(words)
 
 
 def papers_json(kb: KnowledgeBase, ctx: dict[str, Any]) -> dict[str, Any]:

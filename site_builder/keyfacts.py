@@ -186,7 +186,12 @@ def findings_context(p: Paper, themes: ClosedList, reps: dict[str, Reproduction]
                 "result": f.result,
                 "link": _claim_link(p, f.claim, f.result),
                 "verdict": (
-                    {"holds": rep.claim.holds, "claim": rep.claim.statement, "model": rep.model}
+                    {
+                        "holds": rep.claim.holds,
+                        "word": verdict(rep.claim),
+                        "claim": rep.claim.statement,
+                        "model": rep.model,
+                    }
                     if rep is not None
                     else None
                 ),

@@ -108,6 +108,11 @@ def render_pages(ctx: dict[str, Any], export: dict[str, Any], bib: str) -> dict[
     }
     for board in ctx["leaderboards"]:
         pages[f"leaderboards/{board['id']}.md"] = _render("leaderboard.md.j2", s=board)
+        if board["figure"]:  # best over time, when numbers came in more than one year
+            from .plots import render_year_svg
+
+            pages[f"leaderboards/{board['id']}.svg"] = render_year_svg(board["figure"])
+            pages[f"leaderboards/{board['id']}.dark.svg"] = render_year_svg(board["figure"], dark=True)
     for a in ctx["axes"]:
         pages[f"concepts/{a['id']}.md"] = _render("concept.md.j2", a=a)
     for p in ctx["papers"]:
@@ -119,6 +124,7 @@ def render_pages(ctx: dict[str, Any], export: dict[str, Any], bib: str) -> dict[
 
         for fig in ctx["svg_figures"]:
             pages[f"plots/{fig.key}.svg"] = render_svg(fig)
+            pages[f"plots/{fig.key}.dark.svg"] = render_svg(fig, dark=True)  # shown in the slate scheme
     return dict(sorted(pages.items()))
 
 

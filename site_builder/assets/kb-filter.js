@@ -45,9 +45,9 @@
       });
       (a.qualifiers || []).forEach(function (q) {
         facets.push({
-          id: a.id + "-" + q.name, label: capitalise(q.name), sub: true,
+          id: a.id + "-" + q.name, label: q.label || capitalise(q.name), sub: true,
           note: a.label + ": " + q.of.map(function (v) { return labelOf(a, v); }).join(", "),
-          values: q.values.map(function (v) { return { id: v, label: capitalise(v) }; }),
+          values: q.values.map(function (v) { return { id: v, label: (q.labels || {})[v] || capitalise(v) }; }),
           of: function (p) {
             var out = [];
             (p.tags[a.id] || []).forEach(function (t) {
@@ -336,7 +336,13 @@
       update();
     }
 
-    boxes.forEach(function (b) { b.addEventListener("change", update); });
+    boxes.forEach(function (b) {
+      b.addEventListener("change", function () {
+        update();
+        /* The list beside the facets changes height: keep the box just ticked where the reader is. */
+        if (b.scrollIntoView) { b.scrollIntoView({ block: "nearest" }); }
+      });
+    });
     search.addEventListener("input", update);
     clear.addEventListener("click", clearAll);
     emptyClear.addEventListener("click", function () { clearAll(); search.focus(); });

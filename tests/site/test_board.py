@@ -38,7 +38,9 @@ def test_arms_the_claim_compares_are_never_averaged_only_draws_are():
         _run("random-0", "shortgpt", config={"selection": "random", "seed": 0}, ppl=100.0, acc=0.4),
         _run("random-1", "shortgpt", config={"selection": "random", "seed": 1}, ppl=104.0, acc=0.5),
         _run("wanda-60", "wanda", "weight-sparsity", {"sparsity": 0.6}, ppl=30.0),
-        _run("wanda-70", "wanda", "weight-sparsity", {"sparsity": 0.7}, ppl=60.0),  # another target: another arm
+        _run(
+            "wanda-70", "wanda", "weight-sparsity", {"sparsity": 0.7}, ppl=60.0
+        ),  # another target: another arm
         _run("twin", "wanda", "weight-sparsity", {"sparsity": 0.6}, ppl=31.0),  # same options, other label
     ]
     numbers = board.our_numbers(_rep(runs))
@@ -68,14 +70,18 @@ def test_the_verdict_is_a_word_for_every_state():
 
 
 def test_commands_offer_prune_only_for_methods_that_change_weights():
-    weights = _rep([_run("dense", None), _run("wanda", "wanda", "weight-sparsity", {"sparsity": 0.5}, ppl=2.0)])
+    weights = _rep(
+        [_run("dense", None), _run("wanda", "wanda", "weight-sparsity", {"sparsity": 0.5}, ppl=2.0)]
+    )
     weights = weights.model_copy(update={"paper": "wanda"})
     assert run_commands("wanda", weights) == [
         "kb reproduce wanda --model tiny-llama",
         "kb prune wanda --model tiny-llama --save pruned-wanda",
     ]
     cache = _rep([_run("dense", None), _run("h2o", "h2o", "kv-cache", {"kv_budget": 0.2})])
-    assert run_commands("h2o", cache.model_copy(update={"paper": "h2o"})) == ["kb reproduce h2o --model tiny-llama"]
+    assert run_commands("h2o", cache.model_copy(update={"paper": "h2o"})) == [
+        "kb reproduce h2o --model tiny-llama"
+    ]
     assert run_commands("x", None) == ["kb reproduce x --model tiny-llama"]
 
 
@@ -115,7 +121,14 @@ def test_board_page_leads_with_the_verdict_and_the_paper_page_with_what_we_measu
 
     path = kb_root / "reproductions" / "wanda.json"
     data = json.loads(path.read_text(encoding="utf-8"))
-    dense = {**data["runs"][0], "label": "dense", "method": None, "kind": "dense", "config": {}, "outcome": None}
+    dense = {
+        **data["runs"][0],
+        "label": "dense",
+        "method": None,
+        "kind": "dense",
+        "config": {},
+        "outcome": None,
+    }
     dense["metrics"] = {**dense["metrics"], "ppl": 20.5}
     data["runs"].insert(0, dense)
     data["total_seconds"] = 0.08  # as a result written by `kb reproduce --all` that reused every run
@@ -131,6 +144,10 @@ def test_board_page_leads_with_the_verdict_and_the_paper_page_with_what_we_measu
     assert "42.25 vs 617.25" in row  # the reason the verdict rests on
     paper = pages["papers/wanda.md"]
     measured = paper.split("**Measured here.**")[1].split("</div>")[0]
-    assert measured.index("kb-verdict--holds") < measured.index("Quality of each arm") < measured.index("Size and")
+    assert (
+        measured.index("kb-verdict--holds")
+        < measured.index("Quality of each arm")
+        < measured.index("Size and")
+    )
     assert "wanda: ppl 42.25" in measured
     assert "0 s of its own" in paper and "s in total" not in paper

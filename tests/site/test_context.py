@@ -89,6 +89,10 @@ def test_papers_json_carries_choice_qualifiers_statuses_and_reverse_related(kb) 
     assert [q["name"] for q in axes["data"]["qualifiers"]] == []  # amounts (sizes) are not facets
     retrain = {q["name"]: q for q in axes["retrain"]["qualifiers"]}
     assert retrain["method"]["of"] == ["efficient", "extensive"]  # merged over the values that allow it
+    assert retrain["method"]["labels"]["lora"] == "LoRA" and retrain["method"]["label"] == "Method"
+    budget = {q["name"]: q for q in axes["budget"]["qualifiers"]}
+    assert budget["scope"]["labels"]["kv-cache"] == "KV cache"
+    assert retrain["method"]["labels"]["continued-pretraining"] == "Continued pretraining"
     assert {s["id"] for s in data["statuses"]} >= {"conference", "preprint", "under-review"}
     papers = {p["id"]: p for p in data["papers"]}
     assert papers["fixture-depth"]["site"]["status"] == "preprint"

@@ -54,9 +54,9 @@ def test_form_colours_and_svg_badges(rendered, kb) -> None:
 
 def test_tables_and_readme_have_a_form_column(rendered) -> None:
     table = rendered.pages["tables.md"]
-    row = next(line for line in table.splitlines() if "papers/fixture-depth.md" in line)
-    cells = row.split(" | ")
-    assert "kb-form-fewer-layers" in cells[1] and "kb-axis-type" not in cells[1]
+    row = next(r for r in table.split("<tr>") if 'href="../papers/fixture-depth/"' in r)
+    cells = row.split("<td>")
+    assert "kb-form-fewer-layers" in cells[2] and "kb-axis-type" not in cells[2]
     section = rendered.committed["README.md"]
     assert "| Title & take-away | Form | Tags | Notes | Code |" in section
     readme_row = next(line for line in section.splitlines() if "2306.00003" in line)
@@ -95,12 +95,12 @@ def test_findings_page_groups_papers_by_theme_side_by_side(pages) -> None:
 def test_findings_show_our_verdict_where_a_reproduction_tests_them(pages) -> None:
     page = pages["findings.md"]
     row = next(line for line in page.splitlines() if "(papers/wanda.md)" in line)
-    assert "[Holds](reproductions.md#wanda)" in row
+    assert "[holds](reproductions.md#wanda)" in row
     width = next(line for line in page.splitlines() if "MLP channels are safer" in line)
     assert width.endswith("| – |")
     paper = pages["papers/wanda.md"]
     assert (
-        "our reproduction: **holds**" in paper
+        "our reproduction on fixture-model: [holds](#reference-implementation)" in paper
         and "theme: [Choosing what to remove](../findings.md#importance-metric)" in paper
     )
 
