@@ -95,16 +95,29 @@ def entry(p: Paper, key: str | None = None) -> str:
     return f"@{kind}{{{key or cite_key(p)},\n{body}\n}}\n"
 
 
+def _letters(n: int) -> str:
+    """0 -> a, 1 -> b, ..., 25 -> z, 26 -> aa, 27 -> ab, ...: a suffix for every n."""
+    out = ""
+    n += 1
+    while n:
+        n, rest = divmod(n - 1, 26)
+        out = "abcdefghijklmnopqrstuvwxyz"[rest] + out
+    return out
+
+
 def unique_keys(papers: list[Paper]) -> dict[str, str]:
-    """Record id -> citation key, with `b`, `c`, ... appended when two papers would share a key (in id order)."""
+    """Record id -> citation key, with `b`, `c`, ..., `z`, `aa`, `ab`, ... appended when several papers
+    would share a key (in id order)."""
     keys: dict[str, str] = {}
     used: set[str] = set()
+    last: dict[str, int] = {}  # base key -> the last suffix number tried, so many clashes stay linear
     for p in sorted(papers, key=lambda p: p.id):
         base = key = cite_key(p)
-        n = 0
+        n = last.get(base, 0)
         while key in used:
             n += 1
-            key = base + "abcdefghijklmnopqrstuvwxyz"[n % 26]
+            key = base + _letters(n)
+        last[base] = n
         used.add(key)
         keys[p.id] = key
     return keys

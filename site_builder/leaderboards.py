@@ -19,6 +19,7 @@ import io
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from kb.paper_results import PaperResult
@@ -243,14 +244,25 @@ class Slice:
     rows: list[Row] = field(default_factory=list)
     dense: list[Row] = field(default_factory=list)
 
+    # The sets below are worked out once: the rows do not change after `build_slices`, and every paper
+    # page asks each slice it appears in (recounting the rows each time made the build quadratic).
+    @cached_property
+    def method_ids(self) -> frozenset[str]:
+        return frozenset(r.result.method for r in self.rows)
+
+    @cached_property
+    def paper_ids(self) -> frozenset[str]:
+        """The records whose numbers this slice ranks."""
+        return frozenset(r.paper for r in self.rows)
+
     @property
     def methods(self) -> list[str]:
-        return sorted({r.result.method for r in self.rows})
+        return sorted(self.method_ids)
 
     @property
     def papers(self) -> list[str]:
         """The records whose numbers this slice ranks."""
-        return sorted({r.paper for r in self.rows})
+        return sorted(self.paper_ids)
 
     @property
     def protocol_note(self) -> str | None:
@@ -466,8 +478,8 @@ def paper_slice_links(slices: list[Slice], paper: str, limit: int = PAPER_LINKS)
     """The leaderboards a paper page names: at most `limit` slices (those ranking the paper's own
     method first, then those merging the most papers), and the rest counted per model, each count
     linking to that model on the index."""
-    own = [s for s in slices if any(r.paper == paper or r.result.method == paper for r in s.rows)]
-    own.sort(key=lambda s: (all(r.result.method != paper for r in s.rows), -len(s.papers), s.title))
+    own = [s for s in slices if paper in s.paper_ids or paper in s.method_ids]
+    own.sort(key=lambda s: (paper not in s.method_ids, -len(s.paper_ids), s.title))
     rest = own[limit:]
     per_model = Counter(s.model_key for s in rest)
     names = {s.model_key: s.model for s in rest}

@@ -20,6 +20,7 @@ from markupsafe import Markup
 from . import bibtex
 from .badges import badge_files
 from .keyfacts import claim_markup
+from .svgcache import drawn
 from .text import code, html_text, inline, inline_markdown_html, url
 
 ASSETS = ("kb.css", "kb.js", "kb-filter.js")
@@ -111,8 +112,8 @@ def render_pages(ctx: dict[str, Any], export: dict[str, Any], bib: str) -> dict[
         if board["figure"]:  # best over time, when numbers came in more than one year
             from .plots import render_year_svg
 
-            pages[f"leaderboards/{board['id']}.svg"] = render_year_svg(board["figure"])
-            pages[f"leaderboards/{board['id']}.dark.svg"] = render_year_svg(board["figure"], dark=True)
+            pages[f"leaderboards/{board['id']}.svg"] = drawn(render_year_svg, board["figure"])
+            pages[f"leaderboards/{board['id']}.dark.svg"] = drawn(render_year_svg, board["figure"], dark=True)
     for a in ctx["axes"]:
         pages[f"concepts/{a['id']}.md"] = _render("concept.md.j2", a=a)
     for p in ctx["papers"]:
@@ -123,8 +124,10 @@ def render_pages(ctx: dict[str, Any], export: dict[str, Any], bib: str) -> dict[
         from .plots import render_svg  # matplotlib is imported only when there is something to draw
 
         for fig in ctx["svg_figures"]:
-            pages[f"plots/{fig.key}.svg"] = render_svg(fig)
-            pages[f"plots/{fig.key}.dark.svg"] = render_svg(fig, dark=True)  # shown in the slate scheme
+            pages[f"plots/{fig.key}.svg"] = drawn(render_svg, fig)
+            pages[f"plots/{fig.key}.dark.svg"] = drawn(
+                render_svg, fig, dark=True
+            )  # shown in the slate scheme
     return dict(sorted(pages.items()))
 
 

@@ -5,6 +5,9 @@
 Writes, at desktop width (1400 px), home-{light,dark}.png and filter-{light,dark}.png, and at phone
 width (390 px), filter-phone-light.png and paper-phone-dark.png. The filtered view is the all-papers
 page with `type = structured` and `retrain = without` ticked, opened from its shareable address.
+Then one shot per question a researcher brings: the best LLaMA-2-7B number at 50% unstructured sparsity
+(q1), the papers that remove layers and have official code (q2), whether our run confirmed Sheared LLaMA
+and why not (q3), what Wanda does and how to run it (q4), and how to cite it (q5).
 Each shot is one window high, so the files stay small.
 """
 
@@ -37,6 +40,18 @@ SHOTS = (
     ("filter-dark", FILTERED, READY, DESKTOP, "dark"),
     ("filter-phone-light", FILTERED, READY, PHONE, "light"),
     ("paper-phone-dark", "papers/wanda/", None, PHONE, "dark"),
+    # The five questions a researcher brings (issue 28), each answered on one screen.
+    (
+        "q1-best-llama2-7b-50pct",
+        "leaderboards/llama-2-7b-wikitext-2-perplexity-50pct-unstructured/",
+        None,
+        DESKTOP,
+        "light",
+    ),
+    ("q2-layer-removal-with-code", "all-papers/?form=fewer-layers&code=official", READY, DESKTOP, "light"),
+    ("q3-sheared-llama-verdict", "papers/sheared-llama/", None, DESKTOP, "light"),
+    ("q4-wanda-run-it", "papers/wanda/#reference-implementation", None, DESKTOP, "dark"),
+    ("q5-cite-wanda", "papers/wanda/#bibtex", None, PHONE, "light"),
 )
 
 

@@ -73,6 +73,20 @@
         of: function (p) { return p.origin ? [p.origin.kind] : []; }
       });
     }
+    /* Code: whether the authors published code, and whether this catalogue can run the paper itself. */
+    facets.push({
+      id: "code", label: "Code",
+      values: [{ id: "official", label: "Official code" }, { id: "any", label: "Any code" },
+               { id: "runnable", label: "Runnable here (kb reproduce)" }],
+      of: function (p) {
+        var out = [];
+        var code = (p.links && p.links.code) || [];
+        if (code.some(function (c) { return c.official; })) { out.push("official"); }
+        if (code.length) { out.push("any"); }
+        if (p.reproduce) { out.push("runnable"); }
+        return out;
+      }
+    });
     facets.push({
       id: "status", label: "Status",
       values: (data.statuses || []).map(function (s) { return { id: s.id, label: s.label }; }),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 
@@ -195,7 +196,7 @@ def test_home_page_search_and_dark_mode_toggle(page) -> None:
 
 def _facets(records, vocab) -> dict[str, dict[str, set[str]]]:
     """facet id -> paper id -> the facet's values on that paper (axes, choice qualifiers such as
-    `type-granularity`, deployable form, venue, origin, status, year)."""
+    `type-granularity`, deployable form, venue, origin, code, status, year)."""
     from kb.vocab import ChoiceQualifier
 
     out: dict[str, dict[str, set[str]]] = {"form": {r.paper.id: set(r.paper.form) for r in records}}
@@ -222,6 +223,12 @@ def _facets(records, vocab) -> dict[str, dict[str, set[str]]]:
             out[f"{axis.axis}-{name}"] = values
     out["venue"] = {r.paper.id: {r.paper.venue.name} for r in records}
     out["origin"] = {r.paper.id: {r.paper.origin.kind} if r.paper.origin else set() for r in records}
+    out["code"] = {
+        r.paper.id: ({"official"} if any(c.official for c in r.paper.links.code) else set())
+        | ({"any"} if r.paper.links.code else set())
+        | ({"runnable"} if r.paper.implementation else set())
+        for r in records
+    }
     out["status"] = {r.paper.id: {r.paper.venue.kind} for r in records}
     out["year"] = {r.paper.id: {str(r.paper.venue.year)} for r in records}
     return out
@@ -309,7 +316,9 @@ def test_an_empty_combination_says_so_and_recovers(page, records, vocab) -> None
     page.uncheck(f"#kb-f-{f2}-{v2}")
     assert not page.is_visible("#kb-empty")
     assert set(_rows(page)) == _select(facets, {f1: {v1}})
-    page.check(f"#kb-f-{f2}-{v2}")
+    # Unticked, the value now matches no paper under the other box: it is hidden rather than offered.
+    assert not page.is_visible(f"#kb-f-{f2}-{v2}")
+    _open_filter(page, f"?{f1}={v1}&{f2}={v2}")  # a shared address can still hold an empty combination
     page.click("#kb-empty button")
     assert set(_rows(page)) == {r.paper.id for r in records}
 
@@ -367,6 +376,50 @@ def test_searching_a_short_name_ranks_its_paper_first(page, records) -> None:
     # Result snippets carry no badge or screen-reader text run together.
     text = page.inner_text(".md-search-result")
     assert not re.search(r"(Type|Criteria|Budget|Data|Retrain|Weight)\1", text)
+
+
+def _search_hrefs(page, query: str) -> list[str]:
+    """The result links mkdocs-material lists for `query`, best first (the worker may still be loading)."""
+    box = "input.md-search__input"
+    for _ in range(20):
+        page.eval_on_selector(".md-search-result__list", "l => l.replaceChildren()")
+        page.fill(box, query)
+        page.press(box, "End")
+        try:
+            page.wait_for_function("() => document.querySelectorAll('.md-search-result__item > a').length > 0",
+                                   timeout=1500)  # fmt: skip
+            break
+        except Exception:  # noqa: BLE001 - Playwright's timeout; try again
+            continue
+    return page.eval_on_selector_all(
+        ".md-search-result__item > a", "as => as.map(a => a.getAttribute('href'))"
+    )
+
+
+@pytest.mark.parametrize(
+    ("query", "concept"),
+    [
+        ("layer pruning", "concepts/form/"),
+        ("kv cache", "concepts/form/"),
+        ("magnitude", "concepts/criteria/"),
+    ],
+)
+def test_a_tag_value_query_ranks_its_concept_page_above_papers_that_mention_it(page, query, concept) -> None:
+    page.goto(page.base)
+    hrefs = [h.split("?")[0] for h in _search_hrefs(page, query)]
+    pages = list(dict.fromkeys(h.replace(page.base, "").lstrip("/") for h in hrefs))  # one entry per page
+    assert concept in pages[:3], (query, pages[:6])
+
+
+def test_a_paper_name_query_ranks_the_paper_then_its_concept_not_the_board(page) -> None:
+    page.goto(page.base)
+    pages = list(
+        dict.fromkeys(
+            h.split("?")[0].replace(page.base, "").lstrip("/") for h in _search_hrefs(page, "wanda")
+        )
+    )
+    assert pages[0] == "papers/wanda/" and "reproductions/" not in pages[:3], pages[:6]
+    assert "tables/" not in pages and "challenges/" not in pages  # excluded from the index: they repeat pages
 
 
 def _site_pages(site: Path) -> list[str]:
@@ -509,14 +562,15 @@ def test_paper_page_links_both_ways_and_copies_its_bibtex(browser, base, records
         assert named_by
         pg.goto(base + "papers/wanda/")
         hrefs = set(pg.eval_on_selector_all(".md-content a", "as => as.map(a => a.getAttribute('href'))"))
-        assert {f"../{i}/" for i in named_by} <= hrefs
+        resolved = {urljoin("/papers/wanda/", h) for h in hrefs}  # the same page, however the link is written
+        assert {f"/papers/{i}/" for i in named_by} <= resolved
         assert "https://arxiv.org/abs/2306.11695" in hrefs
         assert "../../all-papers/?criteria=wanda" in hrefs
         nav = set(pg.eval_on_selector_all(".md-nav a", "as => as.map(a => a.getAttribute('href'))"))
-        assert {f"../{r.paper.id}/" for r in records} - {"../wanda/"} <= nav  # every paper in the navigation
-        pg.click("button.kb-copy")
+        assert not {f"../{r.paper.id}/" for r in records} & nav  # papers are reached from tables, not the nav
+        pg.click(".kb-copyable:has(pre.kb-bibtex) button.kb-copy")
         copied = pg.evaluate("navigator.clipboard.readText()")
-        assert copied.startswith("@inproceedings{wanda,") and copied == pg.inner_text("pre.kb-bibtex")
+        assert copied.startswith("@inproceedings{sun2024wanda,") and copied == pg.inner_text("pre.kb-bibtex")
     finally:
         ctx.close()
 
