@@ -579,3 +579,65 @@ def test_challenge_links_open_the_folded_note(page) -> None:
     page.goto(page.base + "challenges/#wanda")
     assert page.eval_on_selector("details#wanda", "d => d.open")
     assert not page.eval_on_selector("details#sparsegpt", "d => d.open")
+
+
+def _arm_runs(rep: dict, label: str) -> list[dict]:
+    """The committed runs an arm label on the board stands for: one run by its label, or the draws of one
+    arm ("random, mean of 3 draws" -> random-0, random-1, random-2)."""
+    m = re.fullmatch(r"(.+), mean of (\d+) draws", label)
+    if m is None:
+        return [r for r in rep["runs"] if r["label"] == label]
+    stem, k = m.group(1), int(m.group(2))
+    runs = [r for r in rep["runs"] if re.fullmatch(re.escape(stem) + r"-\d+", r["label"])]
+    assert len(runs) == k, (label, [r["label"] for r in runs])
+    return runs
+
+
+def test_every_number_on_the_board_is_one_runs_metric_or_a_labelled_mean(page) -> None:
+    import json
+
+    from site_builder.board import number
+
+    page.goto(page.base + "reproductions/")
+    rows = page.eval_on_selector_all(
+        "tr[id^='row-']",
+        "rs => rs.map(r => [r.id.slice(4), Array.from(r.querySelectorAll('.kb-board__arm')).map(s => s.textContent)])",
+    )
+    assert rows
+    checked = 0
+    for paper, arms in rows:
+        rep = json.loads((REPO / "reproductions" / f"{paper}.json").read_text(encoding="utf-8"))
+        for text in arms:
+            label, _, values = text.partition(": ")
+            runs = _arm_runs(rep, label)
+            assert runs, (paper, text)
+            metric = {"cont. ppl": lambda r: (r["metrics"].get("cache") or {}).get("ppl"),
+                      "ppl": lambda r: r["metrics"].get("ppl"),
+                      "acc": lambda r: (r["metrics"].get("probe") or {}).get("acc_norm")}  # fmt: skip
+            for name, shown in re.findall(r"(cont\. ppl|ppl|acc) ([^,(]+)", values):
+                got = [metric[name](r) for r in runs]
+                want = got[0] if len(runs) == 1 else sum(got) / len(got)
+                assert shown.strip() == number(want), (paper, text, name)
+                checked += 1
+    assert checked >= 2 * len(rows)
+
+
+@pytest.mark.parametrize(("width", "height"), [(1400, 900), (390, 844)])
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_verdict_is_visible_without_scrolling_sideways(open_page, width, height, scheme) -> None:
+    pg = open_page(width, height, scheme)
+    pg.goto(pg.base + "reproductions/")
+    boxes = pg.eval_on_selector_all(
+        "td[data-label='Verdict'] .kb-verdict",
+        "vs => vs.map(v => { const b = v.getBoundingClientRect(); const s = getComputedStyle(v);"
+        " return [v.textContent, b.left, b.right, s.visibility, s.display]; })",
+    )
+    assert boxes
+    for word, left, right, visibility, display in boxes:
+        assert word in ("holds", "does not hold", "inconclusive", "not run")
+        assert left >= 0 and right <= width and visibility == "visible" and display != "none", (
+            word,
+            left,
+            right,
+        )
+    assert pg.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
