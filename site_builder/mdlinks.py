@@ -43,7 +43,7 @@ class LinearLinkText(Extension):
     def extendMarkdown(self, md: Markdown) -> None:
         for proc in md.inlinePatterns:
             if isinstance(proc, LinkInlineProcessor):
-                proc.getText = types.MethodType(link_text, proc)  # type: ignore[method-assign]
+                proc.getText = types.MethodType(link_text, proc)
 
 
 def makeExtension(**kwargs) -> LinearLinkText:
