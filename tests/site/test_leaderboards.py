@@ -351,10 +351,11 @@ def test_papers_json_carries_results(results_kb):
     assert wanda["results"][3]["headline"] is True
 
 
-def test_the_navigation_lists_only_the_leaderboards_index():
+def test_the_navigation_lists_only_the_leaderboards_index(tmp_path):
     from mkdocs.config import load_config
 
-    cfg = load_config(config_file=str(REPO / "mkdocs.yml"))
+    # docs_dir is overridden: a fresh clone has no docs/generated/ until the first build
+    cfg = load_config(config_file=str(REPO / "mkdocs.yml"), docs_dir=str(tmp_path))
     nav = cfg["nav"]
 
     def pages(items):
