@@ -332,6 +332,12 @@ def paper_context(
         for c in links.code
     ]
     challenge = kb.challenges.get(p.id, "").strip()
+    rep = reps.get(p.id)
+    board = board_row(rep, rec.loaded.data, p.id)
+    measured = measured_context(rep) if p.implementation else None
+    if measured is not None:
+        measured["quality"] = board["numbers"]  # the same arms and numbers as the board shows
+    commands = run_commands(p.id, rep) if p.implementation else []
     return {
         "id": p.id,
         "title": p.title,
@@ -375,7 +381,7 @@ def paper_context(
         "stars": stars_context(p, meta),
         "tags": tag_groups(p, kb.vocab),
         "form": form_values(p, kb.vocab.lists["form"]),
-        "measured": measured_context(reps.get(p.id)) if p.implementation else None,
+        "measured": measured,
         "takeaway": p.takeaway,
         "findings": findings_context(p, kb.vocab.lists["theme"], reps),
         "notes_html": markdown_html(p.notes) if p.notes else None,
@@ -383,13 +389,11 @@ def paper_context(
         "related": [{"id": r, "title": titles.get(r, r)} for r in p.related],
         "related_by": [],  # filled in by `site_context`: the records that name this one in `related`
         "implementation": p.implementation,
-        "reproduce": f"kb reproduce {p.id} --model tiny-llama" if p.implementation else None,
-        "commands": run_commands(p.id, reps.get(p.id)) if p.implementation else [],
+        "reproduce": commands[0] if commands else None,
+        "commands": commands,
         "module_url": None,  # filled in by `site_context` when the catalogue's repository is configured
-        "reproduction": reproduction_context(reps.get(p.id), p.id)
-        if p.implementation or p.id in reps
-        else None,
-        "board": board_row(reps.get(p.id), rec.loaded.data, p.id),
+        "reproduction": reproduction_context(rep, p.id) if p.implementation or p.id in reps else None,
+        "board": board,
         "unverified": [{"field": k, "reason": v} for k, v in sorted(p.unverified.items())],
         "sources": [
             {"url": s.url, "locator": s.locator, "supports": list(s.supports), "numbers": list(s.numbers)}

@@ -15,7 +15,7 @@ from kb.results import Reproduction, RunResult
 from kb.schema import Paper
 
 from .badges import text_colour
-from .board import our_numbers, verdict
+from .board import verdict
 from .leaderboards import result_anchor
 from .text import inline
 
@@ -125,7 +125,7 @@ def measured_context(rep: Reproduction | None) -> dict[str, Any] | None:
         "holds": rep.claim.holds,
         "verdict": verdict(rep.claim),
         "reason": rep.claim.reason,
-        "quality": [n for n in our_numbers(rep) if n["text"] != "–"],
+        "quality": [],  # each arm's quality numbers: the board row's, filled in by `paper_context`
     }
 
 

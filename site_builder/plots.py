@@ -155,11 +155,7 @@ def render_year_svg(fig: Figure, dark: bool = False) -> str:
     from matplotlib.backends.backend_svg import FigureCanvasSVG
     from matplotlib.figure import Figure as Canvas
 
-    theme = THEMES[dark]
-    rc = {**_RC, "font.size": FONT, "text.color": theme["text"], "axes.labelcolor": theme["text"],
-          "axes.edgecolor": theme["text"], "xtick.color": theme["text"], "ytick.color": theme["text"],
-          "grid.color": theme["grid"], "axes.titlesize": FONT + 1, "legend.fontsize": FONT}  # fmt: skip
-    with matplotlib.rc_context(rc):
+    with matplotlib.rc_context(theme_rc(dark)):
         canvas = Canvas(figsize=(WIDTH, 3.2), facecolor="none", layout="constrained")
         FigureCanvasSVG(canvas)
         ax = canvas.add_subplot(facecolor="none")

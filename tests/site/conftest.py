@@ -66,3 +66,21 @@ def kb(kb_root: Path):
     loaded = load_kb(kb_root)
     assert check_all(loaded) == []
     return loaded
+
+
+def kb_with_results(root: Path, results: dict[str, list[dict]]):
+    """Replace the `results:` of the fixture records named in `results`, check the knowledge base is valid and
+    return it loaded: what the leaderboard tests start from."""
+    from kb.checks import check_all
+    from kb.store import load_kb
+
+    for pid, rows in results.items():
+        path = root / "papers" / f"{pid}.yaml"
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data["results"] = rows
+        path.write_text(
+            MODELINE + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8"
+        )
+    kb = load_kb(root)
+    assert check_all(kb) == []
+    return kb

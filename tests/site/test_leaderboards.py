@@ -10,7 +10,7 @@ import io
 from pathlib import Path
 
 import pytest
-import yaml
+from conftest import kb_with_results  # tests/site/conftest.py
 
 from kb.paper_results import PaperResult
 from site_builder.build import LEADERBOARDS_INDEX, render_all
@@ -28,7 +28,6 @@ from site_builder.leaderboards import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-MODELINE = "# yaml-language-server: $schema=../schema/paper.schema.json\n"
 SRC = {"url": "https://example.org/table?a=1&b=2", "locator": "Table 3"}
 MAIN = "llama-7b-wikitext-2-perplexity-50pct-unstructured"  # the main fixture slice's page
 SPEED = "llama-7b-generation-end-to-end-speed-up-vs-dense-50pct-unstructured"  # a relative metric
@@ -81,20 +80,7 @@ RESULTS = {
 
 @pytest.fixture
 def results_kb(kb_root: Path):
-    from kb.checks import check_all
-    from kb.store import load_kb
-
-    root = kb_root
-    for pid, rows in RESULTS.items():
-        path = root / "papers" / f"{pid}.yaml"
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        data["results"] = rows
-        path.write_text(
-            MODELINE + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8"
-        )
-    kb = load_kb(root)
-    assert check_all(kb) == []
-    return kb
+    return kb_with_results(kb_root, RESULTS)
 
 
 @pytest.fixture

@@ -7,13 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
+from conftest import kb_with_results  # tests/site/conftest.py
 from pydantic import ValidationError
 
 from kb.paper_results import PaperResult
 from site_builder.leaderboards import build_slices, excluded, result_rows, results_csv
 
-MODELINE = "# yaml-language-server: $schema=../schema/paper.schema.json\n"
 SRC = {"url": "https://example.org/table", "locator": "Table 3"}
 DISPUTED = "dense value above the same table's smaller model; unconfirmed"
 
@@ -47,19 +46,7 @@ RESULTS = {
 
 @pytest.fixture
 def rows(kb_root: Path):
-    from kb.checks import check_all
-    from kb.store import load_kb
-
-    for pid, results in RESULTS.items():
-        path = kb_root / "papers" / f"{pid}.yaml"
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        data["results"] = results
-        path.write_text(
-            MODELINE + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8"
-        )
-    kb = load_kb(kb_root)
-    assert check_all(kb) == []
-    return result_rows(kb)
+    return result_rows(kb_with_results(kb_root, RESULTS))
 
 
 def test_an_excluded_number_is_neither_ranked_nor_a_dense_reference(rows):
