@@ -13,7 +13,7 @@ llm-pruner includes its 20 LoRA recovery steps).
 
 `--committed` prints, without running anything, the wall time every committed `reproductions/<paper>.json`
 recorded (`total_seconds`, a warm run of `kb reproduce <paper> --commit`) against its issue's budget:
-FAMILY_SECONDS by registry family, PAPER_SECONDS where a paper has its own. Only a run made on a quiet
+KIND_SECONDS by the kind of the paper's own method, PAPER_SECONDS where a paper has its own. Only a run made on a quiet
 machine measures the budget: runs that shared the cores take 2-4x longer.
 
 `--all [--jobs N] [--kind K]` times only `kb reproduce --all --all-runs --model tiny-llama --no-save` instead (every
@@ -34,14 +34,16 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGET_SECONDS, TARGET_RATIO, TARGET_GB = 60.0, 1.3, 2.5
 ALL_SECONDS = 3600.0
 PAPER_SECONDS = {"owl": 120.0, "shortgpt": 120.0, "h2o": 120.0, "keyformer": 120.0, "llm-pruner": 180.0}
-# per-paper budgets of the family issues (unstructured/allocation and stand-ins 150 s, depth 180 s, width 240 s)
-FAMILY_SECONDS = {"sparsity": 150.0, "standins": 150.0, "depth": 180.0, "width": 240.0, "kvcache": 120.0}
+# per-paper budgets of the family issues (unstructured/allocation and stand-ins 150 s, depth 180 s, width 240 s),
+# by the kind of the paper's own method
+KIND_SECONDS = {"weight-sparsity": 150.0, "allocation": 150.0, "stand-in": 150.0, "training": 150.0,
+                "depth": 180.0, "width": 240.0, "kv-cache": 120.0}  # fmt: skip
 
 
 def _budget(paper: str) -> float:
-    from reference_impls.registry import paper_family
+    from reference_impls.registry import METHODS, paper_spec
 
-    return PAPER_SECONDS.get(paper) or FAMILY_SECONDS[paper_family(paper)]
+    return PAPER_SECONDS.get(paper) or KIND_SECONDS[METHODS[paper_spec(paper).method].kind]
 
 
 def _committed() -> None:

@@ -66,7 +66,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 def atomic_directory(target: Path, *, replace: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling directory; on success it becomes `target`.
 
-    On any exception (Ctrl-C and SIGTERM included, see `kb.cli`) the temporary directory is removed and
+    On any exception (Ctrl-C and SIGTERM included, see `kb_cli.main`) the temporary directory is removed and
     `target` is untouched. With `replace=False` an existing `target` is an error raised before any work
     is done. Failing to create or publish the directory is a `KBError` naming `target`; errors raised by
     the caller's block pass through unchanged.

@@ -182,6 +182,16 @@ class CodeVersion(_Strict):
     files: dict[str, str] = {}  # path relative to the checkout -> sha256 of its bytes ("-": missing)
 
 
+class Fingerprint(_Strict):
+    """What the code did, not what it says (`reference_impls.harness.fingerprint`): a digest of the same
+    comparison on a small random model, taken at the code hash `code_hash`. A result whose code hash moved is
+    still fresh when today's fingerprint (recorded for today's hash) equals its own."""
+
+    digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    code_hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    version: int = Field(ge=1)
+
+
 class Machine(_Strict):
     """Where a result was produced: speed numbers are this machine's, quality numbers are not."""
 
@@ -204,6 +214,7 @@ class Reproduction(_Strict):
     claim: Claim
     figures: list[Figure] = []  # paper-level plots made from the runs (PaperSpec.figures)
     code: CodeVersion | None = None  # None: written before results carried it (always stale)
+    fingerprint: Fingerprint | None = None  # behaviour at `code` (None: not taken yet)
     produced: dt.date | None = None  # the day (UTC) the run finished; None in results written before
     machine: Machine | None = None
 
@@ -214,13 +225,13 @@ class Reproduction(_Strict):
         raise KeyError(label)
 
 
-SweepAxis = Literal["sparsity", "layers", "kv_budget"]
+SweepAxis = Literal["sparsity", "layers", "kv_budget", "params"]
 
 
 class Sweep(_Strict):
-    """`kb sweep`: several methods, each at every value of one target (sparsity, layers removed or KV budget),
-    all from one dense model measured once. Runs are labelled `<method>@<value>`; the value is also in each
-    run's `config` under the axis name."""
+    """`kb sweep`: several methods, each at every value of one target (sparsity, layers removed, KV budget or
+    the share of decoder parameters a width method removes), all from one dense model measured once. Runs are
+    labelled `<method>@<value>`; the value is also in each run's `config` under the axis name."""
 
     schema_version: Literal[2] = SCHEMA_VERSION
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")  # the file name under reproductions/sweeps/
@@ -234,6 +245,7 @@ class Sweep(_Strict):
     total_seconds: Number | None = None
     runs: list[RunResult] = Field(min_length=1)
     code: CodeVersion | None = None
+    fingerprint: Fingerprint | None = None
     produced: dt.date | None = None
     machine: Machine | None = None
 

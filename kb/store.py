@@ -44,6 +44,14 @@ class Record:
         return self.loaded.line_of(tuple(loc))
 
 
+def record_json(rec: Record) -> dict[str, Any]:
+    """A record as the JSON that `kb list --json`, `kb show --json` and the site's exports share."""
+    data = rec.paper.model_dump(mode="json", exclude_none=True)
+    impl = rec.paper.implementation
+    data["reproduce"] = f"kb reproduce {rec.paper.id} --model tiny-llama" if impl else None
+    return data
+
+
 @dataclass
 class KnowledgeBase:
     root: Path

@@ -33,7 +33,8 @@ Differs:  the run's calibration windows are cut into 128-token sequences (`train
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal, cast
 
 import torch
 from pydantic import Field
@@ -108,7 +109,9 @@ class BesaLinear(nn.Module):
         super().__init__()
         self.smooth = smooth
         self.weight = linear.weight.detach().float()
-        self.bias = None if linear.bias is None else linear.bias.detach().float()
+        # None for a linear without a bias, although nn.Linear types its bias as always set
+        bias = cast("torch.Tensor | None", linear.bias)
+        self.bias = None if bias is None else bias.detach().float()
         self.order = torch.argsort(score, dim=1, stable=True)  # column of each row's k-th lowest weight
         self.rank = inverse(self.order)  # rank of each weight in its row
         self.cands = cands
@@ -145,7 +148,7 @@ class BesaLinear(nn.Module):
 def block_loss(dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
     """Squared error with every output feature divided by the norm of the target over the batch's tokens,
     summed and divided by the number of features (the scale the budget penalty is weighed against)."""
-    norm = dense.reshape(-1, dense.shape[-1]).norm(dim=0).clamp_min(1e-8)
+    norm: torch.Tensor = dense.reshape(-1, dense.shape[-1]).norm(dim=0).clamp_min(1e-8)
     return ((dense - sparse) / norm).square().sum() / dense.shape[-1]
 
 
@@ -186,8 +189,8 @@ def _dense_pass(
 ) -> tuple[list[torch.Tensor], dict[str, InputStats]]:
     stats: dict[str, InputStats] = {}
 
-    def hook_for(name: str):  # type: ignore[no-untyped-def]
-        def before(_module: nn.Module, args: tuple) -> None:
+    def hook_for(name: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
+        def before(_module: nn.Module, args: tuple[Any, ...]) -> None:
             x = args[0]
             if name not in stats:
                 stats[name] = InputStats.empty(x.shape[-1], "sq_norm", x.device)
@@ -208,7 +211,7 @@ def _dense_pass(
 def _swap(layer: nn.Module, name: str, new: nn.Module) -> nn.Module:
     parent_name, _, child = name.rpartition(".")
     parent = layer.get_submodule(parent_name) if parent_name else layer
-    old = getattr(parent, child)
+    old: nn.Module = getattr(parent, child)
     setattr(parent, child, new)
     return old
 
@@ -243,7 +246,9 @@ def learn_block(
                             chunk.hidden[sl], _slice_kwargs(chunk.kwargs, sl, chunk.hidden.shape[0])
                         )
                         out = run_layer(layer, sub)
-                        s_block = sum(w.sparsity() * sizes[n] for n, w in wrappers.items()) / total
+                        # a tensor: every block has linears to wrap, so the sum never stays at its start 0
+                        s_sum = sum(w.sparsity() * sizes[n] for n, w in wrappers.items())
+                        s_block = cast(torch.Tensor, s_sum / total)
                         loss = (
                             block_loss(target[sl], out)
                             + config.sparsity_beta * ((s_block - config.sparsity) / config.sparsity).square()
@@ -262,12 +267,13 @@ def _optimiser(params: list[nn.Parameter], config: Config) -> torch.optim.Optimi
         return torch.optim.Adam(params, lr=config.lr)
     from prodigyopt import Prodigy  # upstream's optimiser for the sparsity logits
 
-    return Prodigy(params, lr=config.lr, d_coef=config.d_coef, weight_decay=0.0)
+    prodigy: torch.optim.Optimizer = Prodigy(params, lr=config.lr, d_coef=config.d_coef, weight_decay=0.0)
+    return prodigy
 
 
-def _slice_kwargs(kwargs: dict, sl: slice, batch: int) -> dict:
+def _slice_kwargs(kwargs: dict[str, Any], sl: slice, batch: int) -> dict[str, Any]:
     """Slice per-sample tensors of a decoder layer's kwargs (those with the batch as first dimension)."""
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in kwargs.items():
         if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch and batch > 1:
             out[key] = value[sl]
@@ -278,13 +284,12 @@ def _slice_kwargs(kwargs: dict, sl: slice, batch: int) -> dict:
     return out
 
 
-def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context | None = None) -> Outcome:
+def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -> Outcome:
     """Learn and apply per-linear sparsities block by block; every block ends at exactly the target."""
     if config.pattern is not None:
         raise ValueError("BESA learns unstructured sparsities; N:M is not supported here")
     if config.sparsity == 0:
         raise ValueError("BESA needs a positive target sparsity (the budget penalty divides by it)")
-    ctx = ctx or Context()
     torch.manual_seed(ctx.seed)
     calib = split_windows(calib, config.train_len)
     with torch.no_grad():

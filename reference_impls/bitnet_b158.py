@@ -27,6 +27,8 @@ Not reproduced: the paper's scale (parity with full precision from 3B parameters
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,6 +37,7 @@ from torch import nn
 from kb.results import Outcome
 
 from .harness.contract import Context
+from .harness.layerwise import decoder_layers
 from .harness.scratch import Schedule, Shape, byte_streams, tiny_llama, train
 
 EPS = 1e-5
@@ -103,7 +106,7 @@ class BitLinear(nn.Linear):
 def to_bitnet(model: nn.Module) -> int:
     """Swap every linear inside the decoder layers for a BitLinear with the same weights; returns how many."""
     count = 0
-    for layer in model.model.layers:
+    for layer in decoder_layers(model):
         for parent in list(layer.modules()):
             for name, child in list(parent.named_children()):
                 if type(child) is nn.Linear:
@@ -116,15 +119,12 @@ def to_bitnet(model: nn.Module) -> int:
 
 
 # ---- the training comparison --------------------------------------------------------------------------------
-def prune(
-    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
-) -> Outcome:
+def prune(model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context) -> Outcome:
     """Train the same tiny LLaMA in full precision and with BitLinear; `model` is left untouched."""
-    ctx = ctx or Context()
     streams = byte_streams(config.corpus)
     schedule = Schedule(steps=config.steps, batch_size=config.batch_size, seqlen=config.seqlen, lr=config.lr)
     shape = Shape(hidden=config.hidden, layers=config.layers)
-    arms = {}
+    arms: dict[str, dict[str, Any]] = {}
     for arm in ("fp", "ternary"):
         tiny = tiny_llama(shape, seed=ctx.seed)  # identical initial weights in both arms
         swapped = to_bitnet(tiny) if arm == "ternary" else 0

@@ -44,6 +44,7 @@ from .harness.recovery import Budget, add_lora, lora_steps, merge_lora
 from .primitives import groups as G
 from .primitives import l0
 from .primitives.importance import group_importance
+from .primitives.sizing import share_for_params
 
 
 class Config(BaseModel):
@@ -63,6 +64,7 @@ class Config(BaseModel):
     lora_alpha: float = Field(8.0, gt=0)
     lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
     seed: int = 0
+    params: float | None = None  # the `params` target: share of decoder params removed; sets target_sparsity
 
 
 # ---- pure helpers ---------------------------------------------------------------------------------
@@ -120,16 +122,20 @@ def learn_scores(
 
 
 # ---- model driver (mutates `model` in place) ------------------------------------------------------
-def prune(
-    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
-) -> Outcome:
+def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -> Outcome:
     """Choose KV groups and MLP channels (learned masks, magnitude or random), remove them, fine-tune with LoRA."""
-    ctx = ctx or Context()
-    if calib is None:
-        raise KBError("compresso: LoRA training needs calibration tokens")
     n = len(decoder_layers(model))
     heads = [G.kv_head_family(model, i) for i in range(n)]
     mlps = [G.mlp_family(model, i) for i in range(n)]
+    if config.params is not None:  # the target sparsity whose global removals come closest to the target
+        per_head, per_channel = heads[0].params_per_unit(model), mlps[0].params_per_unit(model)
+
+        def removed(share: float) -> int:
+            k_heads, k_channels = removal_counts(model, share)
+            return k_heads * per_head + k_channels * per_channel
+
+        share = share_for_params(model, config.params, removed, name="compresso")
+        config = config.model_copy(update={"target_sparsity": share})
     k_heads, k_channels = removal_counts(model, config.target_sparsity)
     if k_heads == 0 and k_channels == 0:
         raise KBError(f"compresso: target sparsity {config.target_sparsity} removes nothing from this model")
@@ -162,8 +168,8 @@ def prune(
                         progress=ctx.progress)  # fmt: skip
     after = sum(p.numel() for p in model.parameters())
     details.update({
-        "removed_kv_groups": {f.layer: u for f, u in removals.items() if f.kind == "kv-head" and u},
-        "removed_mlp_channels": {f.layer: len(u) for f, u in removals.items() if f.kind == "mlp" and u},
+        "removed_kv_groups": {str(f.layer): u for f, u in removals.items() if f.kind == "kv-head" and u},
+        "removed_mlp_channels": {str(f.layer): len(u) for f, u in removals.items() if f.kind == "mlp" and u},
         "finetune": report.summary(),
         "training_tokens": report.tokens + (config.mask_steps * config.batch_size * calib.shape[1]
                                             if config.criterion == "l0" else 0),

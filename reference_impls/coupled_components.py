@@ -57,6 +57,7 @@ class Config(BaseModel):
     lora_alpha: float = Field(16.0, gt=0)
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
     lora_lr: float = Field(1e-4, gt=0)
+    params: float | None = None  # the `params` target: share of decoder parameters removed; sets `ratio`
 
 
 def as_group_config(config: Config) -> llm_pruner.Config:
@@ -64,8 +65,6 @@ def as_group_config(config: Config) -> llm_pruner.Config:
     return llm_pruner.Config(**config.model_dump())
 
 
-def prune(
-    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
-) -> Outcome:
+def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -> Outcome:
     """Score the coupled groups by the data they pass on, remove the lowest share per layer, optionally fine-tune."""
     return llm_pruner.prune_groups(model, calib, as_group_config(config), ctx, name="coupled-components")

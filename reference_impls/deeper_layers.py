@@ -31,6 +31,7 @@ from .harness.layerwise import decoder_layers
 from .harness.recovery import Budget, lora_steps
 from .harness.structure import remove_layers
 from .primitives.blocks import angular_distance, window_cosines
+from .primitives.depth import layers_to_remove
 from .primitives.selection import best_window
 
 
@@ -69,19 +70,12 @@ def angular_distances(
     )
 
 
-def prune(
-    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
-) -> Outcome:
+def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -> Outcome:
     """Remove a window of `config.layers` consecutive layers (by angular distance, or fixed), then heal."""
-    ctx = ctx or Context()
     total = len(decoder_layers(model))
-    n = config.layers if config.layers is not None else max(1, total // 4)
-    if n >= total:
-        raise KBError(f"cannot remove {n} of {total} decoder layers; ask for fewer with --layers")
+    n = layers_to_remove(config, model)
     details: dict[str, object] = {"selection": config.selection}
     if config.selection == "angular":
-        if calib is None:
-            raise KBError("deeper-layers: angular distances need calibration tokens")
         key = ("deeper-layers-angular", calib.data_ptr(), tuple(calib.shape), n, config.last_token)
         distances = ctx.dense_statistic(key, lambda: angular_distances(model, calib, n, config.last_token,
                                                                        ctx.batch_size))  # fmt: skip
@@ -100,8 +94,6 @@ def prune(
     if ctx.progress is not None:
         ctx.progress(1, 1)
     if config.heal_steps > 0:
-        if calib is None:
-            raise KBError("deeper-layers: healing needs calibration tokens")
         report = lora_steps(model, calib, Budget(config.heal_steps, config.heal_batch), lr=config.heal_lr,
                             rank=config.lora_rank, alpha=2.0 * config.lora_rank, seed=ctx.seed,
                             progress=ctx.progress)  # fmt: skip

@@ -31,6 +31,7 @@ from .harness.contract import Context
 from .harness.layerwise import decoder_layers
 from .harness.structure import remove_layers, skip_sublayers
 from .primitives.blocks import Part, bypassed, mean_loss, shapley_permutations, sublayer_stats
+from .primitives.depth import modules_to_drop
 from .primitives.selection import individual
 
 
@@ -61,21 +62,11 @@ def shapley_scores(model: nn.Module, ids: torch.Tensor, target: str, permutation
     return shapley_permutations(value, n, permutations, seed)
 
 
-def prune(
-    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
-) -> Outcome:
+def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -> Outcome:
     """Drop the `config.layers` least important modules of `config.target`, optionally with mean updates."""
-    ctx = ctx or Context()
-    n = len(decoder_layers(model))
-    k = config.layers if config.layers is not None else max(1, n // 4)
-    if k > (n - 1 if config.target == "block" else n):
-        raise KBError(
-            f"cannot drop {k} {config.target} modules of a {n}-layer model; ask for fewer with --layers"
-        )
+    k = modules_to_drop(config, model, config.target)
     if config.emulate == "mean" and config.target == "block":
         raise KBError("deeper-look-depth: the mean update emulates sublayers; use target=attention or mlp")
-    if calib is None:
-        raise KBError("deeper-look-depth: importance scores need calibration tokens")
     key = ("sublayer-stats", calib.data_ptr(), tuple(calib.shape))
     stats = ctx.dense_statistic(key, lambda: sublayer_stats(model, calib, batch_size=ctx.batch_size))
     if config.metric == "cosine":

@@ -114,11 +114,10 @@ def skipped(name: str, config: Config) -> bool:
 
 
 # ---- model driver (mutates `model` in place) ----------------------------------------------
-def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context | None = None) -> Outcome:
+def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -> Outcome:
     """Wanda's per-row mask, refined by DSnoT swaps, for every decoder linear of `model` (in place)."""
     if config.pattern is not None:
         raise ValueError("the DSnoT N:M variant is not implemented; use an unstructured sparsity")
-    ctx = ctx or Context()
     swaps = 0
 
     def step(_index: int, name: str, linear: nn.Linear, stats: InputStats) -> None:

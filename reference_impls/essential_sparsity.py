@@ -55,9 +55,7 @@ def essential_sparsity(points: Sequence[tuple[float, float]], dense: float, tole
 
 
 # ---- model driver (mutates `model` in place) ----------------------------------------------
-def prune(
-    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
-) -> Outcome:
+def prune(model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context) -> Outcome:
     """Prune every decoder linear of `model` in place with one global magnitude threshold; `calib` is ignored."""
     if config.pattern is not None:
         raise ValueError("essential sparsity is a global unstructured sweep; N:M is not part of it")
@@ -68,7 +66,7 @@ def prune(
         for lin, mask in zip(linears, masks, strict=True):
             set_weight(lin, lin.weight.float().masked_fill(mask, 0.0))
             per_matrix.append(float(mask.float().mean()))
-    if ctx is not None and ctx.progress is not None:
+    if ctx.progress is not None:
         ctx.progress(1, 1)
     return Outcome(
         kind="weight-sparsity",

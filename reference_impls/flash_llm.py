@@ -197,7 +197,7 @@ def through_tiled_csl(model: nn.Module, encoded: dict[str, TiledCSL], diffs: dic
                 mismatched.add(name)
             return sparse
 
-        linear.forward = forward  # type: ignore[method-assign]
+        linear.forward = forward  # type: ignore[method-assign,assignment]
         patched.append(linear)
     try:
         yield
@@ -206,9 +206,8 @@ def through_tiled_csl(model: nn.Module, encoded: dict[str, TiledCSL], diffs: dic
             del linear.forward  # back to the class's forward
 
 
-def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context | None = None) -> Outcome:
+def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -> Outcome:
     """Wanda-prune `model` in place, then check Tiled-CSL on every decoder linear; evidence in the details."""
-    ctx = ctx or Context()
     wanda.prune(model, calib, wanda.Config(sparsity=config.sparsity, pattern=config.pattern), ctx)
     encoded: dict[str, TiledCSL] = {}
     roundtrip_exact, bytes_sparse, bytes_dense, items, nonzeros, tiles = True, 0, 0, 0, 0, 0

@@ -32,7 +32,7 @@ from torch import nn
 from kb.results import Outcome
 
 from .harness.contract import Context
-from .harness.eviction import AttentionView, Budget, CachePolicy, attach_policy, per_kv_head
+from .harness.eviction import AttentionView, Budget, CachePolicy, per_kv_head, policy_outcome
 
 
 class Config(BaseModel):
@@ -65,6 +65,7 @@ class HeavyHitterScore:
 
 
 def policy(config: Config) -> CachePolicy:
+    """The H2O cache policy of `config` (the harness evaluates it; see `harness/eviction.py`)."""
     if config.budget_tokens is not None:
         budget = Budget(tokens=config.budget_tokens, recent=config.recent_share)
     else:
@@ -73,8 +74,7 @@ def policy(config: Config) -> CachePolicy:
 
 
 # ---- model driver ---------------------------------------------------------------------------------
-def prune(
-    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
-) -> Outcome:
-    """Attach the H2O cache policy; no weight changes (the harness evaluates the policy while decoding)."""
-    return attach_policy(model, policy(config))
+def prune(model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context) -> Outcome:
+    """Report the H2O cache policy; no weight changes (the harness builds it with `policy(config)` and evaluates
+    it while decoding)."""
+    return policy_outcome(policy(config))

@@ -19,7 +19,7 @@ Differs:  The formula is a reconstruction from the abstract (no paper text or co
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -60,7 +60,7 @@ def normalized_impact(loss_without: float, loss_now: float, params: int) -> floa
 # ---- model driver (mutates `model` in place) ------------------------------------------------------
 def sublayer_params(model: nn.Module, sub: Sub) -> int:
     """Parameters a skip frees: the sublayer and its pre-norm."""
-    layer = decoder_layers(model)[sub[1]]
+    layer: Any = decoder_layers(model)[sub[1]]  # transformers' decoder layer: its parts are read as Any
     if sub[0] == "attention":
         parts: tuple[nn.Module, ...] = (layer.self_attn, layer.input_layernorm)
     else:
@@ -98,13 +98,8 @@ def _sublayers(model: nn.Module, config: Config, budget: int, ctx: Context, ids:
     return Outcome(kind="depth", removed_layers=both, removed_sublayers=subs, details=details)
 
 
-def prune(
-    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
-) -> Outcome:
+def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -> Outcome:
     """Remove at least `config.fraction` of the decoder parameters, by sublayers (progressive) or whole blocks."""
-    ctx = ctx or Context()
-    if calib is None:
-        raise KBError("heterogeneous-sublayers: scores need calibration tokens")
     layers = decoder_layers(model)
     total = sum(p.numel() for p in layers.parameters())
     budget = math.ceil(config.fraction * total)

@@ -48,13 +48,14 @@ from torch import nn
 from kb.errors import KBError
 from kb.results import Outcome
 
-from .harness.contract import Context
+from .harness.contract import PARAMS_TOLERANCE, Context
 from .harness.layerwise import LayerInputs, capture_layer_inputs, decoder_layers, run_layer
 from .harness.recovery import kl_to_teacher
 from .primitives import groups as G
 from .primitives.flops import unit_flops
 from .primitives.importance import group_importance
 from .primitives.reconstruct import least_squares_weight
+from .primitives.sizing import decoder_params
 
 Kind = Literal["attn", "mlp"]
 
@@ -74,6 +75,7 @@ class Config(BaseModel):
     recon_examples: int = Field(32, ge=1)  # windows for the least-squares re-solve (forward only)
     example_len: int = Field(128, ge=2)
     damp: float = Field(1e-4, ge=0)
+    params: float | None = None  # the `params` target: share of decoder params removed (a params budget)
 
 
 # ---- pure helpers ---------------------------------------------------------------------------------
@@ -125,15 +127,19 @@ class Sublayer:
 
 
 def sublayers(n: int) -> list[Sublayer]:
-    return [Sublayer(i, k) for i in range(n) for k in ("attn", "mlp")]  # type: ignore[misc]
+    return [Sublayer(i, k) for i in range(n) for k in ("attn", "mlp")]
 
 
 def run_sublayer(layer: nn.Module, kind: Kind, hidden: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
     """The residual stream after one sublayer of a LLaMA decoder layer (pre-norm: h + f(norm(h)))."""
+    block: Any = layer  # transformers' decoder layer: its sublayers are read as Any
+    update: torch.Tensor
     if kind == "attn":
-        out = layer.self_attn(hidden_states=layer.input_layernorm(hidden), **kwargs)
-        return hidden + (out[0] if isinstance(out, tuple) else out)
-    return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        out = block.self_attn(hidden_states=block.input_layernorm(hidden), **kwargs)
+        update = out[0] if isinstance(out, tuple) else out
+        return hidden + update
+    update = block.mlp(block.post_attention_layernorm(hidden))
+    return hidden + update
 
 
 def run_from(model: nn.Module, start: Sublayer, hidden: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
@@ -145,7 +151,9 @@ def run_from(model: nn.Module, start: Sublayer, hidden: torch.Tensor, kwargs: di
         first += 1
     for layer in list(layers)[first:]:
         hidden = run_layer(layer, LayerInputs(hidden, kwargs))
-    return model.lm_head(model.model.norm(hidden))
+    lm: Any = model  # a transformers model: its final norm and LM head are read as Any
+    logits: torch.Tensor = lm.lm_head(lm.model.norm(hidden))
+    return logits
 
 
 @contextmanager
@@ -161,8 +169,9 @@ def _frozen(model: nn.Module) -> Iterator[None]:
 
 
 def projection(model: nn.Module, sub: Sublayer) -> nn.Linear:
-    layer = decoder_layers(model)[sub.layer]
-    return layer.self_attn.o_proj if sub.kind == "attn" else layer.mlp.down_proj
+    layer: Any = decoder_layers(model)[sub.layer]  # transformers' decoder layer: its parts are read as Any
+    proj: nn.Linear = layer.self_attn.o_proj if sub.kind == "attn" else layer.mlp.down_proj
+    return proj
 
 
 def family_of(model: nn.Module, sub: Sublayer) -> G.Family:
@@ -175,7 +184,7 @@ def sublayer_features(
     """The input of the sublayer's output projection (o_proj / down_proj) when it runs on `hidden`."""
     feats: list[torch.Tensor] = []
 
-    def grab(_m: nn.Module, args: tuple) -> None:
+    def grab(_m: nn.Module, args: tuple[Any, ...]) -> None:
         feats.append(args[0].detach())
 
     handle = projection(model, sub).register_forward_pre_hook(grab)
@@ -200,7 +209,7 @@ def knowledge(model: nn.Module, start: int, subs: Sequence[Sublayer], windows: S
     hooks = []
     for k, s in enumerate(later):
 
-        def pre(_m: nn.Module, args: tuple, k: int = k) -> tuple:
+        def pre(_m: nn.Module, args: tuple[Any, ...], k: int = k) -> tuple[Any, ...]:
             x = args[0]
             sq[k] += x.detach().float().reshape(-1, x.shape[-1]).square().sum(0)
             return (x * masks[k].to(x.dtype),)
@@ -223,12 +232,22 @@ def knowledge(model: nn.Module, start: int, subs: Sequence[Sublayer], windows: S
 
 
 # ---- model driver ---------------------------------------------------------------------------------
-def prune(
-    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
-) -> Outcome:
-    ctx = ctx or Context()
-    if calib is None:
-        raise KBError("k-prune: needs calibration tokens")
+def params_budget(
+    model: nn.Module, families: dict[Sublayer, G.Family], params: float
+) -> tuple[dict[Sublayer, float], float]:
+    """The `params` target as the mask search's budget: every unit costs its parameters, and the kept units may
+    hold what removing `params` of the decoder's parameters leaves (a one-line error when the search, which keeps
+    one unit of every sublayer, cannot get there)."""
+    cost = {s: float(f.params_per_unit(model)) for s, f in families.items()}
+    total = decoder_params(model)
+    most = sum((f.units - 1) * cost[s] for s, f in families.items()) / total
+    if params - most > PARAMS_TOLERANCE:
+        raise KBError(f"k-prune: --params {params} cannot be met on this model: keeping one unit of every "
+                      f"sublayer, it removes at most {most:.3f} of the decoder's parameters")  # fmt: skip
+    return cost, sum(f.units * cost[s] for s, f in families.items()) - params * total
+
+
+def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -> Outcome:
     layers = decoder_layers(model)
     subs = sublayers(len(layers))
     hd = G.head_dim(model)
@@ -239,6 +258,9 @@ def prune(
     flops = {s: float(unit_flops(model, families[s], seq)) for s in subs}
     total = sum(families[s].units * flops[s] for s in subs)
     allowed = (1.0 - config.flops_reduction) * total
+    cost = flops  # what a unit costs against `allowed`
+    if config.params is not None:
+        cost, allowed = params_budget(model, families, config.params)
     with torch.no_grad():
         teacher = [model(input_ids=w[None], use_cache=False).logits for w in score_ids]
         score_states = capture_layer_inputs(model, score_ids, 1)
@@ -268,7 +290,7 @@ def prune(
             mags = group_importance(model, fams, "l2")
             scores = [mags[f] / flops[s] for s, f in zip(later, fams, strict=True)]
         # (2) mask search over this and the later sublayers; only this sublayer's mask is applied
-        keep = mask_search(scores, [flops[s] for s in later], allowed)[0]
+        keep = mask_search(scores, [cost[s] for s in later], allowed)[0]
         family = fams[0]
         removed = [u for u in range(family.units) if not bool(keep[u])]
         with torch.no_grad():
@@ -281,16 +303,12 @@ def prune(
             score_states = [LayerInputs(run_sublayer(layer, sub.kind, w.hidden, w.kwargs), w.kwargs)
                             for w in score_states]  # fmt: skip
         kept = family.units - len(removed)
-        allowed -= kept * flops[sub]
+        allowed -= kept * cost[sub]
         kept_units[sub.kind].append(kept)
         if ctx.progress is not None:
             ctx.progress(index + 1, len(subs))
     after = sum(p.numel() for p in model.parameters())
-    kept_flops = sum(
-        n * flops[Sublayer(i, k)]
-        for k in ("attn", "mlp")
-        for i, n in enumerate(kept_units[k])  # type: ignore[arg-type]
-    )
+    kept_flops = sum(n * flops[Sublayer(i, k)] for k in ("attn", "mlp") for i, n in enumerate(kept_units[k]))
     shapes = {n: list(p.shape) for n, p in model.named_parameters() if n.startswith("model.layers.")}
     details: dict[str, object] = {
         "importance": config.importance, "reconstruct": config.reconstruct,

@@ -22,7 +22,7 @@ from torch import nn
 from kb.results import Outcome
 
 from .harness.contract import Context
-from .harness.eviction import AttentionView, Budget, CachePolicy, attach_policy
+from .harness.eviction import AttentionView, Budget, CachePolicy, policy_outcome
 
 
 class Config(BaseModel):
@@ -46,6 +46,7 @@ class FirstTokens:
 
 
 def policy(config: Config) -> CachePolicy:
+    """The window (or sink + window) cache policy of `config` (the harness evaluates it)."""
     size: dict[str, Any] = (
         {"tokens": config.budget_tokens} if config.budget_tokens else {"fraction": config.kv_budget}
     )
@@ -54,8 +55,7 @@ def policy(config: Config) -> CachePolicy:
     return CachePolicy("window", Budget(**size, recent=1.0))
 
 
-def prune(
-    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
-) -> Outcome:
-    """Attach the window (or sink + window) cache policy; no weight changes."""
-    return attach_policy(model, policy(config))
+def prune(model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context) -> Outcome:
+    """Report the window (or sink + window) cache policy; no weight changes (the harness builds it with
+    `policy(config)`)."""
+    return policy_outcome(policy(config))

@@ -44,6 +44,7 @@ from .harness.layerwise import decoder_layers
 from .harness.recovery import Budget, lora_steps
 from .primitives import groups as G
 from .primitives.importance import group_importance, lowest, lowest_per_block, removal_count
+from .primitives.sizing import share_for_params
 
 
 class Config(BaseModel):
@@ -69,6 +70,7 @@ class Config(BaseModel):
     lora_alpha: float = Field(16.0, gt=0)
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
     lora_lr: float = Field(1e-4, gt=0)
+    params: float | None = None  # the `params` target: share of decoder parameters removed; sets `ratio`
 
 
 # ---- pure helpers ---------------------------------------------------------------------------------
@@ -90,19 +92,16 @@ def choose(family: G.Family, scores: torch.Tensor, ratio: float, model: nn.Modul
 
 
 # ---- model driver (mutates `model` in place) ------------------------------------------------------
-def prune(
-    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
-) -> Outcome:
+def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -> Outcome:
     """Score every group of the middle layers, remove the lowest share in each layer, optionally recover."""
     return prune_groups(model, calib, config, ctx, name="llm-pruner")
 
 
 def prune_groups(
-    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None, *, name: str
+    model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context, *, name: str
 ) -> Outcome:
     """The per-layer group removal behind `prune`, shared by papers that differ only in the group scores
     (coupled components); `name` labels errors and logs."""
-    ctx = ctx or Context()
     n = len(decoder_layers(model))
     layers = pruned_layers(n, config.keep_first, config.keep_last)
     if not layers:
@@ -111,17 +110,27 @@ def prune_groups(
     if config.attention == "none" and not config.mlp:
         raise KBError(f"{name}: nothing to prune (attention=none and mlp=false)")
     families = [f for i in layers for f in G.layer_families(model, i, config.attention, config.mlp)]
-    needs_data = config.importance not in ("l1", "l2", "random")
-    if needs_data and calib is None:
-        raise KBError(f"{name}: {config.importance} importance needs calibration tokens")
-    examples = calib[: config.num_examples, : config.example_len] if calib is not None else None
+    if (
+        config.params is not None
+    ):  # the ratio whose removals (counted as `choose` does) are nearest the target
+        per_unit = {f: f.params_per_unit(model) for f in families}
+
+        def removed(ratio: float) -> int:
+            return sum(len(choose(f, torch.zeros(f.units), ratio, model)) * per_unit[f] for f in families)
+
+        config = config.model_copy(
+            update={"ratio": share_for_params(model, config.params, removed, name=name)}
+        )
+    examples = calib[: config.num_examples, : config.example_len]
     scores = group_importance(model, families, config.importance, tokens=examples, reduce=config.reduce,
                               chunk=ctx.batch_size or config.num_examples, seed=config.seed)  # fmt: skip
     removals = {f: choose(f, scores[f], config.ratio, model) for f in families}
     before = sum(p.numel() for p in model.parameters())
     expected = G.analytic_params_removed(model, removals)
-    heads = {f.layer: units for f, units in removals.items() if f.kind in ("kv-head", "q-head") and units}
-    channels = {f.layer: len(units) for f, units in removals.items() if f.kind == "mlp" and units}
+    heads = {
+        str(f.layer): units for f, units in removals.items() if f.kind in ("kv-head", "q-head") and units
+    }
+    channels = {str(f.layer): len(units) for f, units in removals.items() if f.kind == "mlp" and units}
     shapes = G.compact(model, removals)
     after = sum(p.numel() for p in model.parameters())
     if before - after != expected:
@@ -131,11 +140,11 @@ def prune_groups(
         "removed_mlp_channels": channels,
         "params_before": before, "params_after": after, "params_removed_fraction": round(1 - after / before, 4),
     }  # fmt: skip
+    if config.params is not None:
+        details["ratio"] = config.ratio  # derived from the target
     if ctx.progress is not None:
         ctx.progress(1, 1)
     if config.recovery_steps > 0:
-        if calib is None:
-            raise KBError(f"{name}: LoRA recovery needs calibration tokens")
         ctx.log(f"{name}: LoRA recovery, {config.recovery_steps} steps of {config.recovery_batch} windows")
         report = lora_steps(
             model, calib, Budget(config.recovery_steps, config.recovery_batch), lr=config.lora_lr,

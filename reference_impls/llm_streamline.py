@@ -19,13 +19,12 @@ Differs:  (1) the replacement is the window's first layer with its attention ski
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from kb.errors import KBError
 from kb.results import Outcome
 
 from .harness.contract import Context
@@ -33,6 +32,7 @@ from .harness.layerwise import decoder_layers
 from .harness.recovery import mse_steps
 from .harness.structure import remove_layers, skip_sublayers
 from .primitives.blocks import window_cosines, window_io
+from .primitives.depth import layers_to_remove
 from .primitives.selection import best_window
 
 
@@ -60,7 +60,8 @@ class Replacement(nn.Module):
         self.norm, self.mlp = norm, mlp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.mlp(self.norm(x))
+        update: torch.Tensor = self.mlp(self.norm(x))
+        return x + update
 
 
 @torch.no_grad()
@@ -76,17 +77,9 @@ def window_similarities(
     return mean_window_similarity(window_cosines(model, calib, n, batch_size=batch_size))
 
 
-def prune(
-    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
-) -> Outcome:
+def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -> Outcome:
     """Choose the most similar window of `config.layers` layers, then replace it by a trained MLP (or drop it)."""
-    ctx = ctx or Context()
-    total = len(decoder_layers(model))
-    n = config.layers if config.layers is not None else max(1, total // 4)
-    if n >= total:
-        raise KBError(f"cannot remove {n} of {total} decoder layers; ask for fewer with --layers")
-    if calib is None:
-        raise KBError("llm-streamline: window similarity needs calibration tokens")
+    n = layers_to_remove(config, model)
     key = ("llm-streamline-similarity", calib.data_ptr(), tuple(calib.shape), n)
     sims = ctx.dense_statistic(key, lambda: window_similarities(model, calib, n, ctx.batch_size))
     start = best_window(sims, lowest=False)
@@ -96,7 +89,7 @@ def prune(
         drop = remove_layers(model, range(start, start + n))
         return Outcome(kind="depth", removed_layers=drop, details=details)
     inputs, targets = window_io(model, calib, start, n, batch_size=ctx.batch_size)
-    layer = decoder_layers(model)[start]
+    layer: Any = decoder_layers(model)[start]  # transformers' decoder layer: its parts are read as Any
     if config.init == "identity":
         with torch.no_grad():
             layer.mlp.down_proj.weight.zero_()

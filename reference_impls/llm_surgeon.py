@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -42,7 +42,7 @@ from torch import nn
 from kb.results import Outcome
 
 from .harness.contract import Context
-from .harness.layerwise import iter_decoder_linears, set_weight
+from .harness.layerwise import input_embedding, iter_decoder_linears, set_weight
 from .harness.options import SparsityConfig
 from .primitives.masks import count_to_prune, lowest_k_mask
 
@@ -116,7 +116,7 @@ def remove_rows(w: torch.Tensor, g_inv_cols: torch.Tensor, rows: torch.Tensor) -
     """Joint OBS update removing `rows` under F = G (x) A, given G^-1[:, rows]; the rows end exactly zero."""
     if rows.numel() == 0:
         return w
-    out = w - g_inv_cols @ torch.linalg.solve(g_inv_cols[rows], w[rows])
+    out: torch.Tensor = w - g_inv_cols @ torch.linalg.solve(g_inv_cols[rows], w[rows])
     out[rows] = 0.0
     return out
 
@@ -125,7 +125,7 @@ def remove_cols(w: torch.Tensor, a_inv_cols: torch.Tensor, cols: torch.Tensor) -
     """Joint OBS update removing `cols` under F = G (x) A, given A^-1[:, cols]; the columns end exactly zero."""
     if cols.numel() == 0:
         return w
-    out = w - torch.linalg.solve(a_inv_cols[cols], w[:, cols].T).T @ a_inv_cols.T
+    out: torch.Tensor = w - torch.linalg.solve(a_inv_cols[cols], w[:, cols].T).T @ a_inv_cols.T
     out[:, cols] = 0.0
     return out
 
@@ -197,10 +197,10 @@ def kfac_factors(model: nn.Module, ids: torch.Tensor) -> dict[str, Factors]:
     g_sum: dict[str, torch.Tensor] = {}
     tokens = ids.numel()
 
-    last: list = [None, None]  # (input, its A): q/k/v and gate/up read one input and share A
+    last: list[Any] = [None, None]  # (input, its A): q/k/v and gate/up read one input and share A
 
-    def fwd_hook(name: str):  # type: ignore[no-untyped-def]
-        def hook(_m: nn.Module, args: tuple, out: torch.Tensor) -> None:
+    def fwd_hook(name: str) -> Callable[[nn.Module, tuple[Any, ...], torch.Tensor], None]:
+        def hook(_m: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> None:
             if last[0] is not args[0]:
                 x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
                 last[0], last[1] = args[0], (x.T @ x) / tokens
@@ -214,7 +214,7 @@ def kfac_factors(model: nn.Module, ids: torch.Tensor) -> dict[str, Factors]:
 
         return hook
 
-    emb = model.get_input_embeddings()
+    emb = input_embedding(model)
     handles = [lin.register_forward_hook(fwd_hook(n)) for n, lin in linears.items()]
     handles.append(emb.register_forward_hook(lambda _m, _a, out: out.requires_grad_(True)))
     flags = {p: p.requires_grad for p in model.parameters()}
@@ -234,25 +234,20 @@ def kfac_factors(model: nn.Module, ids: torch.Tensor) -> dict[str, Factors]:
 
 
 # ---- model driver (mutates `model` in place) ----------------------------------------------
-def prune(
-    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
-) -> Outcome:
+def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -> Outcome:
     """Prune every decoder linear of `model` in place over `config.shots` shots."""
     if config.pattern is not None:
         raise ValueError("the N:M variant of LLM Surgeon is not implemented; use --sparsity")
-    if config.curvature == "kfac" and calib is None:
-        raise ValueError("LLM Surgeon needs calibration data for its curvature (or curvature=identity)")
-    ctx = ctx or Context()
     linears = dict(iter_decoder_linears(model))
     names = list(linears)
     shapes = [tuple(linears[n].weight.shape) for n in names]
     total = sum(o * i for o, i in shapes)
-    ids = None if calib is None else calib[: config.fisher_samples, : config.fisher_seqlen]
+    ids = calib[: config.fisher_samples, : config.fisher_seqlen]
     pruned: list[tuple[set[int], set[int]]] = [(set(), set()) for _ in names]
     masks: list[torch.Tensor] = [torch.zeros(s, dtype=torch.bool) for s in shapes]
     for shot in range(1, config.shots + 1):
         target = count_to_prune(total, config.sparsity * shot / config.shots)
-        factors = kfac_factors(model, ids) if config.curvature == "kfac" and ids is not None else None
+        factors = kfac_factors(model, ids) if config.curvature == "kfac" else None
         with torch.no_grad():
             curv: dict[
                 str, tuple[torch.Tensor | None, torch.Tensor | None, DampedInverse, DampedInverse]
@@ -273,7 +268,7 @@ def prune(
                 masks = _element_shot(linears, names, curv, masks, target, config)
         if ctx.progress is not None:
             ctx.progress(shot, config.shots)
-    details: dict = {"structure": config.structure, "shots": config.shots, "update": config.update,
+    details: dict[str, object] = {"structure": config.structure, "shots": config.shots, "update": config.update,
                      "curvature": config.curvature}  # fmt: skip
     if config.structure == "rows-columns":
         details["rows_removed"] = sum(len(r) for r, _c in pruned)

@@ -33,8 +33,8 @@ Use:      `kb prune loraprune --model tiny-llama --save DIR`; load with
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -49,6 +49,7 @@ from .harness.memory import PeakRSS, grad_bytes
 from .harness.recovery import Budget, LoRALinear, add_lora, merge_lora, train_steps
 from .primitives import groups as G
 from .primitives.importance import member_sums
+from .primitives.sizing import share_for_params
 
 Criterion = Literal["lora", "grad", "magnitude", "random"]
 
@@ -75,6 +76,7 @@ class Config(BaseModel):
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
     seed: int = 0  # random criterion
     measure_rss: bool = False  # also report the peak RSS growth of the training loop (varies run to run)
+    params: float | None = None  # the `params` target: share of decoder parameters removed; sets `ratio`
 
 
 # ---- pure helpers ---------------------------------------------------------------------------------
@@ -135,6 +137,11 @@ def shrink_mask(keep: torch.Tensor, scores: torch.Tensor, count: int) -> torch.T
     return keep
 
 
+def final_count(units: int, ratio: float) -> int:
+    """Units of a family pruned at `ratio`: rounded down, never the last one."""
+    return min(units - 1, math.floor(ratio * units))
+
+
 def prunable_layers(n: int, keep_first: int | None, keep_last: int) -> list[int]:
     first = int(0.1 * n) if keep_first is None else keep_first
     return list(range(first, max(first, n - keep_last)))
@@ -161,8 +168,10 @@ class MaskedPruner:
     def module(self, param: str) -> nn.Module:
         return self.model.get_submodule(param.removesuffix(".weight"))
 
-    def _masker(self, family: G.Family, block: int):  # type: ignore[no-untyped-def]
-        def hook(_m: nn.Module, _args: tuple, out: torch.Tensor) -> torch.Tensor:
+    def _masker(
+        self, family: G.Family, block: int
+    ) -> Callable[[nn.Module, tuple[Any, ...], torch.Tensor], torch.Tensor]:
+        def hook(_m: nn.Module, _args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
             keep = self.keep[family]
             if bool(keep.all()):
                 return out
@@ -188,7 +197,7 @@ class MaskedPruner:
         for name in names:
             mod = self.module(name)
             assert isinstance(mod, LoRALinear)
-            out.append(mod.base.weight)
+            out.append(cast(nn.Parameter, mod.base.weight))  # a Parameter, which nn.Linear types as Tensor
         return out
 
     def member_scores(self, param: str) -> torch.Tensor:
@@ -197,6 +206,7 @@ class MaskedPruner:
         with torch.no_grad():
             effective = torch.addmm(mod.base.weight, mod.lora_b, mod.lora_a, alpha=mod.scale)
             crit = self.config.criterion
+            grad: torch.Tensor | None
             if crit == "lora":
                 ga, gb = mod.lora_a.grad, mod.lora_b.grad
                 if ga is None or gb is None:
@@ -232,7 +242,7 @@ class MaskedPruner:
 
     def prune_to(self, ratio: float) -> None:
         for f in self.families:
-            count = min(f.units - 1, math.floor(ratio * f.units))
+            count = final_count(f.units, ratio)
             scores = self.scores[f]
             if scores is None:
                 scores = torch.zeros(f.units)
@@ -249,12 +259,7 @@ class MaskedPruner:
 
 
 # ---- model driver ---------------------------------------------------------------------------------
-def prune(
-    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
-) -> Outcome:
-    ctx = ctx or Context()
-    if calib is None:
-        raise KBError("loraprune: needs calibration tokens for its LoRA training")
+def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -> Outcome:
     n = len(decoder_layers(model))
     layers = prunable_layers(n, config.keep_first, config.keep_last)
     if not layers:
@@ -262,6 +267,15 @@ def prune(
                       f"keep_last {config.keep_last})")  # fmt: skip
     attention = "kv-head" if config.attention == "kv-head" else "none"
     families = [f for i in layers for f in G.layer_families(model, i, attention, True)]  # type: ignore[arg-type]
+    if config.params is not None:  # the final ratio whose removals come closest to the target (before LoRA)
+        sizes = [(f.units, f.params_per_unit(model)) for f in families]
+
+        def removed(ratio: float) -> int:
+            return sum(final_count(units, ratio) * per_unit for units, per_unit in sizes)
+
+        config = config.model_copy(
+            update={"ratio": share_for_params(model, config.params, removed, name="loraprune")}
+        )
     before = sum(p.numel() for p in model.parameters())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(ctx.seed)
@@ -287,8 +301,8 @@ def prune(
         raise KBError(f"loraprune: removed {before - after} parameters, the groups hold {expected}")
     details: dict[str, object] = {
         "criterion": config.criterion, "mode": config.mode, "pruned_layers": layers,
-        "removed_kv_groups": {f.layer: len(r) for f, r in removals.items() if f.kind == "kv-head" and r},
-        "removed_mlp_channels": {f.layer: len(r) for f, r in removals.items() if f.kind == "mlp" and r},
+        "removed_kv_groups": {str(f.layer): len(r) for f, r in removals.items() if f.kind == "kv-head" and r},
+        "removed_mlp_channels": {str(f.layer): len(r) for f, r in removals.items() if f.kind == "mlp" and r},
         "prune_events": pruner.events, "training": report.summary(),
         "trainable_params": trainable,
         "grad_bytes_peak": pruner.grad_peak,
@@ -296,4 +310,6 @@ def prune(
     }  # fmt: skip
     if config.measure_rss:
         details["rss_peak_increase_bytes"] = peak.increase
+    if config.params is not None:
+        details["ratio"] = config.ratio  # derived from the target
     return Outcome(kind="width", shapes=shapes, details=details)

@@ -38,11 +38,8 @@ def magnitude_mask(weight: torch.Tensor, config: Config) -> torch.Tensor:
 
 
 # ---- model driver (mutates `model` in place) ----------------------------------------------
-def prune(
-    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
-) -> Outcome:
+def prune(model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context) -> Outcome:
     """Prune every decoder linear of `model` in place; `calib` is ignored."""
-    ctx = ctx or Context()
     layers = decoder_layers(model)
     with torch.inference_mode():
         for i, layer in enumerate(layers):

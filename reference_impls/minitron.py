@@ -37,10 +37,11 @@ from kb.errors import KBError
 from kb.results import Outcome
 
 from .harness.contract import Context
-from .harness.layerwise import decoder_layers
+from .harness.layerwise import decoder_layers, model_config
 from .harness.recovery import Budget, distill_steps, train_steps
 from .primitives import groups as G
 from .primitives.importance import group_importance, lowest
+from .primitives.sizing import share_for_params
 
 
 class Config(BaseModel):
@@ -59,6 +60,7 @@ class Config(BaseModel):
     recovery_batch: int = Field(2, ge=1)
     lr: float = Field(1e-4, gt=0)
     temperature: float = Field(1.0, gt=0)
+    params: float | None = None  # the `params` target: share of decoder params removed; sets mlp_keep
 
 
 # ---- pure helpers ---------------------------------------------------------------------------------
@@ -73,14 +75,29 @@ def drop_lowest(scores: torch.Tensor, keep: int) -> list[int]:
 
 
 # ---- model driver ---------------------------------------------------------------------------------
-def prune(
-    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
-) -> Outcome:
-    ctx = ctx or Context()
-    if config.importance == "activation" and calib is None:
-        raise KBError("minitron: activation importance needs calibration tokens")
-    if config.recovery != "none" and calib is None:
-        raise KBError("minitron: retraining needs calibration tokens")
+def params_mlp_keep(model: nn.Module, config: Config, params: float) -> float:
+    """`mlp_keep` for the `params` target: the MLP width whose removals, with those of a `kv_heads` target, come
+    closest to removing `params` of the decoder's parameters."""
+    if config.hidden is not None:
+        raise KBError(
+            "minitron: --params sets the MLP width; with a hidden target too, give mlp_keep instead"
+        )
+    n = len(decoder_layers(model))
+    fixed = 0
+    if config.kv_heads is not None:
+        kv = [G.kv_head_family(model, i) for i in range(n)]
+        fixed = sum(max(0, f.units - config.kv_heads) * f.params_per_unit(model) for f in kv)
+    sizes = [(f.units, f.params_per_unit(model)) for f in (G.mlp_family(model, i) for i in range(n))]
+
+    def removed(share: float) -> int:
+        return fixed + sum((units - keep_count(units, 1 - share)) * per_unit for units, per_unit in sizes)
+
+    return 1 - share_for_params(model, params, removed, name="minitron")
+
+
+def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -> Outcome:
+    if config.params is not None:
+        config = config.model_copy(update={"mlp_keep": params_mlp_keep(model, config, config.params)})
     n = len(decoder_layers(model))
     families: list[G.Family] = []
     for i in range(n):
@@ -98,7 +115,7 @@ def prune(
         if want is not None and want >= f.units:
             raise KBError(f"minitron: {f.name} has {f.units} units; keeping {want} removes nothing")
     teacher = copy.deepcopy(model).eval() if config.recovery == "kd" else None
-    examples = calib[: config.num_examples] if calib is not None else None
+    examples = calib[: config.num_examples]
     scores = group_importance(model, families, config.importance, tokens=examples,
                               chunk=ctx.batch_size or 4, seed=config.seed)  # fmt: skip
     removals: dict[G.Family, list[int]] = {}
@@ -112,13 +129,12 @@ def prune(
         "importance": config.importance,
         "mlp_widths": sorted({G.mlp_width(model, i) for i in range(n)}),
         "kv_heads": sorted({G.attention_widths(model, i)[1] for i in range(n)}),
-        "hidden": int(model.config.hidden_size),
+        "hidden": int(model_config(model).hidden_size),
         "params_before": before, "params_after": after, "params_removed_fraction": round(1 - after / before, 4),
     }  # fmt: skip
     if ctx.progress is not None:
         ctx.progress(1, 1)
     if config.recovery != "none" and config.recovery_steps > 0:
-        assert calib is not None
         budget = Budget(config.recovery_steps, config.recovery_batch)
         ctx.log(
             f"minitron: {config.recovery} retraining, {budget.steps} steps of {budget.batch_size} windows"

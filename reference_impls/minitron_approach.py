@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -39,11 +39,12 @@ from kb.errors import KBError
 from kb.results import Outcome
 
 from .harness.contract import Context
-from .harness.layerwise import decoder_layers
+from .harness.layerwise import decoder_layers, model_config
 from .harness.recovery import Budget, distill_steps, train_steps
 from .harness.structure import remove_layers
 from .primitives import groups as G
 from .primitives.importance import group_importance, lm_loss, lowest
+from .primitives.sizing import share_for_params
 
 
 class Config(BaseModel):
@@ -63,6 +64,7 @@ class Config(BaseModel):
     temperature: float = Field(1.0, gt=0)
     teacher_correction_steps: int = Field(0, ge=0)
     seed: int = 0
+    params: float | None = None  # the `params` target: share of decoder params removed; sets layers_removed
 
 
 # ---- pure helpers ---------------------------------------------------------------------------------
@@ -71,6 +73,20 @@ def depth_count(n: int, config: Config) -> int:
     if not 1 <= k < n:
         raise KBError(f"minitron-approach: cannot remove {k} of {n} layers")
     return k
+
+
+def params_layers(model: nn.Module, params: float) -> int:
+    """`layers_removed` for the `params` target: the depth student (whose size the width student matches) that
+    comes closest to removing `params` of the decoder's parameters."""
+    layers = decoder_layers(model)
+    n, per_layer = len(layers), sum(p.numel() for p in layers[0].parameters())
+
+    def count(share: float) -> int:
+        return min(n - 1, math.floor(share * n + 0.5))
+
+    return count(
+        share_for_params(model, params, lambda share: count(share) * per_layer, name="minitron-approach")
+    )
 
 
 def matching_intermediate(params_now: int, params_target: int, layers: int, hidden: int, inter: int) -> int:
@@ -84,16 +100,17 @@ def matching_intermediate(params_now: int, params_target: int, layers: int, hidd
 
 def block_losses(model: nn.Module, tokens: torch.Tensor, k: int) -> list[float]:
     """LM loss with each contiguous block of k layers left out (cache off, so layer indices do not matter)."""
-    layers = model.model.layers
+    lm: Any = model  # a transformers model: its decoder's layer list is swapped below
+    layers = lm.model.layers
     kept = list(layers)
     out = []
     try:
         with torch.inference_mode():
             for start in range(len(kept) - k + 1):
-                model.model.layers = nn.ModuleList(kept[:start] + kept[start + k :])
+                lm.model.layers = nn.ModuleList(kept[:start] + kept[start + k :])
                 out.append(float(lm_loss(model, tokens)))
     finally:
-        model.model.layers = layers
+        lm.model.layers = layers
     return out
 
 
@@ -109,7 +126,7 @@ def prune_width(
     model: nn.Module, tokens: torch.Tensor, config: Config, target: int
 ) -> tuple[dict[str, object], dict[str, list[int]]]:
     n = len(decoder_layers(model))
-    h = int(model.config.hidden_size)
+    h = int(model_config(model).hidden_size)
     hidden_keep = config.hidden if config.hidden is not None else math.floor(h * 8 / 9 + 0.5)
     if hidden_keep > h:
         raise KBError(f"minitron-approach: hidden {hidden_keep} exceeds the model's {h}")
@@ -129,14 +146,11 @@ def prune_width(
 
 
 # ---- model driver (mutates `model` in place) ------------------------------------------------------
-def prune(
-    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
-) -> Outcome:
+def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -> Outcome:
     """(Correct the teacher,) prune one axis, distil from the teacher."""
-    ctx = ctx or Context()
-    if calib is None:
-        raise KBError("minitron-approach: importance, block search and distillation need calibration tokens")
     n = len(decoder_layers(model))
+    if config.params is not None:
+        config = config.model_copy(update={"layers_removed": params_layers(model, config.params)})
     k = depth_count(n, config)
     details: dict[str, object] = {"axis": config.axis}
     if config.teacher_correction_steps:
@@ -166,7 +180,7 @@ def prune(
         "removed_layers": removed, "distillation": report.summary(),
         "training_tokens": report.tokens + config.teacher_correction_steps * config.batch_size * calib.shape[1],
         "final_shape": {"layers": len(decoder_layers(model)), "heads": heads, "kv_heads": kv,
-                        "intermediate": G.mlp_width(model, 0), "hidden": int(model.config.hidden_size)},
+                        "intermediate": G.mlp_width(model, 0), "hidden": int(model_config(model).hidden_size)},
         "params_before": before, "params_after": pruned, "depth_student_params": before - k * per_layer,
     })  # fmt: skip
     return Outcome(kind="width", shapes=shapes, removed_layers=removed, details=details)

@@ -80,9 +80,8 @@ def outlier_ratios(model: nn.Module, calib: torch.Tensor, hyper_m: float, ctx: C
     return ratios
 
 
-def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context | None = None) -> Outcome:
+def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -> Outcome:
     """Allocate per-layer sparsities from outlier ratios, then prune with the base method at those ratios."""
-    ctx = ctx or Context()
     key = ("owl-outlier-ratios", config.hyper_m, calib.data_ptr(), tuple(calib.shape))  # of the dense model
     ratios = ctx.dense_statistic(key, lambda: outlier_ratios(model, calib, config.hyper_m, ctx))
     sparsities = layer_sparsities(ratios, config.sparsity, config.lam)
@@ -92,9 +91,9 @@ def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context | 
                 f"to keep the mean at {config.sparsity}")  # fmt: skip
         sparsities = shift_to_budget(sparsities, [1.0] * len(sparsities), config.sparsity * len(sparsities),
                                      0.0, MAX_LAYER_SPARSITY)  # fmt: skip
-    n = len(sparsities)
+    n, progress = len(sparsities), ctx.progress
     offset = Context(batch_size=ctx.batch_size, seed=ctx.seed, log=ctx.log,
-                     progress=(lambda d, t: ctx.progress(n + d, 2 * n)) if ctx.progress else None)  # fmt: skip
+                     progress=(lambda d, t: progress(n + d, 2 * n)) if progress else None)  # fmt: skip
     if config.base == "wanda":
         wanda.prune_layers(model, calib, wanda.Config(sparsity=config.sparsity), sparsities, offset)
     else:

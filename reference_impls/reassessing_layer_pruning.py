@@ -24,7 +24,6 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from kb.errors import KBError
 from kb.results import Outcome
 
 from .harness.contract import Context
@@ -32,6 +31,7 @@ from .harness.layerwise import decoder_layers
 from .harness.recovery import Budget, frozen_prefix, lora_steps, partial_layer_steps
 from .harness.structure import remove_layers
 from .primitives.blocks import block_influence, block_magnitude, block_taylor, layer_io_cosine, removal_losses
+from .primitives.depth import layers_to_remove
 from .primitives.selection import individual, reverse_order
 
 Metric = Literal["reverse", "bi", "taylor", "magnitude-l1", "magnitude-l2", "ppl", "random"]
@@ -69,23 +69,16 @@ def layer_scores(model: nn.Module, calib: torch.Tensor, metric: str, num_example
                                                              batch_size=batch_size)]  # fmt: skip
 
 
-def prune(
-    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
-) -> Outcome:
+def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -> Outcome:
     """Remove `config.layers` layers chosen by `config.metric`, then recover with equal-budget fine-tuning."""
-    ctx = ctx or Context()
     n = len(decoder_layers(model))
-    k = config.layers if config.layers is not None else max(1, math.ceil(n / 4))
-    if k >= n:
-        raise KBError(f"cannot remove {k} of {n} decoder layers; ask for fewer with --layers")
+    k = layers_to_remove(config, model, default=lambda n: max(1, math.ceil(n / 4)))
     details: dict[str, object] = {"metric": config.metric, "recovery": config.recovery}
     if config.metric == "reverse":
         drop = reverse_order(n, k)
     elif config.metric == "random":
         drop = sorted(random.Random(config.seed).sample(range(n), k))
     else:
-        if calib is None:
-            raise KBError(f"reassessing-layer-pruning: the {config.metric} metric needs calibration tokens")
         key = ("reassessing", config.metric, calib.data_ptr(), tuple(calib.shape), config.num_examples)
         scores = ctx.dense_statistic(key, lambda: layer_scores(model, calib, config.metric, config.num_examples,
                                                                ctx.batch_size))  # fmt: skip
@@ -93,8 +86,6 @@ def prune(
         details["scores"] = [round(s, 6) for s in scores]
     remove_layers(model, drop)
     if config.recovery != "none" and config.steps > 0:
-        if calib is None:
-            raise KBError("reassessing-layer-pruning: fine-tuning needs calibration tokens")
         budget = Budget(config.steps, config.batch)
         if config.recovery == "partial":
             last = min(config.last, n - k)

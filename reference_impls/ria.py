@@ -94,9 +94,8 @@ def ria_mask(score: torch.Tensor, config: Config) -> torch.Tensor:
 
 
 # ---- model driver (mutates `model` in place) ----------------------------------------------
-def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context | None = None) -> Outcome:
+def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -> Outcome:
     """Prune every decoder linear of `model` in place from calibration tokens `calib` (samples, seq)."""
-    ctx = ctx or Context()
 
     def step(_index: int, _name: str, linear: nn.Linear, stats: InputStats) -> None:
         weight = linear.weight.float()

@@ -43,10 +43,11 @@ from kb.errors import KBError
 from kb.results import Outcome
 
 from .harness.contract import Context
-from .harness.layerwise import decoder_layers
+from .harness.layerwise import decoder_layers, model_config
 from .harness.recovery import Budget, train_steps
 from .primitives import groups as G
 from .primitives import l0
+from .primitives.sizing import share_for_params
 
 # the default target as fractions of SmolLM2-135M's shape (stories42M's, with 6 heads): layers, KV groups,
 # MLP channels, hidden channels
@@ -69,6 +70,7 @@ class Config(BaseModel):
     mask_lr: float = Field(1.0, gt=0)  # log-alpha and multipliers (upstream `lag_lr`)
     warmup: float = Field(0.2, ge=0, le=1)  # share of mask steps over which the target sparsity ramps up
     seed: int = 0
+    params: float | None = None  # the `params` target: share of decoder params removed; sets the target shape
 
 
 def target_shape(model: nn.Module, config: Config) -> dict[str, int]:
@@ -79,7 +81,7 @@ def target_shape(model: nn.Module, config: Config) -> dict[str, int]:
         "layers": n,
         "kv": kv,
         "intermediate": G.mlp_width(model, 0),
-        "hidden": int(model.config.hidden_size),
+        "hidden": int(model_config(model).hidden_size),
     }
     given = {"layers": config.target_layers, "kv": config.target_kv_heads,
              "intermediate": config.target_intermediate, "hidden": config.target_hidden}  # fmt: skip
@@ -96,12 +98,39 @@ def target_shape(model: nn.Module, config: Config) -> dict[str, int]:
     return out
 
 
+def params_target(model: nn.Module, config: Config, params: float) -> Config:
+    """The config for the `params` target: every size left unset moves from the model's own towards the default
+    target's by one common share t, the t whose shape (decoder parameters counted from the shape) comes closest
+    to removing `params` of the decoder's parameters; sizes given explicitly stay as given."""
+    heads, kv = G.attention_widths(model, 0)
+    rep, hd = heads // kv, G.head_dim(model)
+    have = {"layers": len(decoder_layers(model)), "kv": kv, "intermediate": G.mlp_width(model, 0),
+            "hidden": int(model_config(model).hidden_size)}  # fmt: skip
+    aim = target_shape(model, config)
+    fields = {"layers": "target_layers", "kv": "target_kv_heads", "intermediate": "target_intermediate",
+              "hidden": "target_hidden"}  # fmt: skip
+    moving = [k for k, f in fields.items() if getattr(config, f) is None]
+
+    def shape(t: float) -> dict[str, int]:
+        return {
+            k: math.floor(have[k] - t * (have[k] - aim[k]) + 0.5) if k in moving else aim[k] for k in have
+        }
+
+    def decoder(s: dict[str, int]) -> int:  # q and o with their query heads, k and v, the MLP, two norms
+        h = s["hidden"]
+        return s["layers"] * (2 * h * hd * s["kv"] * (rep + 1) + 3 * h * s["intermediate"] + 2 * h)
+
+    full = decoder(have)
+    t = share_for_params(model, params, lambda t: full - decoder(shape(t)), name="sheared-llama")
+    return config.model_copy(update={fields[k]: v for k, v in shape(t).items()})
+
+
 def random_values(model: nn.Module, shape: dict[str, int], seed: int) -> dict[str, torch.Tensor]:
     """Binary masks of the target shape with the kept units drawn uniformly at random (seeded)."""
     gen = torch.Generator().manual_seed(seed)
     n = len(decoder_layers(model))
     _h, kv = G.attention_widths(model, 0)
-    hidden = int(model.config.hidden_size)
+    hidden = int(model_config(model).hidden_size)
     sizes = {"heads": (n, kv, shape["kv"]), "intermediate": (n, G.mlp_width(model, 0), shape["intermediate"]),
              "layers": (1, n, shape["layers"]), "hidden": (1, hidden, shape["hidden"])}  # fmt: skip
     out = {}
@@ -138,7 +167,7 @@ def learned_values(
         model, masks, calib, config.mask_steps, config.batch_size, weights=list(model.parameters()), lr=config.lr,
         mask_lr=config.mask_lr, penalty=penalty, seed=config.seed, progress=ctx.progress,
     )  # fmt: skip
-    values = {k: masks.masks[k].deterministic(keep[k]) for k in l0.STRUCTURES}
+    values: dict[str, torch.Tensor] = {k: masks.masks[k].deterministic(keep[k]) for k in l0.STRUCTURES}
     values["hidden"] = (values["hidden"] != 0).float()  # binary: see `l0.finalize`
     expected = {k: round(float(l0.expected_sparsity(masks, k).mean().detach()), 4) for k in l0.STRUCTURES}
     details = {"mask_learning": report.summary(), "target_sparsity": {k: round(v, 4) for k, v in targets.items()},
@@ -163,13 +192,10 @@ def reinitialise(model: nn.Module, seed: int) -> None:
 
 
 # ---- model driver (mutates `model` in place) ------------------------------------------------------
-def prune(
-    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
-) -> Outcome:
+def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -> Outcome:
     """Prune to the target shape (learned or random masks, or random weights), then continue training."""
-    ctx = ctx or Context()
-    if calib is None:
-        raise KBError("sheared-llama: mask learning and continued training need calibration tokens")
+    if config.params is not None:
+        config = params_target(model, config, config.params)
     shape = target_shape(model, config)
     before = sum(p.numel() for p in model.parameters())
     head_block = l0.StructureMasks.for_model(model, ("heads",)).head_block
@@ -195,7 +221,7 @@ def prune(
         "training_tokens": report.tokens + (config.mask_steps * config.batch_size * calib.shape[1]
                                             if config.init == "learned" else 0),
         "final_shape": {"layers": len(decoder_layers(model)), "heads": heads, "kv_heads": kv,
-                        "intermediate": G.mlp_width(model, 0), "hidden": int(model.config.hidden_size)},
+                        "intermediate": G.mlp_width(model, 0), "hidden": int(model_config(model).hidden_size)},
         "params_before": before, "params_after": after,
     })  # fmt: skip
     shapes = result["shapes"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Literal
 
 import torch
@@ -35,6 +35,7 @@ from .harness.layerwise import decoder_layers
 from .harness.recovery import Budget, lora_steps
 from .harness.structure import remove_layers
 from .primitives.blocks import block_magnitude, block_taylor, removal_losses
+from .primitives.depth import layers_to_remove
 
 
 class Config(BaseModel):
@@ -68,27 +69,25 @@ def least_important(scores: list[float], k: int, excluded: Collection[int] = ())
 
 
 # ---- model driver (mutates `model` in place) ------------------------------------------------------
-def block_scores(model: nn.Module, examples: torch.Tensor, criterion: str, batch_size: int | None = None,
-                 progress=None) -> list[float]:  # fmt: skip
+def block_scores(model: nn.Module, examples: torch.Tensor | None, criterion: str, batch_size: int | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> list[float]:  # fmt: skip
+    """Per-block scores; `examples` (calibration tokens) are needed by every criterion but magnitude."""
     n = len(decoder_layers(model))
     if criterion == "ppl":
+        assert examples is not None
         losses = removal_losses(model, examples, [("block", i) for i in range(n)], batch_size=batch_size,
                                 progress=progress)  # fmt: skip
         return [math.exp(min(v, 700.0)) for v in losses]
     if criterion in ("taylor", "taylor+"):
+        assert examples is not None
         return block_taylor(model, examples, batch_size=batch_size)
     return block_magnitude(model, 1)
 
 
-def prune(
-    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
-) -> Outcome:
+def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -> Outcome:
     """Remove `config.layers` blocks by the chosen criterion, optionally recover with LoRA."""
-    ctx = ctx or Context()
     n = len(decoder_layers(model))
-    k = config.layers if config.layers is not None else max(1, n // 5)
-    if k >= n:
-        raise KBError(f"cannot remove {k} of {n} decoder layers; ask for fewer with --layers")
+    k = layers_to_remove(config, model, default=lambda n: max(1, n // 5))
     details: dict[str, object] = {"criterion": config.criterion}
     if config.criterion == "random":
         drop = sorted(random.Random(config.seed).sample(range(n), k))
@@ -96,8 +95,6 @@ def prune(
     else:
         examples = None
         if config.criterion != "magnitude":
-            if calib is None:
-                raise KBError(f"shortened-llama: the {config.criterion} criterion needs calibration tokens")
             examples = calib[: config.num_examples, : config.example_len]
         kind = "taylor" if config.criterion == "taylor+" else config.criterion
         key = ("shortened-llama", kind, examples.data_ptr() if examples is not None else None,
@@ -115,8 +112,6 @@ def prune(
             details["protected"] = sorted(excluded)
     remove_layers(model, drop)
     if config.recovery_steps > 0:
-        if calib is None:
-            raise KBError("shortened-llama: LoRA retraining needs calibration tokens")
         report = lora_steps(model, calib, Budget(config.recovery_steps, config.recovery_batch), lr=config.lora_lr,
                             seed=ctx.seed, progress=ctx.progress)  # fmt: skip
         details["recovery"] = report.summary()

@@ -23,13 +23,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from kb.errors import KBError
 from kb.results import Outcome
 
 from .harness.contract import Context
 from .harness.layerwise import decoder_layers
 from .harness.structure import remove_layers
 from .primitives.blocks import block_influence, layer_io_cosine
+from .primitives.depth import layers_to_remove
 
 
 class Config(BaseModel):
@@ -56,22 +56,15 @@ def block_influences(model: nn.Module, calib: torch.Tensor, batch_size: int | No
     return [block_influence(c) for c in layer_io_cosine(model, calib, batch_size=batch_size)]
 
 
-def prune(
-    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
-) -> Outcome:
+def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -> Outcome:
     """Remove `config.layers` decoder layers chosen by Block Influence (or at random)."""
-    ctx = ctx or Context()
     n = len(decoder_layers(model))
-    k = config.layers if config.layers is not None else max(1, n // 4)
-    if k >= n:
-        raise KBError(f"cannot remove {k} of {n} decoder layers; ask for fewer with --layers")
+    k = layers_to_remove(config, model)
     details: dict[str, object] = {"selection": config.selection}
     if config.selection == "random":
         drop = select_layers([0.0] * n, k, "random", config.seed)
         details["seed"] = config.seed
     else:
-        if calib is None:
-            raise ValueError("Block Influence needs calibration tokens")
         # the same dense model and calibration give the same scores: sibling runs (lowest / highest) share them
         key = ("shortgpt-block-influence", calib.data_ptr(), tuple(calib.shape))
         scores = ctx.dense_statistic(key, lambda: block_influences(model, calib, ctx.batch_size))

@@ -34,7 +34,7 @@ Not reproduced: the paper's scale (ViT on JFT-4B, T5 on C4 with up to hundreds o
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -44,6 +44,7 @@ from kb.errors import KBError
 from kb.results import Outcome
 
 from .harness.contract import Context
+from .harness.layerwise import decoder_layers
 from .harness.scratch import Schedule, Shape, Streams, TrainReport, byte_streams, tiny_llama, train
 
 PARAMS = ("a", "b", "c", "d", "e", "f", "g")
@@ -138,13 +139,15 @@ def fit_law(
                 out[p] = v.exp() if p in "ace" else (torch.nn.functional.softplus(v) if p in "bdf" else v)
             return out
 
-        def objective(theta_of=theta_of) -> torch.Tensor:
+        def objective(theta_of: Callable[[], dict[str, torch.Tensor | float]] = theta_of) -> torch.Tensor:
             pred = law(S, N, D, theta_of()).clamp_min(1e-9)
             return _huber(pred.log() - L.log(), delta).sum()
 
         opt = torch.optim.LBFGS(list(raw.values()), lr=1.0, max_iter=400, line_search_fn="strong_wolfe")
 
-        def closure(opt=opt, objective=objective) -> torch.Tensor:
+        def closure(
+            opt: torch.optim.LBFGS = opt, objective: Callable[[], torch.Tensor] = objective
+        ) -> torch.Tensor:
             opt.zero_grad()
             value = objective()
             value.backward()
@@ -199,7 +202,7 @@ def gmp_sparsity(step: int, total: int, final: float, start: float, end: float) 
 
 
 def decoder_linears(model: nn.Module) -> list[nn.Linear]:
-    return [m for layer in model.model.layers for m in layer.modules() if isinstance(m, nn.Linear)]
+    return [m for layer in decoder_layers(model) for m in layer.modules() if isinstance(m, nn.Linear)]
 
 
 def magnitude_masks(linears: Sequence[nn.Linear], sparsity: float) -> list[torch.Tensor]:
@@ -257,11 +260,8 @@ def train_point(config: Config, streams: Streams, sparsity: float, shape: tuple[
     return point, report
 
 
-def prune(
-    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
-) -> Outcome:
+def prune(model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context) -> Outcome:
     """Train the sweep, fit the law, report the optimal sparsity per budget; `model` is left untouched."""
-    ctx = ctx or Context()
     streams = byte_streams(config.corpus)
     points = []
     for sparsity, shape in zip(config.sparsities, config.shapes, strict=True):

@@ -112,9 +112,9 @@ def sparsegpt_prune(
 
 
 # ---- model driver (mutates `model` in place) ----------------------------------------------
-def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context | None = None) -> Outcome:
+def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -> Outcome:
     """Prune every decoder linear of `model` in place from calibration tokens `calib` (samples, seq)."""
-    prune_layers(model, calib, config, None, ctx or Context())
+    prune_layers(model, calib, config, None, ctx)
     return Outcome(kind="weight-sparsity")
 
 

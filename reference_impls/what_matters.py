@@ -30,6 +30,7 @@ from .harness.contract import Context
 from .harness.layerwise import decoder_layers
 from .harness.structure import remove_layers, skip_sublayers, skipped
 from .primitives.blocks import SublayerStats, sublayer_stats
+from .primitives.depth import modules_to_drop
 
 Target = Literal["attention", "mlp", "block", "joint"]
 
@@ -70,20 +71,10 @@ def _drop_sublayers(model: nn.Module, chosen: list[tuple[str, int]]) -> None:
                    mlp=[i for kind, i in chosen if kind == "mlp"])  # fmt: skip
 
 
-def prune(
-    model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Context | None = None
-) -> Outcome:
+def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -> Outcome:
     """Drop `config.layers` modules of `config.target` with the lowest importance."""
-    ctx = ctx or Context()
     n = len(decoder_layers(model))
-    k = config.layers if config.layers is not None else max(1, n // 4)
-    limit = n - 1 if config.target == "block" else (2 * n if config.target == "joint" else n)
-    if k > limit:
-        raise KBError(
-            f"cannot drop {k} {config.target} modules of a {n}-layer model; ask for fewer with --layers"
-        )
-    if calib is None:
-        raise KBError("what-matters: similarity scores need calibration tokens")
+    k = modules_to_drop(config, model, config.target)
     details: dict[str, object] = {"target": config.target, "mode": config.mode}
     if config.mode == "one-shot":
         key = ("sublayer-stats", calib.data_ptr(), tuple(calib.shape))

@@ -2,7 +2,8 @@
 # The static checks, in order, stopping at the first that fails:
 #   ruff check        lint rules (pyproject.toml [tool.ruff.lint])
 #   ruff format       formatting, checked only (run `.venv/bin/ruff format .` to apply)
-#   mypy              types: strict on kb/ and the harness's public interfaces ([tool.mypy])
+#   mypy              types: strict on kb/, kb_cli/ and all of reference_impls/ (registry, claims, harness,
+#                     primitives, paper modules); see [tool.mypy] for the one module with codes turned off
 #   zizmor            GitHub workflows and Dependabot config, offline
 # Installs nothing: the tools come with the dev extra (`bash scripts/setup.sh`).
 # Used by CI (.ci/run, the lint job of .github/workflows/ci.yml) and by .pre-commit-config.yaml.

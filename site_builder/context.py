@@ -10,10 +10,9 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from kb.commands.records import record_json
 from kb.results import Figure, Sweep
 from kb.schema import SCHEMA_VERSION, Paper
-from kb.store import KnowledgeBase, Record
+from kb.store import KnowledgeBase, Record, record_json
 from kb.vocab import Axis, ChoiceQualifier, Vocabulary
 
 from . import bibtex

@@ -24,6 +24,7 @@ from kb.errors import KBError
 from kb.results import Reproduction
 
 from .. import registry
+from .fingerprint import stamp
 from .report import write_report
 from .runner import Log, paper_options, reproduce, stderr_log
 from .session import Session, data_scope
@@ -83,6 +84,9 @@ def run_papers(
         else:
             result = PaperResult(paper, time.perf_counter() - start, record=record)
             if commit_dir is not None:
+                log(f"kb: {paper}: fingerprinting the code that ran on a small random model")
+                record = stamp(record, commit_dir.parent)
+                result = PaperResult(paper, result.seconds, record=record)
                 write_report(commit_dir / f"{paper}.json", record)
                 log(f"kb: {paper}: written to {commit_dir / f'{paper}.json'}")
         if result.error:

@@ -1,5 +1,8 @@
 """Long-context evaluation of a KV-cache policy: continuation perplexity, cache bytes, decode rate.
 
+The policy is an argument (`eviction.CachePolicy`, or None for the full cache): the harness gets it from the
+kv-cache method (`contract.cache_policy`) and passes it here; the model carries no policy.
+
 Protocol. Every evaluation window of `seqlen` tokens is a prompt (the first seqlen - C tokens) followed by a
 continuation (the last C tokens); the budget of a policy is relative to the prompt length.
 - Quality: the teacher-forced NLL of the continuation tokens only, under the simulated mask
@@ -27,7 +30,7 @@ from torch import nn
 from kb.errors import KBError
 from kb.results import CacheEval
 
-from .eviction import attached_policy, decode, evicting, simulate_logits
+from .eviction import CachePolicy, decode, evicting, simulate_logits
 from .kvcache import cache_bytes
 
 
@@ -40,10 +43,13 @@ class CacheSettings:
 
 
 def continuation_nll(
-    model: nn.Module, windows: torch.Tensor, continuation: int, batch_size: int = 1
+    model: nn.Module,
+    windows: torch.Tensor,
+    policy: CachePolicy | None,
+    continuation: int,
+    batch_size: int = 1,
 ) -> tuple[float, int]:
-    """(sum of NLL over the continuation tokens of every window, token count) under the model's attached policy."""
-    policy = attached_policy(model)
+    """(sum of NLL over the continuation tokens of every window, token count) under `policy` (None: full cache)."""
     prompt = windows.shape[1] - continuation
     total, count = 0.0, 0
     for start in range(0, windows.shape[0], batch_size):
@@ -56,9 +62,10 @@ def continuation_nll(
     return total, count
 
 
-def _generate_once(model: nn.Module, prompt: torch.Tensor, steps: int) -> tuple[int, int, float]:
-    """(cache bytes after the prompt, after the last step, decoding seconds) for one greedy run."""
-    policy = attached_policy(model)
+def _generate_once(
+    model: nn.Module, policy: CachePolicy | None, prompt: torch.Tensor, steps: int
+) -> tuple[int, int, float]:
+    """(cache bytes after the prompt, after the last step, decoding seconds) for one greedy run under `policy`."""
     marks: dict[str, float] = {}
     with evicting(model, policy, decode_steps=steps) as runtime:
 
@@ -73,22 +80,28 @@ def _generate_once(model: nn.Module, prompt: torch.Tensor, steps: int) -> tuple[
 
 
 def evaluate_cache(
-    model: nn.Module, windows: torch.Tensor, settings: CacheSettings, dense: CacheEval | None = None
+    model: nn.Module,
+    windows: torch.Tensor,
+    settings: CacheSettings,
+    policy: CachePolicy | None,
+    dense: CacheEval | None = None,
 ) -> CacheEval:
-    """The long-context evaluation of the policy attached to `model` (none: the full cache); see the module."""
+    """The long-context evaluation of `model` under `policy` (None: the full cache, the dense baseline); see the
+    module. `dense` is the full cache's evaluation, for the decode speed-up."""
     seqlen = windows.shape[1]
     prompt_len = seqlen - settings.continuation_tokens
     if prompt_len < 2:
         raise KBError(f"--seqlen {seqlen} leaves no prompt before a {settings.continuation_tokens}-token continuation; "
                       f"use --seqlen {settings.continuation_tokens + 64} or more")  # fmt: skip
-    policy = attached_policy(model)
-    total, count = continuation_nll(model, windows, settings.continuation_tokens, settings.batch_size)
+    total, count = continuation_nll(model, windows, policy, settings.continuation_tokens, settings.batch_size)
     mean = total / count
     prompt = windows[:1, :prompt_len]
     with torch.inference_mode():
-        _generate_once(model, prompt[:, : min(prompt_len, 16)], min(settings.generate_tokens, 2))  # warm-up
+        warm_up = prompt[:, : min(prompt_len, 16)]
+        _generate_once(model, policy, warm_up, min(settings.generate_tokens, 2))
         runs = [
-            _generate_once(model, prompt, settings.generate_tokens) for _ in range(max(1, settings.repeats))
+            _generate_once(model, policy, prompt, settings.generate_tokens)
+            for _ in range(max(1, settings.repeats))
         ]
     seconds = statistics.median(r[2] for r in runs)
     rate = settings.generate_tokens / seconds if seconds > 0 else math.inf

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layerwise import input_embedding
+
 
 def perplexity(
     model: nn.Module,
@@ -23,7 +25,7 @@ def perplexity(
     progress: Callable[[int, int], None] | None = None,
 ) -> float:
     """`windows`: (n, seqlen) token ids. Returns exp(mean NLL); `inf` if the loss overflows."""
-    device = model.get_input_embeddings().weight.device
+    device = input_embedding(model).weight.device
     total_nll, total_tokens = 0.0, 0
     with torch.inference_mode():
         for start in range(0, windows.shape[0], batch_size):

@@ -10,6 +10,12 @@ while a model reads a prompt and then generates. It has two parts:
   No scorer: a plain recent window. Earliest position first: StreamingLLM's attention sinks. Accumulated
   attention: H2O. Accumulated Gumbel-softmax: Keyformer.
 
+Where a policy lives: nowhere on the model. A kv-cache method module exposes `policy(config) -> CachePolicy`;
+its `prune` changes no weight and returns `policy_outcome(policy)` (the policy's description). The harness takes
+the policy object from the module (`contract.cache_policy`, checked against that description) and passes it as
+an argument to everything that runs it: `simulate_logits`, `evicting`, `cacheeval.evaluate_cache` and
+`metrics.measure` (None: the full cache).
+
 Step semantics (those of both papers' real-eviction code): the prompt is read with full causal attention, its
 rows update the scores, and the cache is cut to the budget B. Each decoding step writes the new token, attends
 over the cache plus that token (at most B + 1 keys), updates the scores and evicts back to B: keep the R newest
@@ -48,10 +54,9 @@ from kb.errors import KBError
 from kb.results import Outcome
 
 from .kvcache import cache_kwarg, output_cache
-from .layerwise import decoder_layers
+from .layerwise import decoder_layers, input_embedding, model_config
 
 ATTENTION = "kb_kv_policy"  # the name our attention function is registered under
-_POLICY_ATTR = "_kb_cache_policy"  # where `attach_policy` keeps a model's policy
 _RUNTIME_ATTR = "_kb_kv_runtime"  # per attention module, while a mode is active
 
 
@@ -86,7 +91,11 @@ class Budget:
             raise KBError(f"scored part of the KV budget must be >= 0, got {self.scored_tokens}")
 
     def resolve(self, prompt_tokens: int) -> Split:
-        total = self.tokens if self.tokens is not None else max(1, int(self.fraction * prompt_tokens + 0.5))
+        if self.tokens is not None:
+            total = self.tokens
+        else:
+            assert self.fraction is not None  # __post_init__: exactly one of the two is set
+            total = max(1, int(self.fraction * prompt_tokens + 0.5))
         if self.scored_tokens is not None:
             scored = min(self.scored_tokens, total - 1)
         else:
@@ -160,15 +169,13 @@ class CachePolicy:
         }  # fmt: skip
 
 
-def attach_policy(model: nn.Module, policy: CachePolicy) -> Outcome:
-    """What a kv-cache method's `prune` does: the model keeps its weights and carries the policy; returns the
-    outcome the method reports."""
-    setattr(model, _POLICY_ATTR, policy)
+def policy_outcome(policy: CachePolicy) -> Outcome:
+    """The outcome a kv-cache method's `prune` returns: no weight changes, and `cache_policy` describes `policy`.
+
+    The policy object itself does not travel on the model or the outcome: the method module builds it with its
+    `policy(config)` function, the harness takes it from there (`contract.cache_policy`, which checks that the
+    outcome describes that very policy) and passes it to the cache evaluation as an argument."""
     return Outcome(kind="kv-cache", cache_policy=policy.describe())
-
-
-def attached_policy(model: nn.Module) -> CachePolicy | None:
-    return getattr(model, _POLICY_ATTR, None)
 
 
 # ---- the selection (shared by both modes) -------------------------------------------------------
@@ -266,8 +273,9 @@ def _policy_attention(
     runtime: Runtime | None = getattr(module, _RUNTIME_ATTR, None)
     if runtime is None:
         raise KBError("the KV-policy attention was called outside `simulate`/`evicting`")
-    groups = module.num_key_value_groups
-    layer = int(module.layer_idx)
+    attn: Any = module  # transformers' attention module: its bookkeeping attributes are read as Any
+    groups: int = attn.num_key_value_groups
+    layer = int(attn.layer_idx)
     logits = torch.matmul(query, _repeat(key, groups).transpose(2, 3)) * scaling
     q, k = query.shape[2], key.shape[2]
     logits = logits.masked_fill(~_causal(q, k, query.device), -math.inf)
@@ -288,7 +296,14 @@ def _register() -> None:
 
 
 def _view(
-    runtime: Runtime, layer: int, logits, probs, key_positions, query_positions, groups, step
+    runtime: Runtime,
+    layer: int,
+    logits: torch.Tensor,
+    probs: torch.Tensor,
+    key_positions: torch.Tensor,
+    query_positions: torch.Tensor,
+    groups: int,
+    step: int,
 ) -> AttentionView:
     return AttentionView(logits=logits, probs=probs, key_positions=key_positions, query_positions=query_positions,
                          groups=groups, layer=layer, step=step, decode_steps=runtime.decode_steps,
@@ -362,6 +377,7 @@ def _evict_layer(
     if state.positions is None:
         positions, previous = new.expand(b, hkv, q), torch.zeros(b, hkv, q, device=device)
     else:
+        assert state.scores is not None  # set together with `positions`
         positions = torch.cat([state.positions, new.expand(b, hkv, q)], dim=-1)
         previous = torch.cat([state.scores, torch.zeros(b, hkv, q, device=device)], dim=-1)
     scores = previous
@@ -389,9 +405,10 @@ def _evict_layer(
 @contextmanager
 def _active(model: nn.Module, runtime: Runtime) -> Iterator[Runtime]:
     _register()
-    previous = model.config._attn_implementation
+    lm: Any = model  # a transformers model: set_attn_implementation() is its own
+    previous = model_config(model)._attn_implementation
     modules = [layer.self_attn for layer in decoder_layers(model)]
-    model.set_attn_implementation(ATTENTION)
+    lm.set_attn_implementation(ATTENTION)
     for m in modules:
         setattr(m, _RUNTIME_ATTR, runtime)
     try:
@@ -400,7 +417,7 @@ def _active(model: nn.Module, runtime: Runtime) -> Iterator[Runtime]:
         for m in modules:
             if hasattr(m, _RUNTIME_ATTR):
                 delattr(m, _RUNTIME_ATTR)
-        model.set_attn_implementation(previous)
+        lm.set_attn_implementation(previous)
 
 
 def simulate_logits(
@@ -420,7 +437,7 @@ def simulate_logits(
         )
     runtime = Runtime(policy, "simulate", prompt_tokens=prompt_tokens, decode_steps=ids.shape[1] - prompt_tokens,
                       stream=stream, record=record)  # fmt: skip
-    device = model.get_input_embeddings().weight.device
+    device = input_embedding(model).weight.device
     with _active(model, runtime), torch.inference_mode():
         logits = model(input_ids=ids.to(device), use_cache=False).logits
     return logits, runtime
@@ -446,7 +463,7 @@ def decode(
     argmax (greedy), or `forced` (1, steps) (teacher forcing). Returns (fed tokens (1, steps), logits
     (1, steps + 1, vocab)): logits[:, 0] from the prefill, logits[:, i + 1] after feeding token i. `on_prefill()`
     runs between the prefill and the first decoding call (e.g. to read the cache size)."""
-    device = model.get_input_embeddings().weight.device
+    device = input_embedding(model).weight.device
     key = cache_kwarg(model)
     cache = runtime.new_cache(model)
     p = prompt.shape[1]

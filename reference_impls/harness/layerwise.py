@@ -121,6 +121,30 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     )
 
 
+# Typed access to the parts of a transformers causal LM that are not plain `nn.Module` API. mypy reads
+# transformers as Any (pyproject.toml), and `nn.Module.__getattr__` types every other attribute as
+# `Tensor | Module`, so these say once what the harness and the methods rely on.
+def model_config(model: nn.Module) -> Any:
+    """The model's `PretrainedConfig`: its fields come from config.json and compaction rewrites them, so
+    they are read as Any."""
+    config: Any = model.config
+    return config
+
+
+def input_embedding(model: nn.Module) -> nn.Embedding:
+    """`model.get_input_embeddings()`: the token embedding (its weight's device is the model's input device)."""
+    lm: Any = model
+    embedding: nn.Embedding = lm.get_input_embeddings()
+    return embedding
+
+
+def output_embedding(model: nn.Module) -> nn.Linear | None:
+    """`model.get_output_embeddings()`: the LM head, or None for a model without one."""
+    lm: Any = model
+    head: nn.Linear | None = lm.get_output_embeddings()
+    return head
+
+
 def prunable_linears(layer: nn.Module) -> dict[str, nn.Linear]:
     """The layer's `nn.Linear`s in definition order (LLaMA: q, k, v, o, gate, up, down)."""
     return {name: mod for name, mod in layer.named_modules() if isinstance(mod, nn.Linear)}
@@ -153,7 +177,7 @@ def capture_layer_inputs(
     first = decoder_layers(model)[index]
     chunks: list[LayerInputs] = []
 
-    def grab(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+    def grab(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         kwargs = dict(kwargs)
         hidden = args[0] if args else kwargs.pop("hidden_states")
         chunks.append(LayerInputs(hidden, kwargs))
@@ -173,7 +197,7 @@ def capture_layer_inputs(
 
 
 def _input_device(model: nn.Module) -> torch.device:
-    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    emb = input_embedding(model) if hasattr(model, "get_input_embeddings") else None
     return emb.weight.device if emb is not None else next(model.parameters()).device
 
 
@@ -181,7 +205,8 @@ def run_layer(layer: nn.Module, inputs: LayerInputs) -> torch.Tensor:
     """Call a decoder layer with captured inputs; accepts both tuple and bare-tensor returns."""
     device = next(layer.parameters()).device
     out = layer(inputs.hidden.to(device), **_to_device(inputs.kwargs, device))
-    return out[0] if isinstance(out, tuple) else out
+    hidden: torch.Tensor = out[0] if isinstance(out, tuple) else out
+    return hidden
 
 
 def prune_layerwise(
@@ -225,8 +250,8 @@ def _single_pass(
     last: list[Any] = [None, None]  # (input tensor, its stats): q/k/v and gate/up share one input
     done: set[str] = set()  # a linear called twice in one forward is pruned once, on its first input
 
-    def hook_for(name: str) -> Callable[[nn.Module, tuple], None]:
-        def before(module: nn.Module, args: tuple) -> None:
+    def hook_for(name: str) -> Callable[[nn.Linear, tuple[Any, ...]], None]:
+        def before(module: nn.Linear, args: tuple[Any, ...]) -> None:
             if name in done:
                 return
             done.add(name)
@@ -261,8 +286,8 @@ def _two_pass(
     """Upstream scheme: dense pass collecting stats over all chunks, prune all linears, recompute pass."""
     collected: dict[str, InputStats] = {}
 
-    def hook_for(name: str) -> Callable[[nn.Module, tuple], None]:
-        def before(module: nn.Module, args: tuple) -> None:
+    def hook_for(name: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
+        def before(module: nn.Module, args: tuple[Any, ...]) -> None:
             x = args[0]
             if name not in collected:
                 collected[name] = InputStats.empty(x.shape[-1], kind, x.device)

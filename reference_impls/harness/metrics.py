@@ -1,7 +1,8 @@
 """Size metrics of a model, and `measure`, which gathers every metric a run asks for into `Metrics`.
 
 Perplexity, probe and CPU speed are measured on the model as it is; the KV-cache evaluation
-(`cacheeval.evaluate_cache`) runs the cache policy the model carries (none: the full cache).
+(`cacheeval.evaluate_cache`) runs the cache policy `measure` is given (a kv-cache method's, which the harness
+gets from `apply_method`; none: the full cache, as for the dense baseline).
 
 Sizes count each tensor once (tied input/output embeddings are one tensor), so `weight_bytes` is what a
 safetensors save writes for the weights (headers aside). "Non-embedding" leaves out the input embedding
@@ -21,7 +22,8 @@ from kb.results import CacheEval, Metrics, Probe, Size, Speed
 
 from .cacheeval import CacheSettings, evaluate_cache
 from .evaluate import perplexity
-from .layerwise import decoder_layers, iter_decoder_linears
+from .eviction import CachePolicy
+from .layerwise import decoder_layers, input_embedding, iter_decoder_linears, output_embedding
 from .probe import ProbeScore, TokenTask, score_task
 from .speed import SpeedSample, measure_speed
 
@@ -35,8 +37,8 @@ def _unique(params: Any) -> dict[int, torch.Tensor]:
 
 def model_size(model: nn.Module) -> Size:
     everything = _unique(model.parameters())
-    embeddings = {id(model.get_input_embeddings().weight)}
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    embeddings = {id(input_embedding(model).weight)}
+    head = output_embedding(model) if hasattr(model, "get_output_embeddings") else None
     if head is not None:
         embeddings.add(id(head.weight))
     decoder = _unique(decoder_layers(model).parameters())
@@ -100,7 +102,7 @@ def measure_dense(
         seconds += t
     if cache is not None and cache_windows is not None:
         cache_eval, t = once("cache", (cache, torch.get_num_threads()),
-                             lambda: evaluate_cache(model, cache_windows, cache, None))  # fmt: skip
+                             lambda: evaluate_cache(model, cache_windows, cache, policy=None))  # fmt: skip
         seconds += t
     speed = speed_record(sample, None) if sample is not None else None
     metrics = Metrics(ppl=ppl, probe=probe, size=model_size(model), speed=speed, cache=cache_eval)
@@ -118,10 +120,12 @@ def measure(
     speed_repeats: int = 3,
     cache_windows: torch.Tensor | None = None,
     cache: CacheSettings | None = None,
+    cache_policy: CachePolicy | None = None,
     dense_cache: CacheEval | None = None,
 ) -> tuple[Metrics, SpeedSample | None, float]:
     """Every metric that applies; returns (metrics, the raw speed sample, seconds spent). With `cache` and
-    `cache_windows`, the long-context cache evaluation too (decode speed-up against `dense_cache`)."""
+    `cache_windows`, the long-context cache evaluation too, under `cache_policy` (None: the full cache), its decode
+    speed-up against `dense_cache`."""
     start = time.perf_counter()
     ppl = perplexity(model, eval_windows, batch_size=eval_batch_size) if eval_windows is not None else None
     probe = probe_record(score_task(model, task)) if task is not None else None
@@ -129,6 +133,6 @@ def measure(
     speed = speed_record(sample, dense_speed) if sample is not None else None
     cache_eval = None
     if cache is not None and cache_windows is not None:
-        cache_eval = evaluate_cache(model, cache_windows, cache, dense_cache)
+        cache_eval = evaluate_cache(model, cache_windows, cache, cache_policy, dense_cache)
     metrics = Metrics(ppl=ppl, probe=probe, size=model_size(model), speed=speed, cache=cache_eval)
     return metrics, sample, time.perf_counter() - start

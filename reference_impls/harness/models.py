@@ -61,7 +61,7 @@ def random_llama(seed: int = 0, layers: int = 2) -> nn.Module:
     gen_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(random_llama_config(layers))
+        model: nn.Module = LlamaForCausalLM(random_llama_config(layers))
     finally:
         torch.random.set_rng_state(gen_state)
     return model.float().eval()

@@ -1,36 +1,26 @@
 """Torch-free option types shared by every weight-pruning method.
 
 Each method's config subclasses `SparsityConfig`; all are frozen pydantic models with `extra="forbid"`, so a
-misspelt `--set key=value` is rejected instead of silently ignored.
+misspelt `--set key=value` is rejected instead of silently ignored. The bounds of `sparsity` and `pattern` are
+the registry's (`registry.specs.TARGET_BOUNDS`, `check_target`), the one table every target is checked against.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
 
 from kb.errors import KBError
 
-_PATTERN = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
+from ..registry.specs import check_target, parse_pattern
+
+__all__ = ["SparsityConfig", "build_config", "parse_assignments", "parse_pattern"]
 
 
-def parse_pattern(text: str) -> tuple[int, int]:
-    """`"2:4"` -> `(2, 4)`: prune `n` of every `m` consecutive input weights (upstream convention)."""
-    match = _PATTERN.match(text)
-    if not match:
-        raise KBError(f"malformed N:M pattern {text!r}: expected two integers like 2:4")
-    n, m = int(match.group(1)), int(match.group(2))
-    if not 0 < n < m:
-        raise KBError(f"bad N:M pattern {text!r}: need 0 < N < M (N weights pruned in every group of M)")
-    return n, m
-
-
-def check_sparsity(value: float) -> float:
-    if not 0.0 <= value < 1.0:
-        raise KBError(f"sparsity must be in [0, 1), got {value}")
+def _sparsity(value: float) -> float:
+    check_target("sparsity", value)  # the bounds live in one table: `registry.specs.TARGET_BOUNDS`
     return value
 
 
@@ -42,7 +32,7 @@ class SparsityConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    sparsity: float = Field(0.5, ge=0.0, lt=1.0)
+    sparsity: Annotated[float, AfterValidator(_sparsity)] = 0.5
     pattern: tuple[int, int] | None = None
 
     @model_validator(mode="before")
@@ -50,11 +40,8 @@ class SparsityConfig(BaseModel):
     def _pattern_sets_sparsity(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("pattern") is not None:
             pattern = data["pattern"]
-            if isinstance(pattern, str):
-                pattern = parse_pattern(pattern)
-            n, m = (int(v) for v in pattern)
-            if not 0 < n < m:
-                raise ValueError(f"pattern {n}:{m} needs 0 < N < M")
+            check_target("pattern", pattern)  # a string "N:M" or a pair of ints, 0 < N < M
+            n, m = parse_pattern(pattern) if isinstance(pattern, str) else pattern
             data = {**data, "pattern": (n, m), "sparsity": n / m}
         return data
 

@@ -32,6 +32,7 @@ from torch import nn
 from kb.errors import KBError
 
 from .kvcache import cache_kwarg, output_cache
+from .layerwise import input_embedding
 
 BUILTIN = "continuation"
 _SEED = 1234  # fixed: the task never depends on --seed
@@ -112,7 +113,7 @@ def _pick(scores: torch.Tensor, answer: torch.Tensor) -> float:
 
 def score_task(model: nn.Module, task: TokenTask, *, batch_size: int = 64) -> ProbeScore:
     """Accuracy of `model` on the built-in task; log-likelihoods are summed in float32."""
-    device = model.get_input_embeddings().weight.device
+    device = input_embedding(model).weight.device
     k, length = task.choices.shape[1], task.choices.shape[2]
     totals = []
     with torch.inference_mode():
@@ -137,7 +138,7 @@ def score_task(model: nn.Module, task: TokenTask, *, batch_size: int = 64) -> Pr
 
 def score_text_items(model: nn.Module, tokenizer: Any, items: list[TextItem], name: str) -> ProbeScore:
     """Accuracy on text items of any length (real tasks); one padded batch per item."""
-    device = model.get_input_embeddings().weight.device
+    device = input_embedding(model).weight.device
     sums, norms, answers = [], [], []
     with torch.inference_mode():
         for item in items:

@@ -73,8 +73,9 @@ def skip_sublayers(model: nn.Module, attention: list[int], mlp: list[int], emula
                    emulated_mlp: list[int] | None = None) -> None:  # fmt: skip
     """Replace the attention / MLP sublayers (and their pre-norms) of the listed layers, in place; those also
     listed as emulated get a constant-bias stand-in (its value is loaded or set afterwards)."""
-    layers = model.model.layers
-    hidden = model.config.hidden_size
+    lm: Any = model  # transformers' classes are read as Any
+    layers = lm.model.layers
+    hidden = lm.config.hidden_size
     for i in attention:
         layers[i].self_attn = SkippedAttention(i, hidden if i in (emulated_attention or ()) else None)
         layers[i].input_layernorm = nn.Identity()
@@ -94,11 +95,12 @@ def set_layer_widths(
     model: nn.Module, heads: list[int], kv_heads: list[int], intermediate: list[int]
 ) -> None:
     """Rebuild every layer's attention and MLP projections at its own width (weights to be loaded after)."""
-    layers = model.model.layers
+    lm: Any = model  # transformers' classes are read as Any
+    layers = lm.model.layers
     if not len(heads) == len(kv_heads) == len(intermediate) == len(layers):
         raise ValueError(f"per-layer widths for {len(heads)}/{len(kv_heads)}/{len(intermediate)} layers, model has "
                          f"{len(layers)}")  # fmt: skip
-    hidden = model.config.hidden_size
+    hidden = lm.config.hidden_size
     for layer, h, kv, inter in zip(layers, heads, kv_heads, intermediate, strict=True):
         attn, mlp = layer.self_attn, layer.mlp
         hd = attn.head_dim
@@ -115,7 +117,7 @@ def set_layer_widths(
         mlp.intermediate_size = inter
 
 
-class KBPrunedLlamaConfig(LlamaConfig):
+class KBPrunedLlamaConfig(LlamaConfig):  # type: ignore[misc]  # transformers is read as Any
     model_type = MODEL_TYPE
 
     def __init__(self, skipped_attention: list[int] | None = None, skipped_mlp: list[int] | None = None,
@@ -140,6 +142,7 @@ class KBPrunedLlamaConfig(LlamaConfig):
         )
         odd = hidden is not None and heads and hd and hidden % heads != 0
         if odd:  # the stock init checks hidden % heads; pass a size it accepts, then set the real one
+            assert heads is not None and hd is not None  # `odd` holds only when both are set
             kwargs["hidden_size"] = heads * hd
         super().__init__(**kwargs)
         if odd:
@@ -150,10 +153,10 @@ class KBPrunedLlamaConfig(LlamaConfig):
         heads = getattr(self, "num_attention_heads", None)
         hidden, hd = getattr(self, "hidden_size", None), getattr(self, "head_dim", None)
         if hd is None or not heads or hidden is None or hidden % heads == 0:
-            super().validate()  # type: ignore[misc]
+            super().validate()
 
 
-class KBPrunedLlamaForCausalLM(LlamaForCausalLM):
+class KBPrunedLlamaForCausalLM(LlamaForCausalLM):  # type: ignore[misc]  # transformers is read as Any
     config_class = KBPrunedLlamaConfig
 
     def __init__(self, config: KBPrunedLlamaConfig) -> None:

@@ -13,7 +13,8 @@ usable by any method on any LLaMA-style model, both seeded and with per-step pro
   of the student's decoder.
 
 - `partial_layer_steps(model, tokens, ...)`: Reassessing Layer Pruning's recovery: train only the last few
-  decoder layers and the LM head (untied from the input embedding first, `untie_head`), cross-entropy.
+  decoder layers and the LM head (untied from the input embedding first, `primitives.norms.untie_head`),
+  cross-entropy.
 - `mse_steps(module, params, inputs, targets, ...)`: train a small module to map captured hidden states to
   targets (LLM-Streamline's replacement of a removed window).
 
@@ -32,7 +33,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +41,8 @@ from torch import nn
 
 from kb.errors import KBError
 
-from .layerwise import capture_layer_inputs, decoder_layers, small_ops
+from ..primitives.norms import untie_head
+from .layerwise import capture_layer_inputs, decoder_layers, input_embedding, output_embedding, small_ops
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 Progress = Callable[[int, int], None]
@@ -93,7 +95,8 @@ class LoRALinear(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + F.linear(F.linear(self.dropout(x), self.lora_a), self.lora_b) * self.scale
+        base: torch.Tensor = self.base(x)
+        return base + F.linear(F.linear(self.dropout(x), self.lora_a), self.lora_b) * self.scale
 
     @torch.no_grad()
     def merged(self) -> nn.Linear:
@@ -131,7 +134,9 @@ def merge_lora(model: nn.Module) -> int:
 
 
 # ---- the training loop -------------------------------------------------------------------------------
-def adamw(params: Sequence[nn.Parameter] | Sequence[dict], lr: float, **options: object) -> torch.optim.AdamW:
+def adamw(
+    params: Sequence[nn.Parameter] | Sequence[dict[str, Any]], lr: float, **options: object
+) -> torch.optim.AdamW:
     """AdamW with PyTorch's fused kernel where the parameters allow it (float tensors on CPU or CUDA): the
     same update as the default per-tensor loop, about 6x faster on CPU for a 28M-parameter LM head, which
     is what the head-training recoveries spend a fifth of their time on otherwise. `options` go to AdamW."""
@@ -209,7 +214,7 @@ def train_steps(
                             lr)  # fmt: skip
     if budget.steps == 0:
         return report
-    device = model.get_input_embeddings().weight.device
+    device = input_embedding(model).weight.device
     steps = batch_order(tokens.shape[0], budget, seed)
     optimiser = adamw(params, lr)
     # a tiny model's steps are many small ops, far faster on one thread (see `layerwise.small_ops`)
@@ -295,20 +300,6 @@ def distill_steps(
 
 
 # ---- partial-layer fine-tuning (Reassessing Layer Pruning) ---------------------------------------------
-def untie_head(model: nn.Module) -> bool:
-    """Give the LM head its own copy of the tied input embedding (so that training the head leaves the input
-    embedding alone); returns whether it was tied. The config says so, so a save keeps both matrices."""
-    head, embed = model.get_output_embeddings(), model.get_input_embeddings()
-    if head is None or head.weight is not embed.weight:
-        return False
-    head.weight = nn.Parameter(embed.weight.detach().clone())
-    model.config.tie_word_embeddings = False
-    text = getattr(model.config, "get_text_config", None)
-    if callable(text):
-        text().tie_word_embeddings = False
-    return True
-
-
 def partial_layer_steps(
     model: nn.Module,
     tokens: torch.Tensor,
@@ -336,7 +327,9 @@ def partial_layer_steps(
     params = [p for layer in list(layers)[start:] for p in layer.parameters()]
     if head:
         untie_head(model)
-        params += list(model.get_output_embeddings().parameters())
+        lm_head = output_embedding(model)
+        assert lm_head is not None, "partial-layer fine-tuning with `head` needs a model with an LM head"
+        params += list(lm_head.parameters())
     if prefix is None:
         prefix = frozen_prefix(model, tokens, start)
     if prefix is None:
@@ -362,7 +355,7 @@ def frozen_prefix(
     None where caching them would change the training (dropout in the model) or would not pay
     (`start` = 0, nothing trained after the last layer, or more than `PREFIX_CACHE_BYTES`)."""
     layers = decoder_layers(model)
-    hidden = model.get_input_embeddings().weight.shape[1]
+    hidden = input_embedding(model).weight.shape[1]
     dropout = float(getattr(model.config, "attention_dropout", 0.0) or 0.0) > 0 or any(
         isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()
     )

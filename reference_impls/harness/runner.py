@@ -10,7 +10,8 @@
 4. decide the claim from every run's metrics and return a `kb.results.Reproduction`.
 A comparison with kv-cache runs also evaluates every such run, and the dense model as the full-cache baseline,
 with the long-context cache evaluation (`cacheeval`); a kv-cache run changes no weight, so its plain perplexity
-(equal to dense) is not measured again.
+(equal to dense) is not measured again. Its policy comes back from `apply_method` (`Applied.cache_policy`) and is
+handed to `measure`: nothing is attached to the model.
 
 Fresh copies: `reproduce` reloads the model from its local source for every run (safetensors from the
 cache). `benchmarks/bench_fresh_copy.py` measured that at 0.33 s against 1.13 s for `copy.deepcopy` of
@@ -23,13 +24,15 @@ comparisons whose data settings match. `sweep(...)` runs methods at several valu
 baseline. Every result records the content hash of the code it ran (`registry.paper_code`).
 
 `prune_to_dir(method, options, save)` runs one method and saves a `from_pretrained`-loadable directory (kv-cache
-methods are refused: they change no weight, so there is nothing to save).
+methods are refused: they change no weight, so there is nothing to save), after proving that the directory
+reloads into the same model (`reload_check`).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import importlib
 import json
 import os
@@ -45,21 +48,23 @@ from pydantic import BaseModel
 from torch import nn
 
 from kb.errors import KBError
-from kb.results import Claim, DatasetInfo, Outcome, Reproduction, RunResult, Sweep
+from kb.results import Claim, DatasetInfo, Outcome, Reproduction, RunResult, Sweep, SweepAxis
 
 from .. import registry
 from ..registry import MethodSpec, PaperSpec, Results, Run
+from . import reload_check
 from .cacheeval import CacheSettings
-from .contract import Context, check_outcome, model_facts
+from .contract import Context, cache_policy, check_outcome, model_facts, prune_inputs
 from .data import TokenData
-from .layerwise import decoder_layers
+from .eviction import CachePolicy
+from .layerwise import decoder_layers, input_embedding
 from .metrics import measure, measure_dense, model_size
 from .models import LoadedModel, load_model
 from .options import build_config
 from .probe import BUILTIN, continuation_task
 from .report import machine, today, versions
 from .session import Session, data_scope, load_tokens
-from .structure import save_model
+from .structure import check_savable, save_model
 
 Log = Callable[[str], None]
 
@@ -79,8 +84,8 @@ class RunOptions:
     eval_tokens: int = 4096
     device: str | None = None
     seed: int = 0
-    target: dict[str, Any] = field(default_factory=dict)  # sparsity / pattern / layers
-    overrides: dict[str, Any] = field(default_factory=dict)  # --set, for the paper's own method
+    target: dict[str, Any] = field(default_factory=dict)  # sparsity / pattern / layers / kv_budget / params
+    overrides: dict[str, Any] = field(default_factory=dict)  # --set: the paper's own method; never a target
     batch_size: int | None = None  # calibration chunk; None = whole set in one pass per layer
     eval_batch_size: int = 1  # one window at a time: the (seqlen x vocab) logits dominate peak memory
     threads: int | None = None
@@ -94,21 +99,21 @@ class RunOptions:
     generate_tokens: int = 32  # kv-cache evaluation: greedy decoding steps timed with real eviction
     cache_repeats: int = 1  # kv-cache evaluation: timed generation runs (median)
 
+    def __post_init__(self) -> None:
+        registry.refuse_set_targets(self.overrides)  # a target has one way in: `target`, given to every arm
+
 
 # Options a paper may set in `PaperSpec.defaults` besides its target.
 _DATA_FIELDS = ("nsamples", "seqlen", "eval_tokens", "probe_items")
 
 
-def _flag(target: str) -> str:
-    return "--" + target.replace("_", "-")
-
-
 def check_targets(spec: MethodSpec, target: dict[str, Any], owner: str) -> None:
     """A one-line error for a command-line target the method does not take (`owner` names it for the user)."""
+    flag = registry.target_flag
     for key in target:
         if key not in spec.targets:
-            accepts = ", ".join(_flag(t) for t in spec.targets) or "no target option"
-            raise KBError(f"{_flag(key)} does not apply to {owner} ({spec.kind}); it takes {accepts}")
+            accepts = ", ".join(flag(t) for t in spec.targets) or "no target option"
+            raise KBError(f"{flag(key)} does not apply to {owner} ({spec.kind}); it takes {accepts}")
 
 
 def paper_options(spec: PaperSpec, explicit: dict[str, Any]) -> RunOptions:
@@ -119,6 +124,12 @@ def paper_options(spec: PaperSpec, explicit: dict[str, Any]) -> RunOptions:
     target = {k: v for k, v in spec.defaults.items() if k in registry.TARGETS}
     given = dict(explicit.get("target") or {})
     check_targets(registry.METHODS[spec.method], given, spec.paper)
+    for key in given:  # a target that every arm fixes for itself would change nothing: refuse it
+        if not any(
+            key in registry.METHODS[r.method].targets and key not in r.fixed_targets() for r in spec.runs
+        ):
+            raise KBError(f"{registry.target_flag(key)} would change no run of {spec.paper}: every run that takes "
+                          f"it fixes its own {key}")  # fmt: skip
     if "pattern" in given:
         target.pop("sparsity", None)
     target.update(given)
@@ -140,10 +151,13 @@ def method_module(method: str) -> Any:
 
 
 def method_config(spec: MethodSpec, target: dict[str, Any], *extra: dict[str, Any]) -> BaseModel:
-    """The method's validated config: the target options it accepts, then `extra` layers in order."""
-    values = {k: v for k, v in target.items() if k in spec.targets}
+    """The method's validated config: the target options it accepts, then `extra` layers in order (a run's fixed
+    options). Every value of a target the method takes, however it came in, is checked here against the one table
+    of bounds (`registry.check_target`), so it is a one-line error naming its flag."""
+    values: dict[str, Any] = {k: v for k, v in target.items() if k in spec.targets}
     for layer in extra:
         values.update(layer)
+    registry.check_targets({k: v for k, v in values.items() if k in spec.targets})
     return build_config(method_module(spec.name).Config, values)
 
 
@@ -155,8 +169,9 @@ class Plan:
 
 
 def plan_runs(paper: PaperSpec, options: RunOptions) -> list[Plan]:
-    """Every run's validated config; `--set` options go to the paper's own method and may not change what
-    defines a run (e.g. ShortGPT's `selection` arms)."""
+    """Every run's validated config: the comparison's target goes to every arm whose method takes it, except
+    where the arm fixes that target itself (`Run.fixed_targets`: DSnoT's `wanda-60`); `--set` options go to the
+    paper's own method and may not change what defines a run (e.g. ShortGPT's `selection` arms)."""
     own_spec = registry.method_spec(paper.method)
     method_config(own_spec, options.target, options.overrides)  # bad values are named as options
     for run in paper.runs:
@@ -170,7 +185,8 @@ def plan_runs(paper: PaperSpec, options: RunOptions) -> list[Plan]:
             continue
         mspec = registry.method_spec(run.method)
         own = options.overrides if run.method == paper.method else {}
-        plans.append(Plan(run, mspec, method_config(mspec, options.target, own, dict(run.options))))
+        target = {k: v for k, v in options.target.items() if k not in run.fixed_targets()}
+        plans.append(Plan(run, mspec, method_config(mspec, target, own, dict(run.options))))
     return plans
 
 
@@ -214,20 +230,33 @@ def _target_of(spec: MethodSpec, config: BaseModel) -> dict[str, Any]:
     return {t: getattr(config, t) for t in spec.targets if getattr(config, t, None) is not None}
 
 
+@dataclass(frozen=True)
+class Applied:
+    """What one method did: its checked outcome, the seconds `prune` took, and for a kv-cache method the cache
+    policy its outcome describes (None for every other kind), which the run's cache evaluation is given."""
+
+    outcome: Outcome
+    seconds: float
+    cache_policy: CachePolicy | None = None
+
+
 def apply_method(
     model: nn.Module, plan_spec: MethodSpec, config: BaseModel, calib: torch.Tensor | None, ctx: Context
-) -> tuple[Outcome, float]:
-    """Run one method on `model` in place and check its outcome; returns (outcome, seconds)."""
+) -> Applied:
+    """Run one method on `model` in place and check its outcome. The method gets `calib` only when its spec says
+    it needs calibration (`contract.prune_inputs`: an error when it needs it and `calib` is None); a kv-cache
+    method's policy comes from its module's `policy(config)` (`contract.cache_policy`)."""
+    module = method_module(plan_spec.name)
+    given = prune_inputs(plan_spec.name, plan_spec.needs_calibration, calib, ctx)
     before = model_facts(model)
     start = time.perf_counter()
-    outcome = method_module(plan_spec.name).prune(
-        model, calib if plan_spec.needs_calibration else None, config, ctx
-    )
+    outcome = module.prune(model, given, config, ctx)
     seconds = time.perf_counter() - start
     check_outcome(
         plan_spec.name, plan_spec.kind, before, model_facts(model), outcome, _target_of(plan_spec, config)
     )
-    return outcome, seconds
+    policy = cache_policy(plan_spec.name, module, config, outcome) if plan_spec.kind == "kv-cache" else None
+    return Applied(outcome, seconds, policy)
 
 
 def compare(
@@ -281,9 +310,9 @@ def compare(
                options.batch_size, options.eval_batch_size, options.speed_prompt_tokens, options.speed_repeats,
                torch.get_num_threads())  # fmt: skip
         done = session.has("run", (scope, key))
-        run, _ = once("run", key, lambda plan=plan, config=config: _one_run(
-            plan, config, dense, data, options, task, prompt, dense_speed, dense_metrics, cache, shared, log, fresh,
-            ppl,
+        run, _ = once("run", key, functools.partial(
+            _one_run, plan, config, dense, data, options, task, prompt, dense_speed, dense_metrics, cache, shared,
+            log, fresh, ppl,
         ))  # fmt: skip
         if done:
             log(
@@ -302,14 +331,15 @@ def _one_run(
     ctx = Context(batch_size=options.batch_size, progress=layer_progress(plan.run.label, log), seed=options.seed,
                   log=log, dense_stats=shared)  # fmt: skip
     log(f"kb: {plan.run.label}: {plan.spec.name} {_options_text(plan.config)}")
-    outcome, prune_seconds = apply_method(model, plan.spec, plan.config, data.calib, ctx)
+    applied = apply_method(model, plan.spec, plan.config, data.calib, ctx)
+    outcome, prune_seconds = applied.outcome, applied.seconds
     kv = plan.spec.kind == "kv-cache"
     metrics, _sample, eval_seconds = measure(
         model, eval_windows=data.eval if ppl and not kv else None, eval_batch_size=options.eval_batch_size,
         task=task if plan.run.probe else None,
         speed_prompt=prompt if plan.run.speed else None, dense_speed=dense_speed,
         speed_repeats=options.speed_repeats, cache_windows=data.eval if kv else None, cache=cache,
-        dense_cache=dense_metrics.cache,
+        cache_policy=applied.cache_policy, dense_cache=dense_metrics.cache,
     )  # fmt: skip
     log(f"kb: {plan.run.label}: {_summary(metrics)} (pruned in {prune_seconds:.1f} s)")
     return RunResult(
@@ -373,7 +403,7 @@ def reproduce(
     results = Results({r.label: r.metrics for r in runs}, {r.label: r.outcome for r in runs})
     holds, reason = spec.check(results)
     figures = spec.figures(results) if spec.figures else []
-    device = str(loaded.model.get_input_embeddings().weight.device)
+    device = str(input_embedding(loaded.model).weight.device)
     return Reproduction(
         paper=paper, model=options.model, dataset=DatasetInfo.model_validate(data.describe()),
         config={**dataclasses.asdict(options), "threads": threads, "device": device,
@@ -399,7 +429,7 @@ def sweep_options(methods: list[str], explicit: dict[str, Any]) -> RunOptions:
 
 
 def sweep(
-    name: str, methods: list[str], axis: str, values: list[Any], options: RunOptions, *, probe: bool = False,
+    name: str, methods: list[str], axis: SweepAxis, values: list[Any], options: RunOptions, *, probe: bool = False,
     speed: bool = False, log: Log = stderr_log, session: Session | None = None,
 ) -> Sweep:  # fmt: skip
     """Every method at every value of one target, after one dense baseline (one model load, shared dense
@@ -427,7 +457,7 @@ def sweep(
     all_kv = all(spec.kind == "kv-cache" for spec in specs)
     runs = compare(loaded.model, loaded.tokenizer, data, plans, options, probe=probe, ppl=not all_kv, log=log,
                    fresh=reload, session=session)  # fmt: skip
-    device = str(loaded.model.get_input_embeddings().weight.device)
+    device = str(input_embedding(loaded.model).weight.device)
     return Sweep(
         name=name, model=options.model, axis=axis, values=values, methods=methods,
         dataset=DatasetInfo.model_validate(data.describe()),
@@ -441,7 +471,12 @@ def sweep(
 def prune_to_dir(
     method: str, options: RunOptions, save: Path, *, force: bool = False, log: Log = stderr_log
 ) -> dict[str, Any]:
-    """Prune `options.model` with `method` and save model + tokenizer to `save` (atomically)."""
+    """Prune `options.model` with `method` and save model + tokenizer to `save` (atomically).
+
+    A model with a part the saved config cannot carry is refused before pruning (`structure.check_savable`,
+    exit 2); the written directory is reloaded and compared with the pruned model before it is published
+    (`reload_check`: a mismatch is exit 1 and leaves no directory). `"reload"` in the result is that comparison.
+    """
     mspec = registry.savable_method(method)
     check_targets(mspec, options.target, method)
     config = method_config(mspec, options.target, options.overrides)
@@ -455,16 +490,23 @@ def prune_to_dir(
     else:
         loaded = load_model(options.model, options.device, seed=options.seed)
         calib = None
+    check_savable(loaded.model, options.model)  # a part the saved config cannot carry: refused before pruning
     before = model_size(loaded.model)
     log(f"kb: pruning {options.model} with {method} ({_options_text(config)})")
     ctx = Context(
         batch_size=options.batch_size, progress=layer_progress(method, log), seed=options.seed, log=log
     )
-    outcome, seconds = apply_method(loaded.model, mspec, config, calib, ctx)
+    applied = apply_method(loaded.model, mspec, config, calib, ctx)
+    outcome, seconds = applied.outcome, applied.seconds
     after = model_size(loaded.model)
-    save_model(loaded.model, loaded.tokenizer, save, replace=force)
+    ref = reload_check.reference(loaded.model, loaded.tokenizer)
+    reload = save_model(loaded.model, loaded.tokenizer, save, replace=force,
+                        verify=lambda tmp: reload_check.verify(tmp, ref, device=options.device,
+                                                               shown=save))  # fmt: skip
+    log(f"kb: reloaded the saved model: logits within {reload['max_abs_logit_diff']:.2g} of the pruned model's "
+        f"on {reload['prompts']} prompts, generates ({reload['seconds']:.1f} s)")  # fmt: skip
     return {
         "method": method, "kind": mspec.kind, "model": options.model, "config": config.model_dump(mode="json"),
         "outcome": outcome.model_dump(mode="json"), "before": before.model_dump(), "after": after.model_dump(),
-        "prune_seconds": round(seconds, 2), "threads": threads, "saved": str(save),
+        "prune_seconds": round(seconds, 2), "threads": threads, "saved": str(save), "reload": reload,
     }  # fmt: skip

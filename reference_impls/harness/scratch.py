@@ -78,7 +78,7 @@ def tiny_llama(shape: Shape, seed: int, max_positions: int = 512) -> nn.Module:
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
+        model: nn.Module = LlamaForCausalLM(config)
     finally:
         torch.random.set_rng_state(state)
     return model.float().train()

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .kvcache import cache_bytes, cache_kwarg, output_cache
+from .layerwise import input_embedding
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def measure_speed(
     model: nn.Module, prompt: torch.Tensor, *, decode_tokens: int = 32, repeats: int = 3
 ) -> SpeedSample:
     """`prompt`: (1, P) token ids. Median prefill time and decode rate over `repeats` runs after a warm-up."""
-    device = model.get_input_embeddings().weight.device
+    device = input_embedding(model).weight.device
     prompt = prompt.to(device)
     prefills, decodes = [], []
     kv = 0

@@ -9,8 +9,12 @@
   `mlp_bias` the stand-in adds a constant vector instead (a sublayer's mean update).
 - `save_model(model, tokenizer, directory)`: `save_pretrained` into an atomic directory, plus the
   modeling file when sublayers are skipped, layers differ in width, or hidden-channel pruning left a hidden
-  size that is not a multiple of the query heads. Every saved model is checked by the tests to load in a fresh
-  process and `generate`.
+  size that is not a multiple of the query heads. `verify` checks the written directory before it is published
+  (`kb prune --save` reloads it and compares logits: `reload_check`). Every saved model is also checked by the
+  tests to load in a fresh process and `generate`.
+- `check_savable(model, name)`: refuse, before any pruning, a model holding a parameter its config cannot
+  describe (a bias LLaMA's `attention_bias` / `mlp_bias` flags say is absent, an untied head under a tying
+  config): a saved copy would silently lose it.
 """
 
 from __future__ import annotations
@@ -18,9 +22,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -29,10 +33,11 @@ from kb.errors import KBError
 from kb.fsutil import atomic_directory
 
 from . import pruned_llama
-from .layerwise import decoder_layers
+from .layerwise import decoder_layers, input_embedding, model_config
 
 
 def _renumber(layer: nn.Module, index: int) -> None:
+    module: Any  # `layer_idx` is a plain int attribute, which `nn.Module.__setattr__` is not typed to take
     for module in layer.modules():
         if isinstance(getattr(module, "layer_idx", None), int):
             module.layer_idx = index
@@ -54,7 +59,7 @@ def remove_layers(model: nn.Module, indices: Iterable[int]) -> list[int]:
     for i in reversed(range(len(layers))):
         del layers[i]
     layers.extend(modules)
-    config = model.config
+    config = model_config(model)
     config.num_hidden_layers = len(kept)
     for name in ("layer_types", *pruned_llama.WIDTH_LISTS):
         values = getattr(config, name, None)
@@ -89,19 +94,24 @@ def skip_sublayers(
             raise KBError(
                 f"{type(layers[i]).__name__} has no self_attn/mlp: sublayer skipping needs a LLaMA-style layer"
             )
-    config = model.config
+    config = model_config(model)
     before = {name: set(getattr(config, name, None) or []) for name in pruned_llama.SKIP_LISTS}
     new_attn = [i for i in attention if i not in before["skipped_attention"]]
     new_mlp = [i for i in mlp if i not in before["skipped_mlp"]]
     if set(attention_bias) - set(new_attn) or set(mlp_bias) - set(new_mlp):
         raise KBError("a sublayer bias can only be set when the sublayer is skipped")
     pruned_llama.skip_sublayers(model, new_attn, new_mlp, list(attention_bias), list(mlp_bias))
-    weight = model.get_input_embeddings().weight
+    weight = input_embedding(model).weight
     with torch.no_grad():
+        # the stand-ins `pruned_llama.skip_sublayers` just built for these layers, each with a bias
         for i, vector in attention_bias.items():
-            layers[i].self_attn.bias.copy_(vector.to(weight.device, weight.dtype))
+            attn = cast(pruned_llama.SkippedAttention, layers[i].self_attn)
+            assert attn.bias is not None
+            attn.bias.copy_(vector.to(weight.device, weight.dtype))
         for i, vector in mlp_bias.items():
-            layers[i].mlp.bias.copy_(vector.to(weight.device, weight.dtype))
+            ffn = cast(pruned_llama.SkippedMLP, layers[i].mlp)
+            assert ffn.bias is not None
+            ffn.bias.copy_(vector.to(weight.device, weight.dtype))
     config.skipped_attention = sorted(before["skipped_attention"] | set(attention))
     config.skipped_mlp = sorted(before["skipped_mlp"] | set(mlp))
     config.emulated_attention = sorted(before["emulated_attention"] | set(attention_bias))
@@ -124,13 +134,20 @@ def layer_widths(model: nn.Module) -> dict[str, list[int]]:
             if getattr(model.config, name, None)}  # fmt: skip
 
 
-def save_model(model: nn.Module, tokenizer: Any, directory: Path, *, replace: bool = False) -> None:
+def save_model(
+    model: nn.Module, tokenizer: Any, directory: Path, *, replace: bool = False,
+    verify: Callable[[Path], Any] | None = None,
+) -> Any:  # fmt: skip
     """Save model + tokenizer so that `from_pretrained` loads them; the directory appears only when complete.
 
     A model with skipped sublayers or per-layer widths is saved with the project's modeling file
     (`pruned_llama`): load it with `AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)` or
     `reference_impls.harness.models.load_model(dir)`.
+
+    `verify(tmp)` runs on the finished but unpublished directory (see `reload_check`); its return value is
+    returned, and an exception from it leaves no directory behind (an existing one, with `replace`, untouched).
     """
+    lm: Any = model  # a transformers model: save_pretrained() is its own
     gone = _skip_lists(model)
     widths = layer_widths(model)
     odd = not divisible_hidden(model.config)
@@ -139,15 +156,76 @@ def save_model(model: nn.Module, tokenizer: Any, directory: Path, *, replace: bo
         if odd and config_class.__name__ == "LlamaConfig":  # its save-time check would refuse the config
             model.config.__class__ = pruned_llama.KBPrunedLlamaConfig
         with atomic_directory(directory, replace=replace) as tmp:
-            model.save_pretrained(tmp, safe_serialization=True)
+            lm.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
             if any(gone.values()) or widths or odd:
                 _make_remote_code(tmp, gone, widths)
             _readable(tmp)
+            model.config.__class__ = config_class  # the check sees the model exactly as it was given
+            checked = verify(tmp) if verify is not None else None
+        return checked
     except OSError as exc:  # a full disk, a directory made read-only meanwhile: nothing was published
         raise KBError(f"cannot save the model to {directory}: {exc.strerror or exc}") from None
     finally:
         model.config.__class__ = config_class
+
+
+def check_savable(model: nn.Module, name: str) -> None:
+    """Refuse, in one line (exit 2), a model holding what its config cannot describe; run before pruning.
+
+    A saved copy is rebuilt from its config.json, then the weights are loaded into it: a parameter the rebuilt
+    model has no place for is dropped silently (e.g. a bias on `o_proj` while LLaMA's `attention_bias` is false:
+    the reload computes different logits), one it expects but is not given is initialised at random, and a
+    separate LM head under `tie_word_embeddings=True` is replaced by the embedding. The model's own class is
+    built from a copy of its config on the meta device (no memory, no weights) and its parameters, names and
+    shapes, are compared with the model's. An architecture that cannot be built that way is not judged here;
+    the reload check after saving (`reload_check`) still is.
+    """
+    import copy
+
+    try:
+        with torch.device("meta"):
+            skeleton = type(model)(copy.deepcopy(model.config))
+    except Exception:  # noqa: BLE001 - see the docstring: the reload check covers it
+        return
+    expected = {n: tuple(p.shape) for n, p in skeleton.named_parameters()}
+    actual = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    config = model.config
+    head = "lm_head.weight"
+    if head in actual and head not in expected and getattr(config, "tie_word_embeddings", False):
+        raise KBError(f"{name}: {head} is a tensor of its own but the config says tie_word_embeddings=True, so a "
+                      "saved copy would replace it by the embedding; set config.tie_word_embeddings = False, or tie "
+                      "the head (model.tie_weights()), before pruning")  # fmt: skip
+    for n, shape in actual.items():
+        module = n.rpartition(".")[0]
+        if n not in expected:
+            flag = _bias_flag(config, n)
+            how = (f"set config.{flag} = True and give every projection it covers a bias (zeros where there was "
+                   "none)" if flag else "make the config describe it, or fold it into the weights")  # fmt: skip
+            raise KBError(f"{name}: {module} has a parameter {n.rpartition('.')[2]!r} {list(shape)} that its config "
+                          f"cannot describe{f' ({flag}=False)' if flag else ''}, so a saved copy would silently "
+                          f"drop it; {how} before pruning")  # fmt: skip
+        if shape != expected[n]:
+            raise KBError(f"{name}: {n} is {list(shape)} but its config builds {list(expected[n])}; a saved copy "
+                          "would not load: update the config to the real sizes before pruning")  # fmt: skip
+    lost = [n for n in expected if n not in actual]
+    if lost == [head]:
+        raise KBError(f"{name}: the LM head is tied to the embedding but the config says tie_word_embeddings=False, "
+                      "so a saved copy would store two tensors; set config.tie_word_embeddings = True, or give the "
+                      "head a copy of its own, before pruning")  # fmt: skip
+    if lost:
+        raise KBError(f"{name}: {lost[0].rpartition('.')[0]} has no {lost[0].rpartition('.')[2]!r} although its "
+                      f"config builds one ({len(lost)} such parameter(s)), so a reload would fill it at random; "
+                      "make the config match the model before pruning")  # fmt: skip
+
+
+def _bias_flag(config: Any, parameter: str) -> str | None:
+    """LLaMA's config flag that decides whether the projection owning bias `parameter` has one (or None)."""
+    if not parameter.endswith("_proj.bias") or getattr(config, "model_type", None) not in (
+        "llama", pruned_llama.MODEL_TYPE
+    ):  # fmt: skip
+        return None
+    return "attention_bias" if ".self_attn." in parameter else "mlp_bias" if ".mlp." in parameter else None
 
 
 def divisible_hidden(config: Any) -> bool:

@@ -27,13 +27,18 @@ import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..harness import pruned_llama
-from ..harness.layerwise import decoder_layers
+from ..harness.layerwise import decoder_layers, input_embedding
 from .importance import lm_loss, loss_gradients
+
+# Forward hooks registered `with_kwargs=True`: (module, args, kwargs) before, (module, args, kwargs, output) after.
+PreHook = Callable[[nn.Module, tuple[Any, ...], dict[str, Any]], None]
+PostHook = Callable[[nn.Module, tuple[Any, ...], dict[str, Any], object], None]
 
 
 def token_cosine(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -59,14 +64,14 @@ def layer_io_cosine(model: nn.Module, calib: torch.Tensor, *, batch_size: int | 
     counts = [0] * len(layers)
     inputs: dict[int, torch.Tensor] = {}
 
-    def before(index: int):
-        def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+    def before(index: int) -> PreHook:
+        def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             inputs[index] = args[0] if args else kwargs["hidden_states"]
 
         return hook
 
-    def after(index: int):
-        def hook(_module: nn.Module, _args: tuple, _kwargs: dict, output: object) -> None:
+    def after(index: int) -> PostHook:
+        def hook(_module: nn.Module, _args: tuple[Any, ...], _kwargs: dict[str, Any], output: object) -> None:
             out = output[0] if isinstance(output, tuple) else output
             cos = token_cosine(inputs.pop(index), out)  # type: ignore[arg-type]
             sums[index] += float(cos.sum())
@@ -78,7 +83,7 @@ def layer_io_cosine(model: nn.Module, calib: torch.Tensor, *, batch_size: int | 
     for i, layer in enumerate(layers):
         handles.append(layer.register_forward_pre_hook(before(i), with_kwargs=True))
         handles.append(layer.register_forward_hook(after(i), with_kwargs=True))
-    device = model.get_input_embeddings().weight.device
+    device = input_embedding(model).weight.device
     try:
         with torch.inference_mode():
             for ids in calib.split(batch_size or calib.shape[0]):
@@ -92,7 +97,8 @@ def layer_io_cosine(model: nn.Module, calib: torch.Tensor, *, batch_size: int | 
 
 # ---- the residual stream at every layer boundary ---------------------------------------------------
 def _chunks(calib: torch.Tensor, batch_size: int | None) -> tuple[torch.Tensor, ...]:
-    return calib.split(batch_size or min(4, calib.shape[0]))
+    chunks: tuple[torch.Tensor, ...] = calib.split(batch_size or min(4, calib.shape[0]))
+    return chunks
 
 
 def residual_streams(model: nn.Module, ids: torch.Tensor) -> list[torch.Tensor]:
@@ -101,18 +107,18 @@ def residual_streams(model: nn.Module, ids: torch.Tensor) -> list[torch.Tensor]:
     layers = decoder_layers(model)
     states: list[torch.Tensor | None] = [None] * (len(layers) + 1)
 
-    def before(index: int):
-        def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+    def before(index: int) -> PreHook:
+        def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             states[index] = args[0] if args else kwargs["hidden_states"]
 
         return hook
 
-    def last(_module: nn.Module, _args: tuple, _kwargs: dict, output: object) -> None:
+    def last(_module: nn.Module, _args: tuple[Any, ...], _kwargs: dict[str, Any], output: object) -> None:
         states[-1] = output[0] if isinstance(output, tuple) else output  # type: ignore[assignment]
 
     handles = [layer.register_forward_pre_hook(before(i), with_kwargs=True) for i, layer in enumerate(layers)]
     handles.append(layers[len(layers) - 1].register_forward_hook(last, with_kwargs=True))
-    device = model.get_input_embeddings().weight.device
+    device = input_embedding(model).weight.device
     try:
         with torch.inference_mode():
             # the hooks take what they need: logits for one position only
@@ -170,32 +176,32 @@ def sublayer_stats(model: nn.Module, calib: torch.Tensor, *, batch_size: int | N
     """What-matters / deeper-look statistics from hooks on every layer, its attention and its MLP."""
     layers = decoder_layers(model)
     n = len(layers)
-    hidden = model.get_input_embeddings().weight.shape[1]
+    hidden = input_embedding(model).weight.shape[1]
     cos_sum = {k: [0.0] * n for k in ("attention", "mlp", "block")}
     upd_sum = {k: [torch.zeros(hidden, dtype=torch.float64) for _ in range(n)] for k in ("attention", "mlp")}
     count = [0] * n
     seen: dict[tuple[str, int], torch.Tensor] = {}
 
-    def layer_in(i: int):
-        def hook(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+    def layer_in(i: int) -> PreHook:
+        def hook(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             seen["x", i] = args[0] if args else kwargs["hidden_states"]
 
         return hook
 
-    def attn_out(i: int):
-        def hook(_m: nn.Module, _args: tuple, _kwargs: dict, output: object) -> None:
+    def attn_out(i: int) -> PostHook:
+        def hook(_m: nn.Module, _args: tuple[Any, ...], _kwargs: dict[str, Any], output: object) -> None:
             seen["a", i] = output[0] if isinstance(output, tuple) else output  # type: ignore[assignment]
 
         return hook
 
-    def mlp_out(i: int):
-        def hook(_m: nn.Module, _args: tuple, output: torch.Tensor) -> None:
+    def mlp_out(i: int) -> Callable[[nn.Module, tuple[Any, ...], torch.Tensor], None]:
+        def hook(_m: nn.Module, _args: tuple[Any, ...], output: torch.Tensor) -> None:
             seen["m", i] = output
 
         return hook
 
-    def layer_out(i: int):
-        def hook(_m: nn.Module, _args: tuple, _kwargs: dict, output: object) -> None:
+    def layer_out(i: int) -> PostHook:
+        def hook(_m: nn.Module, _args: tuple[Any, ...], _kwargs: dict[str, Any], output: object) -> None:
             x, a, m = seen.pop(("x", i)).float(), seen.pop(("a", i)).float(), seen.pop(("m", i)).float()
             h = x + a
             y = h + m
@@ -209,12 +215,13 @@ def sublayer_stats(model: nn.Module, calib: torch.Tensor, *, batch_size: int | N
         return hook
 
     handles = []
+    layer: Any  # transformers' decoder layer: its attention and MLP are read as Any
     for i, layer in enumerate(layers):
         handles.append(layer.register_forward_pre_hook(layer_in(i), with_kwargs=True))
         handles.append(layer.self_attn.register_forward_hook(attn_out(i), with_kwargs=True))
         handles.append(layer.mlp.register_forward_hook(mlp_out(i)))
         handles.append(layer.register_forward_hook(layer_out(i), with_kwargs=True))
-    device = model.get_input_embeddings().weight.device
+    device = input_embedding(model).weight.device
     try:
         with torch.inference_mode():
             for ids in _chunks(calib, batch_size):
@@ -243,7 +250,7 @@ def bypassed(model: nn.Module, parts: Iterable[Part]) -> Iterator[None]:
     saved: list[tuple[nn.Module, str, nn.Module]] = []
     try:
         for kind, i in parts:
-            layer = layers[i]
+            layer: Any = layers[i]
             if kind in ("block", "attention"):
                 saved.append((layer, "self_attn", layer.self_attn))
                 layer.self_attn = pruned_llama.SkippedAttention(i)
@@ -259,7 +266,7 @@ def bypassed(model: nn.Module, parts: Iterable[Part]) -> Iterator[None]:
 def mean_loss(model: nn.Module, ids: torch.Tensor, *, batch_size: int | None = None) -> float:
     """Mean next-token cross-entropy over `ids` (n, t)."""
     total, tokens = 0.0, 0
-    device = model.get_input_embeddings().weight.device
+    device = input_embedding(model).weight.device
     with torch.inference_mode():
         for chunk in ids.split(batch_size or ids.shape[0]):
             loss = lm_loss(model, chunk.to(device))

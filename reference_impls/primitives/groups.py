@@ -25,7 +25,9 @@ group `u` of the family covers, in each `Member` (a parameter, a dimension, a bl
 `compact(model, removals)` slices them out of the real tensors and updates the modules' bookkeeping and the
 config, so the model is smaller and faster everywhere. Removing heads or MLP channels changes nothing else:
 the compact forward equals the masked forward. Removing hidden channels changes what RMSNorm averages over,
-so there the two are only close.
+so there the two are only close, unless the method rescales the norms afterwards (`norms.rescale_rmsnorm`:
+equal up to eps). A tied LM head is one tensor with the embedding and is sliced once; a method that trains or
+edits the head alone unties it first (`norms.untie_head`).
 
 Per-layer widths: after compaction the config's uniform `num_attention_heads`, `num_key_value_heads` and
 `intermediate_size` are replaced by the widths every layer shares when they agree; when layers differ the
@@ -37,13 +39,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from kb.errors import KBError
 
+from ..harness.layerwise import input_embedding, model_config
 from ..harness.pruned_llama import WIDTH_LISTS
 
 GroupKind = Literal["kv-head", "q-head", "mlp", "hidden"]
@@ -91,27 +94,31 @@ class Family:
 
 # ---- shapes read from the model -------------------------------------------------------------
 def _layers(model: nn.Module) -> nn.ModuleList:
+    lm: Any = model  # a transformers model: its submodules are read as Any
     try:
-        return model.model.layers
+        layers: nn.ModuleList = lm.model.layers
+        return layers
     except AttributeError:
         raise KBError(f"{type(model).__name__} is not a LLaMA-style causal LM (no model.layers)") from None
 
 
 def head_dim(model: nn.Module) -> int:
-    config = model.config
+    config = model_config(model)
     value = getattr(config, "head_dim", None)
     return int(value) if value else config.hidden_size // config.num_attention_heads
 
 
 def attention_widths(model: nn.Module, layer: int) -> tuple[int, int]:
     """(query heads, key/value heads) of one decoder layer, from its current projections."""
-    attn = _layers(model)[layer].self_attn
+    attn: Any = _layers(model)[layer].self_attn
     hd = head_dim(model)
     return attn.q_proj.weight.shape[0] // hd, attn.k_proj.weight.shape[0] // hd
 
 
 def mlp_width(model: nn.Module, layer: int) -> int:
-    return _layers(model)[layer].mlp.gate_proj.weight.shape[0]
+    mlp: Any = _layers(model)[layer].mlp
+    width: int = mlp.gate_proj.weight.shape[0]
+    return width
 
 
 def _prefix(layer: int) -> str:
@@ -157,7 +164,7 @@ def hidden_family(model: nn.Module) -> Family:
             members.append(Member(name, 0, 1))
         elif leaf[-2:] == ["embed_tokens", "weight"] or name == "lm_head.weight":
             members.append(Member(name, 1, 1))
-    return Family("hidden", None, int(model.config.hidden_size), tuple(members))
+    return Family("hidden", None, int(model_config(model).hidden_size), tuple(members))
 
 
 def _with_biases(model: nn.Module, members: tuple[Member, ...]) -> tuple[Member, ...]:
@@ -249,15 +256,18 @@ def compact(model: nn.Module, removals: Mapping[Family, Sequence[int]]) -> dict[
 
 def _sync_modules(model: nn.Module) -> None:
     """Update module attributes and the config from the (sliced) tensors."""
-    config = model.config
+    config = model_config(model)
     hd = head_dim(model)
-    embed = model.get_input_embeddings()
+    embed = input_embedding(model)
     hidden = embed.weight.shape[1]
     embed.embedding_dim = hidden
     for module in model.modules():
         if isinstance(module, nn.Linear):
             module.out_features, module.in_features = module.weight.shape
-    heads, kvs, inters = [], [], []
+    heads: list[int] = []
+    kvs: list[int] = []
+    inters: list[int] = []
+    layer: Any  # transformers' decoder layer and its parts are read as Any
     for i, layer in enumerate(_layers(model)):
         attn, mlp = layer.self_attn, layer.mlp
         if hasattr(attn, "q_proj"):

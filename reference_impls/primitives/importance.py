@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +44,7 @@ from torch import nn
 
 from kb.errors import KBError
 
+from ..harness.layerwise import decoder_layers, input_embedding
 from .groups import Family
 
 Estimator = Literal[
@@ -86,7 +87,7 @@ def loss_gradients(
     per-sequence squared-gradient mean (then sequences go one at a time, whatever `chunk` says)."""
     params = dict(model.named_parameters())
     wanted = {n: params[n] for n in dict.fromkeys(names)}
-    device = model.get_input_embeddings().weight.device
+    device = input_embedding(model).weight.device
     flags = {n: p.requires_grad for n, p in params.items()}
     grad = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in wanted.items()}
     sq = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in wanted.items()} if fisher else None
@@ -190,17 +191,17 @@ class _ChannelStats:
 
 def activation_scores(model: nn.Module, families: Sequence[Family], tokens: torch.Tensor, *, chunk: int = 1,
                       reduce: str = "sum") -> dict[Family, torch.Tensor]:  # fmt: skip
-    layers = model.model.layers
+    layers: Any = decoder_layers(model)  # transformers' decoder layers: their parts are read as Any
     stats: dict[tuple[str, int | None], _ChannelStats] = {}
     hooks = []
 
     def watch(module: nn.Module, key: tuple[str, int | None], inputs: bool) -> None:
         stats[key] = _ChannelStats()
 
-        def pre(_m: nn.Module, args: tuple) -> None:
+        def pre(_m: nn.Module, args: tuple[Any, ...]) -> None:
             stats[key].add(args[0])
 
-        def post(_m: nn.Module, _args: tuple, out: torch.Tensor) -> None:
+        def post(_m: nn.Module, _args: tuple[Any, ...], out: torch.Tensor) -> None:
             stats[key].add(out)
 
         hooks.append(module.register_forward_pre_hook(pre) if inputs else module.register_forward_hook(post))
@@ -215,7 +216,7 @@ def activation_scores(model: nn.Module, families: Sequence[Family], tokens: torc
             norms = [m for n, m in model.named_modules() if n.endswith("norm") and hasattr(m, "weight")]
             for i, m in enumerate(norms):
                 watch(m, ("norm", i), False)
-    device = model.get_input_embeddings().weight.device
+    device = input_embedding(model).weight.device
     try:
         with torch.inference_mode():
             for start in range(0, tokens.shape[0], max(1, chunk)):
@@ -244,8 +245,11 @@ def output_projection(model: nn.Module, family: Family) -> nn.Linear:
     if family.kind not in ("kv-head", "q-head", "mlp") or family.layer is None:
         raise KBError(f"the contribution estimator scores attention heads and MLP channels; {family.kind} groups "
                       "feed no single output projection")  # fmt: skip
-    layer = model.model.layers[family.layer]
-    return layer.self_attn.o_proj if family.kind in ("kv-head", "q-head") else layer.mlp.down_proj
+    layer: Any = decoder_layers(model)[family.layer]  # transformers' decoder layer: its parts are read as Any
+    projection: nn.Linear = (
+        layer.self_attn.o_proj if family.kind in ("kv-head", "q-head") else layer.mlp.down_proj
+    )
+    return projection
 
 
 def channel_energy(sq_inputs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -261,12 +265,12 @@ def input_sq_norms(model: nn.Module, families: Sequence[Family], tokens: torch.T
     for f in families:
         proj = output_projection(model, f)
 
-        def pre(_m: nn.Module, args: tuple, f: Family = f) -> None:
+        def pre(_m: nn.Module, args: tuple[Any, ...], f: Family = f) -> None:
             x = args[0].detach().float().reshape(-1, args[0].shape[-1])
-            sums[f] = sums.get(f, 0) + x.square().sum(0)  # type: ignore[operator]
+            sums[f] = sums.get(f, 0) + x.square().sum(0)
 
         hooks.append(proj.register_forward_pre_hook(pre))
-    device = model.get_input_embeddings().weight.device
+    device = input_embedding(model).weight.device
     try:
         with torch.inference_mode():
             for start in range(0, tokens.shape[0], max(1, chunk)):

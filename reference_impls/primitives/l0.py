@@ -14,8 +14,9 @@ with LoRA); both follow CoFi's recipe, as the official `l0_module.py` files do.
   heads, as `primitives.groups` defines them), MLP channels per layer, whole layers, hidden (residual) channels.
 - `MaskHooks`: forward hooks that apply given z values without changing the model: attention units scale the
   o_proj input, MLP channels the down_proj input, a layer's z and the hidden z scale both sublayer outputs, the
-  hidden z also the embedding output, and every RMSNorm averages over the hidden channels that are on (upstream
-  does the same), so that slicing those channels out later gives the same function.
+  hidden z also the embedding output, and every RMSNorm averages over the hidden channels that are on
+  (`norms.kept_channel_scale`; upstream does the same), so that slicing those channels out later gives the same
+  function.
 - `lagrangian(expected, target, l1, l2)` = l1 (s - t) + l2 (s - t)^2: minimised by the model and masks,
   maximised by the multipliers (`torch.optim.Adam(maximize=True)`), which makes the constraint bind.
 - `finalize(model, masks, values)`: fold the kept units' deterministic z into the weights (o_proj and down_proj
@@ -30,14 +31,16 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from kb.errors import KBError
 
+from ..harness.layerwise import decoder_layers, input_embedding, model_config
 from . import groups as G
+from .norms import kept_channel_scale
 
 LIMIT_LO, LIMIT_HI, EPS = -0.1, 1.1, 1e-6
 TEMPERATURE = 2.0 / 3.0
@@ -126,8 +129,7 @@ class StructureMasks:
 
     @classmethod
     def for_model(cls, model: nn.Module, structures: tuple[str, ...], seed: int = 0) -> StructureMasks:
-        layers = model.model.layers
-        n = len(layers)
+        n = len(decoder_layers(model))
         heads, kv = G.attention_widths(model, 0)
         widths = {G.attention_widths(model, i) for i in range(n)} | {
             (-1, G.mlp_width(model, i)) for i in range(n)
@@ -143,7 +145,7 @@ class StructureMasks:
             elif name == "layers":
                 masks[name] = HardConcrete(0, n, seed=seed + i)
             elif name == "hidden":
-                masks[name] = HardConcrete(0, int(model.config.hidden_size), seed=seed + i)
+                masks[name] = HardConcrete(0, int(model_config(model).hidden_size), seed=seed + i)
             else:
                 raise KBError(f"unknown L0 structure {name!r}; choose from {', '.join(STRUCTURES)}")
         block = (heads // kv) * G.head_dim(model)
@@ -197,7 +199,7 @@ class MaskHooks:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def _scale_out(self, layer: int) -> Callable[..., torch.Tensor]:
-        def hook(_m: nn.Module, _args: tuple, out: torch.Tensor) -> torch.Tensor:
+        def hook(_m: nn.Module, _args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
             if "layers" in self.z:
                 out = out * self.z["layers"][layer].to(out.device, out.dtype)
             if "hidden" in self.z:
@@ -206,8 +208,8 @@ class MaskHooks:
 
         return hook
 
-    def _scale_in(self, name: str, layer: int, block: int) -> Callable[..., tuple]:
-        def hook(_m: nn.Module, args: tuple) -> tuple:
+    def _scale_in(self, name: str, layer: int, block: int) -> Callable[..., tuple[Any, ...]]:
+        def hook(_m: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
             if name not in self.z:
                 return args
             z = self.z[name][layer]
@@ -222,20 +224,20 @@ class MaskHooks:
             if "hidden" not in self.z:
                 return None
             on = int((self.z["hidden"] != 0).sum())
-            return torch.tensor(math.sqrt(self.z["hidden"].numel() / max(on, 1)))
+            return torch.tensor(kept_channel_scale(on, self.z["hidden"].numel()))
 
-        def pre(_m: nn.Module, args: tuple) -> tuple:
+        def pre(_m: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
             c = scale()
             return args if c is None else (args[0] * c.to(args[0].device, args[0].dtype), *args[1:])
 
-        def post(_m: nn.Module, _args: tuple, out: torch.Tensor) -> torch.Tensor:
+        def post(_m: nn.Module, _args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
             c = scale()
             return out if c is None else out / c.to(out.device, out.dtype)
 
         self._handles += [norm.register_forward_pre_hook(pre), norm.register_forward_hook(post)]
 
     def install(self) -> MaskHooks:
-        model = self.model
+        model: Any = self.model  # a transformers model: its submodules are read as Any
         for i, layer in enumerate(model.model.layers):
             self._handles.append(layer.self_attn.o_proj.register_forward_pre_hook(
                 self._scale_in("heads", i, self.head_block)))  # fmt: skip
@@ -248,10 +250,10 @@ class MaskHooks:
             self._norm_hooks(layer.post_attention_layernorm)
         self._norm_hooks(model.model.norm)
 
-        def embed(_m: nn.Module, _args: tuple, out: torch.Tensor) -> torch.Tensor:
+        def embed(_m: nn.Module, _args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
             return out * self.z["hidden"].to(out.device, out.dtype) if "hidden" in self.z else out
 
-        self._handles.append(model.get_input_embeddings().register_forward_hook(embed))
+        self._handles.append(input_embedding(model).register_forward_hook(embed))
         return self
 
     def remove(self) -> None:
@@ -281,8 +283,9 @@ def finalize(model: nn.Module, values: Mapping[str, torch.Tensor], head_block: i
     """
     from ..harness.structure import remove_layers
 
-    layers = model.model.layers
+    layers = decoder_layers(model)
     removals: dict[G.Family, list[int]] = {}
+    layer: Any  # transformers' decoder layer: its parts are read as Any
     for i, layer in enumerate(layers):
         o, down = layer.self_attn.o_proj.weight, layer.mlp.down_proj.weight
         if "heads" in values:
@@ -308,9 +311,9 @@ def finalize(model: nn.Module, values: Mapping[str, torch.Tensor], head_block: i
     shapes = G.compact(model, removals) if removals else {}
     if gone:
         remove_layers(model, gone)
-        n = len(model.model.layers)  # the removed layers' widths no longer count in the config
+        n = len(decoder_layers(model))  # the removed layers' widths no longer count in the config
         widths = [G.attention_widths(model, i) for i in range(n)]
-        G.set_layer_widths(model.config, [h for h, _ in widths], [kv for _, kv in widths],
+        G.set_layer_widths(model_config(model), [h for h, _ in widths], [kv for _, kv in widths],
                            [G.mlp_width(model, i) for i in range(n)])  # fmt: skip
         shapes = {n: list(p.shape) for n, p in model.named_parameters() if n.startswith("model.layers.")} | {
             n: s for n, s in shapes.items() if not n.startswith("model.layers.")
@@ -367,7 +370,7 @@ def learn_masks(
         optimisers.append(torch.optim.Adam(multipliers, lr=mask_lr, maximize=True))
     flags = {id(p): p.requires_grad for p in model.parameters()}
     gen = torch.Generator().manual_seed(seed)
-    device = model.get_input_embeddings().weight.device
+    device = input_embedding(model).weight.device
     hooks = MaskHooks(model, masks.head_block).install()
     was_training = model.training
     try:

@@ -23,7 +23,7 @@ def least_squares_weight(x: torch.Tensor, y: torch.Tensor, damp: float = 0.0) ->
         gram += torch.eye(gram.shape[0], dtype=gram.dtype) * (damp * gram.diagonal().mean().clamp_min(1e-12))
     rhs = (x32.T @ y32).double()
     try:
-        solution = torch.linalg.solve(gram, rhs)
+        solution: torch.Tensor = torch.linalg.solve(gram, rhs)
     except RuntimeError:  # singular: the minimum-norm least-squares solution
         solution = torch.linalg.lstsq(gram, rhs, driver="gelsd").solution
     return solution.T.contiguous().to(x.dtype)

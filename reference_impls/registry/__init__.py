@@ -5,18 +5,23 @@ command line reads it for help text and to reject bad input before anything heav
 
 - A `MethodSpec` names a method, the module that implements it, its kind (which decides the invariants
   the harness checks after it ran), whether it needs calibration data, and which target options of the
-  command line apply to it (`sparsity`, `pattern`, `layers`, `kv_budget`). The method's own knobs and their defaults
-  live in the module's `Config` class.
+  command line apply to it (`sparsity`, `pattern`, `layers`, `kv_budget`, `params`; their bounds are one table,
+  `specs.TARGET_BOUNDS`, checked by `check_target`). The method's own knobs and their defaults live in the
+  module's `Config` class.
 - A `PaperSpec` is a paper's headline comparison: a list of labelled `Run`s (method + fixed options) run
   after the dense baseline, each from a fresh copy of the dense model; paper-level defaults (its target,
   data budget, metrics) that the command line may override; and the claim with the check that decides it
   from every run's metrics.
-- The list of paper ids is read from `papers/*.yaml`, never typed here.
+- The knowledge base's record ids are read from `papers/*.yaml` (`paper_ids`); only the runnable papers have
+  a claim module.
 
-One file per family holds its methods, claims and papers (`sparsity`, `depth`, `width`, `kvcache`, `standins`);
-`specs` holds the shapes. This module joins the families and answers look-ups, including which files a result
-depends on (`code_files`, `paper_code`: the content hash stored in every result); `freshness` compares the
-committed results with today's code for `kb build --check`.
+Layout: `specs` holds the shapes; every runnable paper has its own claim module, `reference_impls/claims/<id>.py`
+(the record id with `_` for `-`), with its `PaperSpec` and the `MethodSpec`s of the methods it owns; methods
+that belong to no paper are in `claims/baselines.py`, and the logic claims share in `claims/_kit.py`.
+`CLAIMS` below lists the claim modules, one entry each; this module imports them, joins them into `METHODS`
+and `PAPERS` and answers look-ups, including which files a result depends on (`code_files`, `paper_code`:
+the content hash stored in every result). `freshness` compares the committed results with today's code for
+`kb build --check`. No module here imports a method's implementation (or torch).
 
 Adding a paper: see "Add a paper of any kind" in the README.
 """
@@ -24,6 +29,7 @@ Adding a paper: see "Add a paper of any kind" in the README.
 from __future__ import annotations
 
 import ast
+import importlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -31,13 +37,31 @@ from kb.codehash import code_version
 from kb.errors import KBError
 from kb.results import CodeVersion
 
-from . import depth, kvcache, sparsity, standins, width
-from .specs import TARGETS, MethodSpec, Metric, PaperSpec, Results, Run, Target, Verdict
+from .specs import (
+    TARGET_BOUNDS,
+    TARGETS,
+    MethodSpec,
+    Metric,
+    PaperSpec,
+    Results,
+    Run,
+    Target,
+    Verdict,
+    check_target,
+    check_targets,
+    parse_pattern,
+    refuse_set_targets,
+    target_flag,
+)
 
 __all__ = [
+    "CLAIMS",
+    "CLAIM_KIT",
     "METHODS",
     "PAPERS",
+    "SPECS",
     "TARGETS",
+    "TARGET_BOUNDS",
     "MethodSpec",
     "Metric",
     "PaperSpec",
@@ -45,6 +69,9 @@ __all__ = [
     "Run",
     "Target",
     "Verdict",
+    "check_target",
+    "check_targets",
+    "claim_file",
     "code_files",
     "code_root",
     "method_spec",
@@ -54,31 +81,89 @@ __all__ = [
     "paper_methods",
     "paper_spec",
     "papers_help",
+    "parse_pattern",
+    "refuse_set_targets",
     "run_command",
     "runnable_papers",
     "savable_method",
     "sweep_code",
+    "target_flag",
 ]  # fmt: skip
 
-_FAMILIES = (sparsity, depth, width, kvcache, standins)
+# The modules of `reference_impls/claims/`, one entry per runnable paper (its record id with `_` for `-`) and
+# the shared baselines. Adding a paper adds one line here; no result's code hash covers this list.
+CLAIMS: tuple[str, ...] = (
+    "baselines",
+    # weight sparsity and allocation
+    "wanda",
+    "sparsegpt",
+    "owl",
+    "essential_sparsity",
+    "ria",
+    "dsnot",
+    "besa",
+    "llm_surgeon",
+    # depth
+    "shortgpt",
+    "deeper_layers",
+    "shortened_llama",
+    "llm_streamline",
+    "what_matters",
+    "reassessing_layer_pruning",
+    "deeper_look_depth",
+    "heterogeneous_sublayers",
+    # width
+    "llm_pruner",
+    "sheared_llama",
+    "compresso",
+    "minitron_approach",
+    "loraprune",
+    "k_prune",
+    "minitron",
+    "coupled_components",
+    # KV-cache eviction
+    "h2o",
+    "keyformer",
+    # honest stand-ins: a kernel, a scaling law, training from scratch
+    "sparse_scaling_laws",
+    "flash_llm",
+    "bitnet_b158",
+)
+_CLAIMS_DIR = "reference_impls/claims"
+_REGISTRY = "reference_impls/registry"
 
 
-def _join() -> tuple[dict[str, MethodSpec], dict[str, PaperSpec]]:
+def _claim_module(name: str) -> str:
+    return f"{_CLAIMS_DIR}/{name}.py"
+
+
+def _join() -> tuple[dict[str, MethodSpec], dict[str, PaperSpec], dict[str, str]]:
+    """Every claim module's methods and paper, and the claim module (a file) that declares each method."""
     methods: dict[str, MethodSpec] = {}
     papers: dict[str, PaperSpec] = {}
-    for family in _FAMILIES:
-        for m in family.METHODS:
+    declared: dict[str, str] = {}
+    for name in CLAIMS:
+        module = importlib.import_module(f"reference_impls.claims.{name}")
+        specs: tuple[MethodSpec, ...] = module.METHODS
+        for m in specs:
             if m.name in methods:
-                raise RuntimeError(f"method {m.name!r} is registered twice ({family.__name__})")
+                raise RuntimeError(
+                    f"method {m.name!r} is declared twice: {declared[m.name]}, claims/{name}.py"
+                )
             methods[m.name] = m
-        for p in family.PAPERS:
-            if p.paper in papers:
-                raise RuntimeError(f"paper {p.paper!r} is registered twice ({family.__name__})")
-            papers[p.paper] = p
-    return methods, papers
+            declared[m.name] = _claim_module(name)
+        paper: PaperSpec | None = getattr(module, "PAPER", None)
+        if paper is None:
+            continue
+        if paper.paper.replace("-", "_") != name:
+            raise RuntimeError(
+                f"claims/{name}.py declares paper {paper.paper!r}: name it after the record id"
+            )
+        papers[paper.paper] = paper  # one module per id: no paper can be declared twice
+    return methods, papers, declared
 
 
-METHODS, PAPERS = _join()
+METHODS, PAPERS, _DECLARED_IN = _join()
 
 
 # ---- look-ups ---------------------------------------------------------------------------------
@@ -140,14 +225,20 @@ def papers_help() -> str:
 
 # ---- the code a result depends on -------------------------------------------------------------
 # A result depends on the modules of its methods and everything they import inside `reference_impls`, on the
-# harness modules that run and measure every comparison (and what they import), and on its claim: the registry's
-# shapes and the family file that holds the paper. Imports are read statically (no module is executed), so the
-# check stays torch-free. Another family's file, a primitive nobody here imports or a new paper's module changes
-# nothing a result ran, so it leaves the result fresh.
+# harness modules that run and measure every comparison (and what they import), and on its declarations: the
+# paper's own claim module, the claim modules that declare the methods its runs use (`claims/baselines.py` for
+# magnitude, `claims/wanda.py` for the Wanda arm of OWL), what they import (`claims/_kit.py`) and the registry's
+# shapes (`registry/specs.py`). A sweep depends on the same minus a paper's claim. Imports are read statically (no
+# module is executed), so the check stays torch-free. The two modules that join the claims (this one, with its
+# `CLAIMS` list, and `claims/__init__.py`) are neither followed nor counted: a new paper (a claim module plus one
+# line in `CLAIMS`), another paper's claim, a primitive nobody here imports or a new method module changes nothing
+# a result ran, so it leaves the result fresh.
 MEASURING = (
     "reference_impls/harness/runner.py",
 )  # the orchestrator: its imports bring data, metrics, probe...
-_REGISTRY = "reference_impls/registry"
+SPECS = f"{_REGISTRY}/specs.py"
+CLAIM_KIT = f"{_CLAIMS_DIR}/_kit.py"
+_JOINS = frozenset({f"{_REGISTRY}/__init__.py", f"{_CLAIMS_DIR}/__init__.py"})
 
 
 def _imported_files(root: Path, rel: str) -> set[str]:
@@ -167,7 +258,7 @@ def _imported_files(root: Path, rel: str) -> set[str]:
             base = package[: len(package) - node.level + 1] if node.level else []
             mod = base + (node.module.split(".") if node.module else [])
             names.append(mod)
-            names += [[*mod, a.name] for a in node.names]  # `from . import depth` names a module
+            names += [[*mod, a.name] for a in node.names]  # `from . import wanda` names a module
     found = set()
     for parts in names:
         if not parts or parts[0] != "reference_impls":
@@ -179,6 +270,7 @@ def _imported_files(root: Path, rel: str) -> set[str]:
 
 
 def _closure(root: Path, start: Iterable[str]) -> set[str]:
+    """`start` and every file it imports inside `reference_impls/`, transitively, except the joining modules."""
     seen: set[str] = set()
     todo = list(start)
     while todo:
@@ -186,10 +278,10 @@ def _closure(root: Path, start: Iterable[str]) -> set[str]:
         if rel in seen:
             continue
         seen.add(rel)
-        if rel.startswith(_REGISTRY + "/"):
-            continue  # the registry joins every family: only the claim's own files count (added by the caller)
+        if rel in _JOINS:
+            continue  # they import every claim module: a result counts only its own (added by the caller)
         todo.extend(_imported_files(root, rel) - seen)
-    return seen
+    return seen - _JOINS
 
 
 def code_root() -> Path:
@@ -203,26 +295,19 @@ def paper_methods(paper: str) -> list[str]:
     return sorted({spec.method, *(r.method for r in spec.runs)})
 
 
+def claim_file(paper: str) -> str:
+    """The claim module of a runnable paper (relative to the repository root): `reference_impls/claims/<id>.py`."""
+    return _claim_module(paper_spec(paper).paper.replace("-", "_"))
+
+
 def code_files(root: Path, methods: Iterable[str], paper: str | None = None) -> list[str]:
     """The files (relative to `root`) a run of these methods depends on, with the paper's claim if given."""
-    start = {"reference_impls/__init__.py", *MEASURING, *(method_spec(m).file for m in methods)}
-    files = {f for f in _closure(root, start) if not f.startswith(_REGISTRY + "/")}
-    files.add(f"{_REGISTRY}/specs.py")
+    names = set(methods)
+    start = {"reference_impls/__init__.py", *MEASURING, SPECS, *(method_spec(m).file for m in names)}
+    start.update(_DECLARED_IN[m] for m in names if m in _DECLARED_IN)  # the claim modules declaring them
     if paper is not None:
-        files.add(_family_file(paper))
-    return sorted(files)
-
-
-def paper_family(paper: str) -> str:
-    """The registry family a runnable paper is declared in: sparsity, depth, width, kvcache or standins."""
-    for family in _FAMILIES:
-        if any(p.paper == paper for p in family.PAPERS):
-            return family.__name__.rsplit(".", 1)[1]
-    raise KBError(f"paper {paper!r} is in no registry family")
-
-
-def _family_file(paper: str) -> str:
-    return f"{_REGISTRY}/{paper_family(paper)}.py"
+        start.update((claim_file(paper), CLAIM_KIT))
+    return sorted(_closure(root, start))
 
 
 def paper_code(paper: str, root: Path | None = None) -> CodeVersion:

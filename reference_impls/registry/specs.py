@@ -4,21 +4,118 @@ Torch-free, like the whole registry."""
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from kb.errors import KBError
+
 if TYPE_CHECKING:
     from kb.results import Figure, Kind, Metrics, Outcome
 
-Target = Literal["sparsity", "pattern", "layers", "kv_budget"]
-TARGETS: tuple[str, ...] = (
-    "sparsity",
-    "pattern",
-    "layers",
-    "kv_budget",
-)  # kv_budget: KV cache / prompt length
+Target = Literal["sparsity", "pattern", "layers", "kv_budget", "params"]
+TARGETS: tuple[str, ...] = ("sparsity", "pattern", "layers", "kv_budget", "params")
+
+
+# ---- targets: the one table of what each accepts --------------------------------------------------
+@dataclass(frozen=True)
+class Bounds:
+    """The values a numeric target takes: an interval (open or closed at each end), or whole numbers from `low`."""
+
+    meaning: str  # what the number is, for the error line
+    low: float
+    high: float | None = None  # None: no upper bound
+    low_closed: bool = True
+    high_closed: bool = False
+    whole: bool = False  # an int (a count), not a fraction
+
+    def holds(self, value: float) -> bool:
+        above = value >= self.low if self.low_closed else value > self.low
+        below = self.high is None or (value <= self.high if self.high_closed else value < self.high)
+        return above and below
+
+    def text(self) -> str:
+        if self.whole and self.high is None:
+            return f"a positive integer ({self.meaning})" if self.low == 1 else f"an integer >= {self.low:g}"
+        left, right = "[" if self.low_closed else "(", "]" if self.high_closed else ")"
+        return (
+            f"{self.meaning} in {left}{self.low:g}, {'inf' if self.high is None else f'{self.high:g}'}{right}"
+        )
+
+
+# Every numeric target's bounds, written once. `pattern` is "N:M" with 0 < N < M (`parse_pattern`). `params` is
+# the share of the decoder's parameters a width method removes (like `sparsity`, a share removed, the way most
+# width methods state their size: LLM-Pruner's ratio, Compresso's target sparsity, K-prune's FLOPs reduction).
+TARGET_BOUNDS: Mapping[str, Bounds] = {
+    "sparsity": Bounds("a fraction of weights to prune", 0.0, 1.0),
+    "layers": Bounds("decoder layers or sublayers to remove", 1, whole=True),
+    "kv_budget": Bounds("a fraction of the prompt", 0.0, 1.0, low_closed=False,
+                        high_closed=True),
+    "params": Bounds("a fraction of the decoder's parameters to remove", 0.0, 1.0, low_closed=False),
+}  # fmt: skip
+
+
+def target_flag(name: str) -> str:
+    """The command-line flag of a target: `kv_budget` -> `--kv-budget`."""
+    return "--" + name.replace("_", "-")
+
+
+_PATTERN = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
+
+
+def parse_pattern(text: str) -> tuple[int, int]:
+    """`"2:4"` -> `(2, 4)`: prune `n` of every `m` consecutive input weights (upstream convention)."""
+    match = _PATTERN.match(text)
+    if not match:
+        raise KBError(f"malformed N:M pattern {text!r}: expected two integers like 2:4")
+    n, m = int(match.group(1)), int(match.group(2))
+    if not 0 < n < m:
+        raise KBError(f"bad N:M pattern {text!r}: need 0 < N < M (N weights pruned in every group of M)")
+    return n, m
+
+
+def check_target(name: str, value: Any) -> None:
+    """The one check of a target value, whichever way it came in (a flag, a sweep value, a paper's default, a
+    run's fixed option): a `KBError` (exit 2) naming the flag when it is out of bounds."""
+    flag = target_flag(name)
+    if name == "pattern":
+        if isinstance(value, str):
+            parse_pattern(value)
+            return
+        if isinstance(value, Sequence) and len(value) == 2 and all(type(v) is int for v in value):
+            parse_pattern(f"{value[0]}:{value[1]}")
+            return
+        raise KBError(f"{flag} must be an N:M pattern like 2:4, got {value!r}")
+    bounds = TARGET_BOUNDS.get(name)
+    if bounds is None:
+        raise KBError(f"unknown target {name!r}; targets: {', '.join(TARGETS)}")
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not number or (bounds.whole and not float(value).is_integer()) or not bounds.holds(value):
+        raise KBError(f"{flag} must be {bounds.text()}, got {value!r}")
+
+
+def check_targets(target: Mapping[str, Any]) -> None:
+    """`check_target` for every entry of a mapping that names a target (other keys are left alone)."""
+    for name, value in target.items():
+        if name in TARGETS and value is not None:
+            check_target(name, value)
+
+
+def refuse_set_targets(overrides: Mapping[str, Any]) -> None:
+    """`--set` carries a method's own options, never a target: a target set there would reach the paper's own
+    method and not the other arms. One line naming the flag to use instead."""
+    for name, value in overrides.items():
+        if name in TARGETS:
+            given = value if isinstance(value, str) else json.dumps(value)
+            pair = name == "pattern" and isinstance(value, list) and len(value) == 2
+            flag_value = f"{value[0]}:{value[1]}" if pair else given
+            raise KBError(f"use {target_flag(name)} {flag_value}, not --set {name}={given}: a target goes to every "
+                          "arm of the comparison that takes it")  # fmt: skip
+
+
 Metric = Literal["ppl", "probe", "speed", "cache"]  # cache: the long-context KV-cache evaluation
 
 
@@ -47,6 +144,12 @@ class Run:
     speed: bool = False  # measure CPU prefill/decode speed against dense for this arm
     probe: bool = True  # score the probe on this arm when the paper's metrics include it
     extra: bool = False  # context the claim does not use: runs only with `kb reproduce --all-runs`
+
+    def fixed_targets(self) -> frozenset[str]:
+        """The targets this arm sets in its `options`, which the comparison's target leaves alone. `sparsity` and
+        `pattern` are one target said two ways (a pattern sets the sparsity to N/M): fixing one fixes both."""
+        fixed = {name for name in self.options if name in TARGETS}
+        return frozenset(fixed | ({"sparsity", "pattern"} if fixed & {"sparsity", "pattern"} else set()))
 
 
 class Results:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from kb import allocator
-from kb.cli import main
 from kb.errors import KBError
+from kb_cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from kb import cache, fsutil
-from kb.cli import main
 from kb.errors import KBError
+from kb_cli.main import main
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kb.cli import main
+from kb_cli.main import main
 
 DATA = Path(__file__).parent / "data"
 
@@ -31,7 +31,7 @@ def _one_error_line(err: str) -> str:
 def test_help_does_not_import_heavy_libraries():
     code = (
         "import sys, contextlib, io\n"
-        "from kb.cli import main\n"
+        "from kb_cli.main import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    main(['--help']) if False else None\n"
         "    try: main(['--help'])\n"
@@ -149,7 +149,7 @@ def test_schema_check_detects_staleness(tmp_kb, capsys):
 
 
 def test_every_command_is_documented_in_the_readme():
-    from kb.cli import build_parser
+    from kb_cli.main import build_parser
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     parser = build_parser()

@@ -37,10 +37,12 @@ def test_files_of_a_paper_are_what_its_runs_import_and_its_claim():
             "reference_impls/sparsegpt.py"} <= set(files)  # fmt: skip
     assert "reference_impls/shortgpt.py" not in files  # another paper's method
     for shared in ("harness/runner.py", "harness/metrics.py", "harness/evaluate.py", "harness/probe.py",
-                   "harness/layerwise.py", "primitives/masks.py", "registry/specs.py", "registry/sparsity.py"):  # fmt: skip
-        assert f"reference_impls/{shared}" in files
-    # what no run of OWL imports: another family's claims, the registry's joining module, unrelated primitives
-    for other in ("registry/depth.py", "registry/__init__.py", "primitives/blocks.py", "harness/recovery.py"):
+                   "harness/layerwise.py", "primitives/masks.py", "registry/specs.py", "claims/_kit.py",
+                   "claims/owl.py", "claims/wanda.py", "claims/sparsegpt.py", "claims/baselines.py"):  # fmt: skip
+        assert f"reference_impls/{shared}" in files  # its claim and those declaring its arms' methods
+    # what no run of OWL imports: another paper's claim, the modules joining the claims, unrelated primitives
+    for other in ("claims/ria.py", "claims/shortgpt.py", "registry/__init__.py", "claims/__init__.py",
+                  "primitives/blocks.py", "harness/recovery.py"):  # fmt: skip
         assert f"reference_impls/{other}" not in files
     assert files == sorted(files)
     width = registry.code_files(REPO, registry.paper_methods("llm-pruner"), "llm-pruner")
@@ -65,9 +67,9 @@ def test_any_edit_addition_or_removal_changes_the_hash(tmp_path):
                                             "reference_impls/primitives/new_helper.py"]  # fmt: skip
     masks.write_text(masks.read_text().replace("from .new_helper import VALUE\n", ""))
     assert registry.paper_code("wanda", root) == before
-    # an edit to a method the paper does not run, or to another family's claims, leaves its hash alone
-    depth = root / "reference_impls" / "registry" / "depth.py"
-    depth.write_text(depth.read_text() + "# edited\n")
+    # an edit to a method the paper does not run, or to another paper's claim, leaves its hash alone
+    claim = root / "reference_impls" / "claims" / "shortgpt.py"
+    claim.write_text(claim.read_text() + "# edited\n")
     other = root / "reference_impls" / "shortgpt.py"
     other.write_text(other.read_text() + "# edited\n")
     assert registry.paper_code("wanda", root) == before

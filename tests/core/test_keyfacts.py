@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from kb.cli import main
 from kb.closedlists import ClosedListError, load_closed_list
 from kb.jsonschema import build_schema
 from kb.store import load_kb
 from kb.vocab import load_vocabulary
+from kb_cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kb.cli import main
+from kb_cli.main import main
 
 DATA = Path(__file__).parent / "data"
 BASE = (DATA / "base.yaml").read_text(encoding="utf-8")

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from kb.cli import main
 from kb.paper_results import PaperResult, Setting
 from kb.vocab import load_vocabulary
+from kb_cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data"

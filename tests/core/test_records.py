@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from kb.checks import check_all
-from kb.cli import main
 from kb.jsonschema import SCHEMA_PATH, render_schema
 from kb.store import MODELINE, load_kb
 from kb.vocab import AXES
+from kb_cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED_IDS = {

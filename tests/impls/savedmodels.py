@@ -1,7 +1,8 @@
 """Helpers for tests that save pruned models: greedy tokens in this process, and in a fresh one.
 
-Every pruned model a user can save must load in a fresh process and `generate`; these two helpers are
-how the structure, width and CLI tests check it.
+Every pruned model a user can save must load in a fresh process and `generate`; these helpers are how the
+structure, width and CLI tests check it. `save_checked` saves as `kb prune --save` does: the directory is
+reloaded and its logits compared with the model in memory before it appears (`reload_check`).
 """
 
 from __future__ import annotations
@@ -52,3 +53,16 @@ def fresh_process(path: Path, home: Path, *, remote: bool | None = None) -> dict
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def save_checked(model: torch.nn.Module, directory: Path, tokenizer=None) -> dict:
+    """Save `model` (with the byte tokenizer unless one is given) exactly as `kb prune --save` does: reloaded and
+    compared with the model in memory before the directory is published; returns the comparison."""
+    from reference_impls.harness import reload_check
+    from reference_impls.harness.models import byte_tokenizer
+    from reference_impls.harness.structure import save_model
+
+    tokenizer = tokenizer if tokenizer is not None else byte_tokenizer()
+    ref = reload_check.reference(model, tokenizer)
+    return save_model(model, tokenizer, directory,
+                      verify=lambda tmp: reload_check.verify(tmp, ref, device="cpu", shown=directory))  # fmt: skip

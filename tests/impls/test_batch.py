@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from kb.cli import main
 from kb.results import Reproduction, Sweep
+from kb_cli.main import main
 from reference_impls import registry
 from reference_impls.harness.batch import run_papers, select_papers, split
+from reference_impls.harness.fingerprint import read_book
 from reference_impls.harness.session import Session
 from reference_impls.registry.freshness import stale_results
 
@@ -67,11 +68,15 @@ def test_all_shares_the_dense_baseline_statistics_and_identical_runs(kb_root: Pa
     assert sum("measured earlier in this process" in line for line in lines) == 2
     assert sum("already ran in this process: reused" in line for line in lines) == 2
     # every run of every paper saw the same store of dense-model statistics (OWL's outlier ratios are in it)
-    assert len(contexts) == 6 and all(c is contexts[0] for c in contexts)
-    assert [k[0] for k in contexts[0]] == ["owl-outlier-ratios"]
+    # (the fingerprints stamped on commit run on their own small model, with stores of their own)
+    shared = [c for c in contexts if c is contexts[0]]
+    assert len(shared) == 6 and [k[0] for k in contexts[0]] == ["owl-outlier-ratios"]
+    book = read_book(kb_root)
     for paper in ("owl", "sparsegpt", "wanda"):
         written = Reproduction.model_validate_json((kb_root / "reproductions" / f"{paper}.json").read_text())
         assert written.code == registry.paper_code(paper) and written.paper == paper
+        assert written.fingerprint is not None and written.fingerprint.code_hash == written.code.hash
+        assert book[f"reproductions/{paper}.json"]["digest"] == written.fingerprint.digest
 
 
 def _only(monkeypatch, *papers: str) -> None:
@@ -88,7 +93,9 @@ def test_all_command_exits_0_when_runs_complete_and_1_naming_a_failed_run(
     out, _err = capsys.readouterr()
     assert rc == 0  # claims that do not hold on random weights are results, not failures
     assert "every run completed" in out and out.count("\nwanda ") == 1 and "sparsegpt" in out
-    assert sorted(p.name for p in (kb_root / "reproductions").iterdir()) == ["sparsegpt.json", "wanda.json"]
+    written = sorted(p.name for p in (kb_root / "reproductions").iterdir())
+    assert written == ["fingerprints", "sparsegpt.json", "wanda.json"]  # the results and today's fingerprints
+    assert sorted(read_book(kb_root)) == ["reproductions/sparsegpt.json", "reproductions/wanda.json"]
     rc = main(["reproduce", "--all", "--kind", "depth", *SMALL])  # 6 layers of a 2-layer model: a failed run
     out, err = capsys.readouterr()
     assert rc == 1 and "FAILED" in out and "failed: shortgpt" in out
@@ -118,7 +125,7 @@ def test_a_kind_with_no_paper_is_a_one_line_error(capsys, monkeypatch) -> None:
         (["sweep", "wanda", "--sparsity", "0.5,x"], "comma-separated numbers, got 'x'"),
         (["sweep", "wanda", "--sparsity", "0.5,0.5"], "0.5 is listed twice"),
         (["sweep", "wanda", "--sparsity", "1.0"], "[0, 1)"),
-        (["sweep", "h2o", "--kv-budget", "0"], "--kv-budget values must be fractions"),
+        (["sweep", "h2o", "--kv-budget", "0"], "--kv-budget must be a fraction of the prompt in (0, 1]"),
         (["sweep", "wanda", "--sparsity", "0.5", "--name", "Bad Name"], "--name 'Bad Name'"),
         (["sweep", "nonesuch", "--sparsity", "0.5"], "unknown method"),
     ],

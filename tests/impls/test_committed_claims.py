@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from kb.cli import main
 from kb.results import Reproduction
+from kb_cli.main import main
 
 pytestmark = pytest.mark.slow
 

@@ -79,18 +79,17 @@ def test_magnitude_removes_the_lowest_l2_groups(calib_ids):
 
 
 def test_bad_input_is_one_line():
-    with pytest.raises(KBError, match="calibration"):
-        C.prune(random_llama(seed=0, layers=2), None, C.Config(), Context())
     with pytest.raises(KBError, match="removes nothing"):
         C.prune(
             random_llama(seed=0, layers=1),
             torch.zeros(2, 8, dtype=torch.long),
             C.Config(target_sparsity=0.001),
+            Context(),
         )
 
 
 def test_kb_prune_saves_a_model_that_loads_and_generates_in_a_fresh_process(tmp_path, capsys):
-    from kb.cli import main
+    from kb_cli.main import main
     from tests.impls.savedmodels import fresh_process
 
     save = tmp_path / "compresso"
@@ -105,7 +104,7 @@ def test_kb_prune_saves_a_model_that_loads_and_generates_in_a_fresh_process(tmp_
 def test_kb_reproduce_compares_equal_sizes_and_runs_random_only_on_request(tmp_path, capsys):
     import json
 
-    from kb.cli import main
+    from kb_cli.main import main
 
     out = tmp_path / "r.json"
     args = ["reproduce", "compresso", "--model", "random-llama", "--nsamples", "8", "--seqlen", "64",

@@ -10,11 +10,13 @@ import copy
 
 import pytest
 import torch
+from savedmodels import save_checked
 from torch import nn
 
+from kb.errors import KBError
 from kb.results import Outcome
 from reference_impls import registry
-from reference_impls.harness import runner
+from reference_impls.harness import reload_check, runner
 from reference_impls.harness.contract import Context, ContractError, check_outcome, model_facts
 from reference_impls.harness.data import pydoc_corpus, token_data
 from reference_impls.harness.models import byte_tokenizer, random_llama
@@ -33,24 +35,40 @@ QUICK: dict[str, dict] = {
 }  # fmt: skip
 
 
+def _savable(name: str) -> bool:
+    """Whether `kb prune NAME --save` may save (KV-cache policies and training stand-ins change no weight)."""
+    try:
+        registry.savable_method(name)
+    except KBError:
+        return False
+    return True
+
+
 @pytest.mark.parametrize("name", sorted(registry.METHODS))
-def test_every_method_keeps_the_contract_and_is_deterministic(name, calib_ids):
+def test_every_method_keeps_the_contract_and_is_deterministic(name, calib_ids, tmp_path):
+    """Every method passes the contract, twice with the same result, and what a savable method leaves saves
+    into a directory that reloads to the same logits."""
     spec = registry.METHODS[name]
     dense = random_llama(seed=0, layers=4)
     results = []
     for _ in range(2):
         model = copy.deepcopy(dense)
         config = runner.method_config(spec, {}, QUICK.get(name, {}))
-        outcome, _seconds = runner.apply_method(
-            model, spec, config, calib_ids, Context()
-        )  # checks invariants
-        assert outcome.kind == spec.kind
+        applied = runner.apply_method(model, spec, config, calib_ids, Context())  # checks invariants
+        outcome = applied.outcome
+        assert outcome.kind == spec.kind and (applied.cache_policy is not None) == (spec.kind == "kv-cache")
         with torch.inference_mode():
             logits = model(calib_ids[:2]).logits
         assert torch.isfinite(logits).all()
         results.append((outcome, _weights(model)))
     (first, w1), (second, w2) = results
     assert first == second and w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
+    if _savable(name):
+        check = save_checked(model, tmp_path / "saved")
+        assert check["max_abs_logit_diff"] <= check["relative_tolerance"] * check["logit_scale"]
+        assert check["generated_tokens"] == reload_check.GENERATE_TOKENS and (tmp_path / "saved").is_dir()
+    else:
+        assert spec.kind in ("kv-cache", "training")
 
 
 def _facts_after(model: nn.Module, edit) -> tuple:
@@ -216,3 +234,103 @@ def test_a_run_can_skip_the_probe_and_shares_nothing_with_a_probed_twin():
     assert by_label["dense"].metrics.probe.items == 8 and by_label["probed"].metrics.probe.items == 8
     assert by_label["plain"].metrics.probe is None
     assert by_label["plain"].metrics.ppl == by_label["probed"].metrics.ppl
+
+
+def _biased_o_proj(model: nn.Module, layer: int = 1) -> None:
+    """A width-like edit that leaves a bias on one `o_proj` (LLaMA's config says attention_bias=False)."""
+    old = model.model.layers[layer].self_attn.o_proj
+    new = nn.Linear(old.in_features, old.out_features, bias=True)
+    with torch.no_grad():
+        new.weight.copy_(old.weight)
+        new.bias.fill_(0.5)
+    model.model.layers[layer].self_attn.o_proj = new
+
+
+def _attention_biases(model: nn.Module, wrong: int) -> None:
+    """attention_bias=True with a bias on every attention projection, layer 0's q_proj bias `wrong` long."""
+    model.config.attention_bias = True
+    for i, layer in enumerate(model.model.layers):
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            proj = getattr(layer.self_attn, name)
+            size = wrong if (i, name) == (0, "q_proj") else proj.out_features
+            proj.bias = nn.Parameter(torch.zeros(size))
+
+
+def _width_run(model: nn.Module, edit) -> tuple:
+    """A real width step (two MLP channels of layer 1 removed) followed by `edit`: (before, after, outcome)."""
+    from reference_impls.primitives import groups
+
+    before = model_facts(model)
+    shapes = groups.compact(model, {groups.mlp_family(model, 1): [0, 1]})
+    edit(model)
+    return before, model_facts(model), Outcome(kind="width", shapes=shapes)
+
+
+def test_a_bias_the_config_does_not_announce_breaks_the_contract(random_model):
+    before, after, outcome = _width_run(random_model, _biased_o_proj)
+    with pytest.raises(
+        ContractError, match=r"layer 1: self_attn.o_proj has a bias, the config says attention_bias"
+    ):
+        check_outcome("fake", "width", before, after, outcome, {})
+
+
+def test_adding_or_dropping_a_bias_breaks_the_contract_without_llama_flags(random_model):
+    random_model.config.model_type = "not-llama"  # no attention_bias / mlp_bias flags to hold it to
+    before, after, outcome = _width_run(random_model, _biased_o_proj)
+    with pytest.raises(ContractError, match=r"added a bias to self_attn\.o_proj"):
+        check_outcome("fake", "width", before, after, outcome, {})
+    biased = random_llama(seed=0, layers=2)
+    biased.config.model_type = "not-llama"
+    for layer in (0, 1):
+        _biased_o_proj(biased, layer)
+    before, after, outcome = _width_run(
+        biased, lambda m: setattr(m.model.layers[1].self_attn.o_proj, "bias", None)
+    )
+    with pytest.raises(ContractError, match=r"removed the bias of self_attn\.o_proj"):
+        check_outcome("fake", "width", before, after, outcome, {})
+
+
+def test_a_problem_the_model_came_in_with_is_not_the_methods(random_model):
+    _biased_o_proj(random_model)
+    before, after, outcome = _width_run(random_model, lambda m: None)
+    check_outcome("fake", "width", before, after, outcome, {})
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (
+            lambda m: setattr(m.config, "hidden_size", 48),
+            r"the config says vocab_size x hidden_size = \[256, 48\]",
+        ),
+        (lambda m: setattr(m.model, "embed_tokens", nn.Embedding(200, 64)), r"the embedding is \[200, 64\]"),
+        (lambda m: setattr(m, "lm_head", nn.Linear(64, 256, bias=False)), "the LM head is not tied"),
+        (
+            lambda m: setattr(m.config, "layer_intermediate_sizes", [128, 96]),
+            "intermediate size for this layer is 96",
+        ),
+        (
+            lambda m: _attention_biases(m, wrong=3),
+            r"layer 0: self_attn.q_proj.bias is \[3\], its weight has 64 output rows",
+        ),
+        (
+            lambda m: setattr(m.model.layers[0], "input_layernorm", nn.RMSNorm(60)),
+            r"layer 0: input_layernorm.weight is \[60\], hidden_size is 64",
+        ),
+    ],
+)
+def test_tensors_the_config_does_not_describe_break_the_contract(random_model, edit, needle):
+    before, after, outcome = _width_run(random_model, edit)
+    with pytest.raises(ContractError, match=needle):
+        check_outcome("fake", "width", before, after, outcome, {})
+
+
+def test_per_layer_intermediate_sizes_must_match_the_mlps(random_model):
+    before, after, outcome = _width_run(random_model, lambda m: None)
+    assert after.config["intermediate"] == [128, 126]  # read from the per-layer list
+    check_outcome("fake", "width", before, after, outcome, {})
+    random_model.config.layer_intermediate_sizes = [128, 128]
+    with pytest.raises(
+        ContractError, match=r"layer 1: mlp.\w+_proj.weight is \[.*\], the config's intermediate"
+    ):
+        check_outcome("fake", "width", before, model_facts(random_model), outcome, {})

@@ -57,7 +57,7 @@ def test_magnitude_and_data_scores_remove_the_same_amount_but_different_groups(c
 
 
 def test_kb_prune_saves_a_model_that_loads_and_generates_in_a_fresh_process(tmp_path, capsys):
-    from kb.cli import main
+    from kb_cli.main import main
     from reference_impls.harness.models import load_model
 
     save = tmp_path / "pruned"

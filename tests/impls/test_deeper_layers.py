@@ -34,7 +34,7 @@ def test_removal_equals_skipping_the_window(calib_ids):
     dense = random_llama(seed=0, layers=5)
     model = random_llama(seed=0, layers=5)
     deeper_layers.prune(
-        model, calib_ids, deeper_layers.Config(layers=2, selection="window", start=1, heal_steps=0)
+        model, calib_ids, deeper_layers.Config(layers=2, selection="window", start=1, heal_steps=0), Context()
     )
     with torch.inference_mode(), bypassed(dense, [("block", 1), ("block", 2)]):
         expected = dense(calib_ids[:2]).logits
@@ -47,12 +47,12 @@ def test_deepest_heuristic_and_clamped_windows(calib_ids):
     assert deeper_layers.deepest_window(30, 6) == 23
     model = random_llama(seed=0, layers=4)
     out = deeper_layers.prune(
-        model, calib_ids, deeper_layers.Config(layers=2, selection="deepest", heal_steps=0)
+        model, calib_ids, deeper_layers.Config(layers=2, selection="deepest", heal_steps=0), Context()
     )
     assert out.removed_layers == [1, 2]
     model = random_llama(seed=0, layers=4)
     out = deeper_layers.prune(model, calib_ids,
-                              deeper_layers.Config(layers=2, selection="window", start=9, heal_steps=0))  # fmt: skip
+                              deeper_layers.Config(layers=2, selection="window", start=9, heal_steps=0), Context())  # fmt: skip
     assert out.removed_layers == [2, 3] and out.details["clamped_from"] == 9
 
 
@@ -60,8 +60,10 @@ def test_healing_trains_lora_merged_into_the_same_shapes(calib_ids):
     plain = random_llama(seed=0, layers=4)
     healed = random_llama(seed=0, layers=4)
     cfg = {"layers": 1, "selection": "window", "start": 1}
-    deeper_layers.prune(plain, calib_ids, deeper_layers.Config(**cfg, heal_steps=0))
-    out = deeper_layers.prune(healed, calib_ids, deeper_layers.Config(**cfg, heal_steps=3, heal_batch=2))
+    deeper_layers.prune(plain, calib_ids, deeper_layers.Config(**cfg, heal_steps=0), Context())
+    out = deeper_layers.prune(
+        healed, calib_ids, deeper_layers.Config(**cfg, heal_steps=3, heal_batch=2), Context()
+    )
     a, b = plain.state_dict(), healed.state_dict()
     assert a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
     assert any(not torch.equal(a[k], b[k]) for k in a)

@@ -69,19 +69,20 @@ def test_knee_detector(points, knee):
 
 def test_claim_reads_the_sweep_and_figure_has_every_point():
     from kb.results import Metrics, Size
+    from reference_impls.claims.essential_sparsity import PAPER, SWEEP, sweep_label
     from reference_impls.registry import Results
-    from reference_impls.registry.sparsity import SWEEP, _essential_claim, _essential_figures, _sweep_label
 
     size = Size(
         params_total=1, params_non_embedding=1, params_decoder=1, weight_bytes=1, decoder_sparsity=0, layers=1
     )
     ppl = [10.0, 10.1, 10.3, 10.6, 11.5, 14.0, 20.0, 40.0, 90.0, 400.0]
     metrics = {"dense": Metrics(ppl=ppl[0], size=size)}
-    metrics.update({_sweep_label(s): Metrics(ppl=p, size=size) for s, p in zip(SWEEP, ppl[1:], strict=True)})
-    holds, reason = _essential_claim(Results(metrics))
+    metrics.update({sweep_label(s): Metrics(ppl=p, size=size) for s, p in zip(SWEEP, ppl[1:], strict=True)})
+    holds, reason = PAPER.check(Results(metrics))
     assert holds and "= 30%" in reason
-    fig = _essential_figures(Results(metrics))[0]
+    assert PAPER.figures is not None
+    fig = PAPER.figures(Results(metrics))[0]
     assert fig.series[0].x == [0.0, *SWEEP] and fig.series[0].y == ppl
     ppl[5] = 9.0  # not monotone -> the claim fails
-    metrics[_sweep_label(0.5)] = Metrics(ppl=9.0, size=size)
-    assert not _essential_claim(Results(metrics))[0]
+    metrics[sweep_label(0.5)] = Metrics(ppl=9.0, size=size)
+    assert not PAPER.check(Results(metrics))[0]

@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from kb.cli import main
+from kb_cli.main import main
 from reference_impls.harness.models import byte_tokenizer
 
 SMALL = ["--model", "random-llama", "--nsamples", "4", "--seqlen", "64", "--eval-tokens", "256"]

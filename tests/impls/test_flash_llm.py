@@ -99,9 +99,8 @@ def test_run_on_random_llama_is_wanda_plus_a_passing_format_check(random_model, 
     reference = copy.deepcopy(random_model)
     wanda.prune(reference, calib_ids, wanda.Config(sparsity=0.8), Context())
     spec = registry.METHODS["flash-llm"]
-    outcome, _s = runner.apply_method(
-        random_model, spec, runner.method_config(spec, {}), calib_ids, Context()
-    )
+    config = runner.method_config(spec, {})
+    outcome = runner.apply_method(random_model, spec, config, calib_ids, Context()).outcome
     d = outcome.details
     assert outcome.kind == "stand-in" and d["sparsity"] == 0.8
     assert all(torch.equal(a, b) for a, b in zip(reference.state_dict().values(), random_model.state_dict().values(),
@@ -159,7 +158,7 @@ def test_kb_prune_flash_llm_is_allowed_but_training_stand_ins_are_refused():
 def test_kb_prune_flash_llm_saves_the_wanda_model_that_loads_in_a_fresh_process(tmp_path, capsys):
     from savedmodels import fresh_process
 
-    from kb.cli import main
+    from kb_cli.main import main
 
     save = tmp_path / "pruned"
     small = ["--model", "random-llama", "--nsamples", "4", "--seqlen", "64", "--eval-tokens", "256"]

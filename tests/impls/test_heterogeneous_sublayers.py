@@ -40,7 +40,9 @@ def test_progressive_removal_meets_the_budget_one_sublayer_per_round(calib_ids):
 
 def test_per_round_removals_and_whole_layer_conversion(calib_ids):
     model = random_llama(seed=0, layers=3)
-    out = hs.prune(model, calib_ids, hs.Config(fraction=0.6, per_round=3, examples=2, example_len=32))
+    out = hs.prune(
+        model, calib_ids, hs.Config(fraction=0.6, per_round=3, examples=2, example_len=32), Context()
+    )
     assert out.details["rounds"] == math.ceil(len(out.details["order"]) / 3)
     for i in out.removed_layers:  # a layer that lost both sublayers is removed outright
         assert f"{i}.attention" in out.details["order"] and f"{i}.mlp" in out.details["order"]
@@ -50,6 +52,6 @@ def test_per_round_removals_and_whole_layer_conversion(calib_ids):
 def test_the_block_arm_removes_whole_blocks_to_the_same_budget(calib_ids):
     model = random_llama(seed=0, layers=5)
     dense = _decoder_params(model)
-    out = hs.prune(model, calib_ids, hs.Config(fraction=0.2, unit="block"))
+    out = hs.prune(model, calib_ids, hs.Config(fraction=0.2, unit="block"), Context())
     assert out.removed_layers and model.config.num_hidden_layers == 5 - len(out.removed_layers)
     assert dense - _decoder_params(model) == out.details["params_removed"] >= math.ceil(0.2 * dense)

@@ -106,7 +106,7 @@ def test_first_sublayer_reconstruction_matches_the_dense_output_best(calib_ids):
 
 
 def test_kb_prune_saves_a_model_that_loads_and_generates_in_a_fresh_process(tmp_path, capsys):
-    from kb.cli import main
+    from kb_cli.main import main
     from reference_impls.harness.models import load_model
 
     save = tmp_path / "pruned"

@@ -54,7 +54,7 @@ def test_two_pass_mode_reaches_exact_sparsity(random_model, calib_ids):
 def test_sparsity_zero_pipeline_gives_dense_perplexity(random_model, calib_ids, method):
     windows = torch.randint(0, 256, (4, 64), generator=torch.Generator().manual_seed(2))
     dense = evaluate.perplexity(random_model, windows)
-    method.prune(random_model, calib_ids, method.Config(sparsity=0.0))
+    method.prune(random_model, calib_ids, method.Config(sparsity=0.0), Context())
     assert evaluate.perplexity(random_model, windows) == pytest.approx(dense, rel=1e-6)
 
 
@@ -69,6 +69,6 @@ def test_perplexity_matches_plain_loss(random_model):
 def test_pruning_never_touches_embeddings_or_head(random_model, calib_ids):
     emb = random_model.get_input_embeddings().weight.clone()
     norms = copy.deepcopy(random_model.model.norm.state_dict())
-    wanda.prune(random_model, calib_ids, wanda.Config(sparsity=0.5))
+    wanda.prune(random_model, calib_ids, wanda.Config(sparsity=0.5), Context())
     assert torch.equal(emb, random_model.get_input_embeddings().weight)
     assert torch.equal(norms["weight"], random_model.model.norm.weight)

@@ -140,7 +140,7 @@ def test_masked_units_are_inert_during_training(calib_ids):
 
 
 def test_kb_prune_saves_a_model_that_loads_and_generates_in_a_fresh_process(tmp_path, capsys):
-    from kb.cli import main
+    from kb_cli.main import main
     from reference_impls.harness.models import load_model
 
     save = tmp_path / "pruned"
@@ -158,7 +158,7 @@ def test_kb_prune_saves_a_model_that_loads_and_generates_in_a_fresh_process(tmp_
 def test_kb_reproduce_reads_the_memory_of_both_arms(tmp_path, capsys):
     import json
 
-    from kb.cli import main
+    from kb_cli.main import main
 
     out = tmp_path / "r.json"
     args = ["--model", "random-llama", "--nsamples", "8", "--seqlen", "32", "--eval-tokens", "128"]

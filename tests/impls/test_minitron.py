@@ -65,7 +65,7 @@ def test_kd_and_lm_retraining_use_the_same_budget_and_differ(calib_ids):
 
 
 def test_kb_prune_saves_a_model_that_loads_and_generates_in_a_fresh_process(tmp_path, capsys):
-    from kb.cli import main
+    from kb_cli.main import main
     from reference_impls.harness.models import load_model
 
     save = tmp_path / "pruned"

@@ -69,7 +69,7 @@ def test_distillation_trains_the_student_only_and_teacher_correction_changes_the
 
 
 def test_kb_prune_saves_a_width_student_that_loads_and_generates_in_a_fresh_process(tmp_path, capsys):
-    from kb.cli import main
+    from kb_cli.main import main
     from tests.impls.savedmodels import fresh_process
 
     save = tmp_path / "minitron"
@@ -86,7 +86,7 @@ def test_kb_prune_saves_a_width_student_that_loads_and_generates_in_a_fresh_proc
 def test_kb_reproduce_reports_both_speeds_at_equal_size(tmp_path, capsys):
     import json
 
-    from kb.cli import main
+    from kb_cli.main import main
 
     out = tmp_path / "r.json"
     args = ["reproduce", "minitron-approach", "--model", "random-llama", "--nsamples", "8", "--seqlen", "64",

@@ -6,6 +6,7 @@ import torch
 from savedmodels import fresh_process, greedy
 
 from reference_impls import reassessing_layer_pruning as rlp
+from reference_impls.harness.contract import Context
 from reference_impls.harness.models import byte_tokenizer, random_llama
 from reference_impls.harness.recovery import Budget, partial_layer_steps
 from reference_impls.harness.structure import save_model
@@ -13,10 +14,10 @@ from reference_impls.harness.structure import save_model
 
 def test_reverse_order_removes_the_last_quarter_rounded_up(calib_ids):
     model = random_llama(seed=0, layers=6)
-    out = rlp.prune(model, calib_ids, rlp.Config(recovery="none"))
+    out = rlp.prune(model, calib_ids, rlp.Config(recovery="none"), Context())
     assert out.removed_layers == [4, 5] and model.config.num_hidden_layers == 4
     model = random_llama(seed=0, layers=6)
-    out = rlp.prune(model, calib_ids, rlp.Config(layers=2, metric="bi", recovery="none"))
+    out = rlp.prune(model, calib_ids, rlp.Config(layers=2, metric="bi", recovery="none"), Context())
     scores = out.details["scores"]
     assert out.removed_layers == sorted(sorted(range(6), key=lambda i: (scores[i], i))[:2])
 
@@ -43,8 +44,8 @@ def test_partial_layer_fine_tuning_changes_only_the_last_layers_and_the_untied_h
 
 def test_equal_budgets_and_a_fresh_process_load_of_the_untied_model(calib_ids, tmp_path):
     a, b = random_llama(seed=0, layers=4), random_llama(seed=0, layers=4)
-    pa = rlp.prune(a, calib_ids, rlp.Config(layers=1, steps=2, recovery="partial"))
-    pb = rlp.prune(b, calib_ids, rlp.Config(layers=1, steps=2, recovery="lora"))
+    pa = rlp.prune(a, calib_ids, rlp.Config(layers=1, steps=2, recovery="partial"), Context())
+    pb = rlp.prune(b, calib_ids, rlp.Config(layers=1, steps=2, recovery="lora"), Context())
     assert pa.details["fine_tuning"]["tokens"] == pb.details["fine_tuning"]["tokens"]
     assert b.lm_head.weight is b.get_input_embeddings().weight  # LoRA leaves the tie alone
     expected = greedy(a)

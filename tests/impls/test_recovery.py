@@ -6,14 +6,8 @@ import pytest
 import torch
 
 from reference_impls.harness.models import random_llama
-from reference_impls.harness.recovery import (
-    Budget,
-    adamw,
-    frozen_prefix,
-    partial_layer_steps,
-    train_steps,
-    untie_head,
-)
+from reference_impls.harness.recovery import Budget, adamw, frozen_prefix, partial_layer_steps, train_steps
+from reference_impls.primitives.norms import untie_head
 
 
 def test_adamw_is_fused_on_cpu_and_steps_like_the_plain_loop():

@@ -71,7 +71,7 @@ def test_unknown_and_unimplemented_papers_are_one_line_errors(monkeypatch):
 
 
 def test_help_text_comes_from_the_registry(capsys):
-    from kb.cli import main
+    from kb_cli.main import main
 
     with pytest.raises(SystemExit):
         main(["reproduce", "--help"])

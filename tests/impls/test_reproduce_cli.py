@@ -1,4 +1,4 @@
-"""`kb reproduce` / `kb prune` through `kb.cli.main`: results, saved models, and every bad-input path."""
+"""`kb reproduce` / `kb prune` through `kb_cli.main.main`: results, saved models, and every bad-input path."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from kb.cli import main
+from kb_cli.main import main
 from reference_impls import registry
 
 SMALL = ["--model", "random-llama", "--nsamples", "4", "--seqlen", "64", "--eval-tokens", "256"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from savedmodels import fresh_process, greedy
 
-from kb.cli import main
+from kb_cli.main import main
 
 SMALL = ["--model", "random-llama", "--nsamples", "4", "--seqlen", "64"]
 

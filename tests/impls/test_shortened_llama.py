@@ -23,7 +23,7 @@ def test_ppl_criterion_of_an_identity_block_is_the_dense_perplexity(calib_ids):
     assert len(scores) == 4
     assert scores[2] == pytest.approx(math.exp(mean_loss(model, examples)), rel=1e-6)
     out = shortened_llama.prune(
-        model, calib_ids, shortened_llama.Config(layers=2, num_examples=4, example_len=32)
+        model, calib_ids, shortened_llama.Config(layers=2, num_examples=4, example_len=32), Context()
     )
     lowest = sorted(sorted(range(4), key=lambda i: (scores[i], i))[:2])  # random blocks may even help: argmin
     assert out.removed_layers == lowest and out.details["scores"] == pytest.approx(scores, rel=1e-5)
@@ -45,7 +45,7 @@ def test_taylor_plus_protects_the_first_and_last_blocks(calib_ids):
     scores = out.details["scores"]
     assert scores[0] == 0.0
     plain = shortened_llama.prune(random_llama(seed=0, layers=6), calib_ids,
-                                  shortened_llama.Config(layers=2, criterion="taylor", num_examples=2))  # fmt: skip
+                                  shortened_llama.Config(layers=2, criterion="taylor", num_examples=2), Context())  # fmt: skip
     assert len(plain.removed_layers) == 2
 
 
@@ -53,7 +53,7 @@ def test_taylor_plus_protects_the_first_and_last_blocks(calib_ids):
 def test_removal_count_is_exact(criterion, calib_ids):
     model = random_llama(seed=0, layers=5)
     out = shortened_llama.prune(
-        model, calib_ids, shortened_llama.Config(layers=3, criterion=criterion, seed=2)
+        model, calib_ids, shortened_llama.Config(layers=3, criterion=criterion, seed=2), Context()
     )
     assert len(out.removed_layers) == 3 and len(model.model.layers) == 2
     assert [layer.self_attn.layer_idx for layer in model.model.layers] == [0, 1]

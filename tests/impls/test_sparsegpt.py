@@ -7,6 +7,7 @@ import torch
 
 from reference_impls import sparsegpt
 from reference_impls.harness import layerwise
+from reference_impls.harness.contract import Context
 from reference_impls.primitives import masks
 
 
@@ -85,7 +86,7 @@ def test_sparsity_zero_unchanged_and_dead_inputs_handled():
 
 
 def test_model_driver_counts(random_model, calib_ids):
-    sparsegpt.prune(random_model, calib_ids, sparsegpt.Config(pattern=(2, 4)))
+    sparsegpt.prune(random_model, calib_ids, sparsegpt.Config(pattern=(2, 4)), Context())
     for _name, lin in layerwise.iter_decoder_linears(random_model):
         w = lin.weight
         assert ((w == 0).reshape(w.shape[0], -1, 4).sum(-1) == 2).all()

@@ -12,6 +12,7 @@ import torch
 
 from reference_impls import magnitude, sparsegpt, wanda
 from reference_impls.harness import evaluate, layerwise
+from reference_impls.harness.contract import Context
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +24,7 @@ def _pruned_ppl(tiny_llama, method: str, **target) -> tuple[float, dict[str, tor
     model = loaded.model
     model.load_state_dict(dense)
     module = _METHODS[method]
-    module.prune(model, data.calib, module.Config(**target))
+    module.prune(model, data.calib, module.Config(**target), Context())
     weights = {n: lin.weight.detach().clone() for n, lin in layerwise.iter_decoder_linears(model)}
     ppl = evaluate.perplexity(model, data.eval)
     model.load_state_dict(dense)

@@ -7,6 +7,7 @@ import torch
 
 from reference_impls import magnitude, wanda
 from reference_impls.harness import layerwise
+from reference_impls.harness.contract import Context
 from reference_impls.primitives import masks
 
 
@@ -16,7 +17,7 @@ def _decoder_weights(model):
 
 @pytest.mark.parametrize("sparsity", [0.5, 0.7])
 def test_wanda_exact_per_row_sparsity(random_model, calib_ids, sparsity):
-    wanda.prune(random_model, calib_ids, wanda.Config(sparsity=sparsity))
+    wanda.prune(random_model, calib_ids, wanda.Config(sparsity=sparsity), Context())
     for _name, w in _decoder_weights(random_model).items():
         k = masks.count_to_prune(w.shape[1], sparsity)
         assert ((w == 0).sum(1) == k).all()
@@ -25,15 +26,15 @@ def test_wanda_exact_per_row_sparsity(random_model, calib_ids, sparsity):
 @pytest.mark.parametrize("pattern", [(2, 4), (4, 8)])
 def test_wanda_exact_nm(random_model, calib_ids, pattern):
     n, m = pattern
-    wanda.prune(random_model, calib_ids, wanda.Config(pattern=pattern))
+    wanda.prune(random_model, calib_ids, wanda.Config(pattern=pattern), Context())
     for w in _decoder_weights(random_model).values():
         assert ((w == 0).reshape(w.shape[0], -1, m).sum(-1) == n).all()
 
 
 def test_sparsity_zero_leaves_weights_unchanged(random_model, calib_ids):
     before = _decoder_weights(random_model)
-    wanda.prune(random_model, calib_ids, wanda.Config(sparsity=0.0))
-    magnitude.prune(random_model, None, magnitude.Config(sparsity=0.0))
+    wanda.prune(random_model, calib_ids, wanda.Config(sparsity=0.0), Context())
+    magnitude.prune(random_model, None, magnitude.Config(sparsity=0.0), Context())
     after = _decoder_weights(random_model)
     assert all(torch.equal(before[k], after[k]) for k in before)
 
@@ -70,7 +71,7 @@ def test_wanda_beats_row_magnitude_on_outlier_features():
 
 
 def test_magnitude_per_matrix_and_nm_counts(random_model):
-    magnitude.prune(random_model, None, magnitude.Config(sparsity=0.5))
+    magnitude.prune(random_model, None, magnitude.Config(sparsity=0.5), Context())
     for w in _decoder_weights(random_model).values():
         assert int((w == 0).sum()) == w.numel() // 2
 

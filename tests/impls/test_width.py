@@ -11,12 +11,12 @@ import math
 
 import pytest
 import torch
-from savedmodels import PROMPT, fresh_process, greedy
+from savedmodels import PROMPT, fresh_process, greedy, save_checked
 
 from kb.errors import KBError
 from reference_impls.harness import recovery
-from reference_impls.harness.models import byte_tokenizer, random_llama, random_llama_config
-from reference_impls.harness.structure import remove_layers, save_model
+from reference_impls.harness.models import random_llama, random_llama_config
+from reference_impls.harness.structure import remove_layers
 from reference_impls.primitives import groups as G
 from reference_impls.primitives import importance as I
 
@@ -124,7 +124,7 @@ def test_width_pruned_model_loads_in_a_fresh_process_and_generates_the_same(tmp_
     layers = range(3) if uniform else [1]
     G.compact(model, {f: [0] for i in layers for f in (G.kv_head_family(model, i), G.mlp_family(model, i))})
     expected = greedy(model)[0].tolist()
-    save_model(model, byte_tokenizer(), tmp_path / "out")
+    save_checked(model, tmp_path / "out")
     config = (tmp_path / "out" / "config.json").read_text()
     assert ('"kb_pruned_llama"' in config) is not uniform
     got = fresh_process(tmp_path / "out", tmp_path, remote=True)

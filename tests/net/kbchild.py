@@ -77,7 +77,7 @@ def main() -> int:
     smollm2._convert = fake_convert
     if PAUSE and PAUSE != "convert":
         _wrap(PAUSE)
-    from kb.cli import main as kb_main
+    from kb_cli.main import main as kb_main
 
     return kb_main(sys.argv[1:])
 

@@ -8,10 +8,10 @@ import pytest
 from localserver import Reply, Script, closed_port
 
 from kb import arxiv
-from kb.cli import main
 from kb.errors import KBError
 from kb.http import MinIntervalLimiter
 from kb.yamlio import load_yaml
+from kb_cli.main import main
 
 # Shaped like the real API's answer for id_list=2306.11695 (facts from the paper's abstract page);
 # the title is wrapped and indented the way arXiv wraps long titles.

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from localserver import Reply, Request, write_record
 
-from kb.cli import main
+from kb_cli.main import main
 
 FAST = ["--timeout", "2", "--retries", "1", "--backoff", "0.01"]
 

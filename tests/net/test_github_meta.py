@@ -11,7 +11,7 @@ import pytest
 from localserver import Reply, Request, closed_port, json_reply, write_record
 
 from kb import ghmeta
-from kb.cli import main
+from kb_cli.main import main
 
 TODAY, LATER = "2026-05-04", "2026-05-11"
 

@@ -29,8 +29,8 @@ from localserver import LocalServer, Reply, closed_port, json_reply
 pytest.importorskip("torch")
 
 from kb import cache
-from kb.cli import main
 from kb.errors import KBError
+from kb_cli.main import main
 from reference_impls.harness import smollm2
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -45,7 +45,7 @@ def records():
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, records) -> Path:
     _require_browser()
-    from kb.cli import main
+    from kb_cli.main import main
 
     out = tmp_path_factory.mktemp("browser")
     mp = pytest.MonkeyPatch()
@@ -342,7 +342,7 @@ def test_granularity_and_status_facets_select_the_right_papers(page, records, vo
 def test_filter_search_looks_at_tags_and_take_aways(page, records) -> None:
     import json
 
-    from kb.commands.records import record_json
+    from kb.store import record_json
 
     _open_filter(page)
     page.fill("#kb-search", "cosine")

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from kb.cli import main
+from kb_cli.main import main
 
 
 def test_no_mkdocs_renders_docs_and_refreshes_committed_files(kb_root: Path, tmp_path: Path, capsys) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kb.cli import main
+from kb_cli.main import main
 from reference_impls.registry import paper_code, sweep_code
 from reference_impls.registry.freshness import reproduce_command, stale_results, sweep_command
 from site_builder.inputs import load_reproductions, load_sweeps
@@ -27,7 +27,8 @@ def test_unchanged_code_passes_and_an_edited_implementation_fails(kb_root: Path,
     rc, err = _check(capsys)
     assert rc == 1
     assert err == [
-        "reproductions/wanda.json: stale: the code it ran changed since (reference_impls/wanda.py); "
+        "reproductions/wanda.json: stale: the code it ran changed since (reference_impls/wanda.py) and its "
+        "behaviour is not fingerprinted at today's code (`kb fingerprint` says in seconds whether it moved); "
         + COMMAND
     ]
     impl.write_text(
@@ -44,6 +45,18 @@ def test_an_edited_harness_file_fails_too(kb_root: Path, capsys) -> None:
     )
     rc, err = _check(capsys)
     assert rc == 1 and "reference_impls/harness/metrics.py" in err[0] and err[0].endswith(COMMAND)
+
+
+def test_a_runnable_record_without_a_result_is_named_missing(kb_root: Path, capsys) -> None:
+    assert main(["build", "--no-mkdocs"]) == 0
+    (kb_root / "reproductions" / "wanda.json").unlink()
+    assert main(["build", "--no-mkdocs"]) == 0  # the page without a result is rendered again
+    rc, err = _check(capsys)
+    missing = (
+        "reproductions/wanda.json: missing: wanda is runnable but has no committed result; "
+        "run `kb reproduce wanda --model tiny-llama --commit`"
+    )
+    assert rc == 1 and err == [missing]
 
 
 def test_a_result_without_a_hash_is_stale(kb_root: Path, capsys) -> None:
@@ -138,7 +151,7 @@ def test_build_and_its_check_never_import_torch(kb_root: Path) -> None:
     import sys
 
     code = (
-        "import sys\nfrom kb.cli import main\nrcs = [main(['build', '--no-mkdocs']), main(['build', '--check'])]\n"
+        "import sys\nfrom kb_cli.main import main\nrcs = [main(['build', '--no-mkdocs']), main(['build', '--check'])]\n"
         "print(rcs, [m for m in ('torch', 'transformers') if m in sys.modules])"
     )
     env = {**os.environ, "KB_ROOT": str(kb_root)}

@@ -65,7 +65,7 @@ def _parse(path: Path) -> _Page:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     """The fixture knowledge base built by `kb build --site-only`, once for this module."""
-    from kb.cli import main
+    from kb_cli.main import main
 
     tmp = tmp_path_factory.mktemp("scale")
     root = make_kb(tmp / "kb")

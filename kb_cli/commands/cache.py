@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from ..errors import KBError
+from kb.errors import KBError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -49,8 +49,8 @@ def _mb(size: int) -> str:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from .. import cache
-    from ..paths import cache_dir
+    from kb import cache
+    from kb.paths import cache_dir
 
     chosen = [cache.resolve(n) for n in args.names] if args.names else cache.entries()
     if not chosen:
@@ -89,9 +89,9 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _clear(args: argparse.Namespace) -> int:
-    from .. import cache
-    from ..fsutil import remove
-    from ..paths import cache_dir
+    from kb import cache
+    from kb.fsutil import remove
+    from kb.paths import cache_dir
 
     root = cache_dir()
     if args.names:

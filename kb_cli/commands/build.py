@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import KBError
-from ..fsutil import check_writable
-from ..paths import repo_root
+from kb.errors import KBError
+from kb.fsutil import check_writable
+from kb.paths import repo_root
 
 DEFAULT_DOCS = "docs/generated"
 DEFAULT_SITE = "site"
@@ -49,10 +49,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
+    from kb.checks import check_all
+    from kb.store import load_kb
     from site_builder.build import build, render_all, stale_committed
-
-    from ..checks import check_all
-    from ..store import load_kb
 
     if args.check and (args.out or args.docs_out or args.no_mkdocs or args.site_only):
         raise KBError(
@@ -80,9 +79,11 @@ def _build(args: argparse.Namespace) -> int:
         stale = stale_committed(root, render_all(kb))
         for rel in stale:
             print(f"{rel}: stale; run `kb build`", file=sys.stderr)
-        results = _stale_results(root)
+        results, kept = _stale_results(root, [r.paper.id for r in kb.records if r.paper.implementation])
         for line in results:
             print(line, file=sys.stderr)
+        if kept:
+            print(kept, file=sys.stderr)
         return 1 if stale or results else 0
     changed = build(kb, docs_out, site_out, write_repo_files=not args.site_only)
     for rel in changed:
@@ -102,14 +103,17 @@ def _show(path: Path, root: Path) -> str:
         return str(path)
 
 
-def _stale_results(root: Path) -> list[str]:
-    """Committed reproductions and sweeps whose code changed since they were produced (`kb.freshness`)."""
+def _stale_results(root: Path, runnable: list[str]) -> tuple[list[str], str | None]:
+    """Committed reproductions and sweeps whose code changed since they were produced, the runnable papers
+    (records with an implementation) that have no result, and the one line about the results whose code changed
+    but whose behaviour did not (`reference_impls.registry.freshness`)."""
     if _runnable() is None:
-        return []
-    from reference_impls.registry.freshness import stale_results
+        return [], None
+    from reference_impls.registry.freshness import behaviour_line, judge_results
     from site_builder.inputs import load_reproductions, load_sweeps
 
-    return stale_results(root, load_reproductions(root), load_sweeps(root))
+    fresh = judge_results(root, load_reproductions(root), load_sweeps(root), runnable)
+    return fresh.stale, behaviour_line(fresh)
 
 
 def _runnable() -> dict[str, str] | None:

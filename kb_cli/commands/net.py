@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import KBError
-from ..http import env_float
-from ..paths import cache_dir, repo_root
+from kb.errors import KBError
+from kb.http import env_float
+from kb.paths import cache_dir, repo_root
 
 if TYPE_CHECKING:
-    from ..store import Record
+    from kb.store import Record
 
 
 def _count(text: str) -> int:
@@ -149,7 +149,7 @@ def _err(line: str) -> None:
 
 
 def _records(root: Path) -> list[Record]:
-    from ..store import load_kb
+    from kb.store import load_kb
 
     kb = load_kb(root)
     if kb.vocab is None:
@@ -163,8 +163,8 @@ def _records(root: Path) -> list[Record]:
 def _check_links(args: argparse.Namespace) -> int:
     import json
 
-    from .. import links
-    from ..fsutil import write_text_atomic
+    from kb import links
+    from kb.fsutil import write_text_atomic
 
     root = repo_root()
     exclusions = links.load_exclusions(args.exclude_file or root / "links-exclude.yaml")
@@ -227,7 +227,7 @@ def _check_links(args: argparse.Namespace) -> int:
 def _refresh_meta(args: argparse.Namespace) -> int:
     import json
 
-    from .. import ghmeta
+    from kb import ghmeta
 
     root = repo_root()
     out_path = args.out or root / ghmeta.META_FILE

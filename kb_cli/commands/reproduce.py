@@ -13,14 +13,19 @@ model loaded once; dense measurements, calibration statistics and identical runs
 same data settings; `harness.batch`), prints a summary, and with `--commit` writes each result as it finishes.
 Exit 0 when every run completed (whatever the verdicts), 1 when one failed (named), 2 on bad input.
 
-`kb sweep METHOD... --sparsity|--layers|--kv-budget V,V,...` runs every method at every value after one dense
-baseline and writes a `kb.results.Sweep` (`--commit`: `reproductions/sweeps/<name>.json`, plotted on the board).
+`kb sweep METHOD... --sparsity|--layers|--kv-budget|--params V,V,...` runs every method at every value after one
+dense baseline and writes a `kb.results.Sweep` (`--commit`: `reproductions/sweeps/<name>.json`, plotted on the
+board).
 
 `kb prune` runs one method and saves a model + tokenizer directory that `from_pretrained` loads; the
 directory appears only when complete (temporary sibling, then rename).
 
-Target options (`--sparsity`, `--pattern`, `--layers`, `--kv-budget`) default to the paper's own setting; each
-method accepts only those listed in the registry. KV-cache policies (H2O, Keyformer) change no weight: `kb prune`
+Target options (`--sparsity`, `--pattern`, `--layers`, `--kv-budget`, `--params`) default to the paper's own
+setting; each method accepts only those listed in the registry, and a comparison gives its target to every arm
+that takes it (an arm that fixes the option in its `Run.options` keeps its own value). A target has that one way
+in: `--set` refuses target names, naming the flag to use. Every target value is checked against one table of
+bounds (`registry.specs.TARGET_BOUNDS`) when a run's config is built, so a value out of bounds is one line, exit 2,
+whichever way it came in. KV-cache policies (H2O, Keyformer) change no weight: `kb prune`
 refuses them (nothing to save) and `kb reproduce` evaluates them on prompt + continuation windows. torch,
 transformers and the harness are imported inside the command functions, never at module level. Each of these
 commands first lets the C allocator reuse freed memory (`kb.allocator`; `KB_MALLOC=system` opts out).
@@ -39,7 +44,7 @@ from typing import Any, get_args
 from kb import allocator
 from kb.errors import KBError
 from kb.fsutil import check_writable
-from kb.results import Kind
+from kb.results import Kind, SweepAxis
 
 _DATA = {"nsamples": 16, "seqlen": 512, "eval_tokens": 4096, "probe_items": 300}
 
@@ -102,10 +107,11 @@ def register(subparsers: Any) -> None:
 
     sw = subparsers.add_parser(
         "sweep",
-        help="run methods at every value of one target (sparsity, layers removed or KV budget)",
+        help="run methods at every value of one target (sparsity, layers removed, KV budget or parameters removed)",
         description="Run each method at every value of one target after one dense baseline (one model load) and "
         "save the points the site plots: perplexity vs sparsity, perplexity and probe accuracy vs layers removed, "
-        "continuation perplexity vs KV budget.",
+        "continuation perplexity vs KV budget, perplexity vs the share of decoder parameters a width method "
+        "removes.",
         formatter_class=_NoHyphenBreaks,
     )
     sw.add_argument("methods", nargs="+", metavar="METHOD", help=", ".join(registry.METHODS))
@@ -115,6 +121,9 @@ def register(subparsers: Any) -> None:
     )
     axis.add_argument("--layers", metavar="K,K,...", help="decoder layers to remove, e.g. 1,2,4,6,8")
     axis.add_argument("--kv-budget", metavar="F,F,...", help="KV cache kept as a fraction of the prompt")
+    axis.add_argument(
+        "--params", metavar="F,F,...", help="width methods: fractions of the decoder's parameters to remove"
+    )
     sw.add_argument(
         "--name", help="file name under reproductions/sweeps/ (default: from the target and methods)"
     )
@@ -173,6 +182,13 @@ def _common(p: argparse.ArgumentParser, default: str) -> None:
         help=f"KV cache kept, as a fraction of the prompt in (0, 1] (kv-cache methods; default: {default})",
     )
     p.add_argument(
+        "--params",
+        type=float,
+        metavar="F",
+        help="fraction of the decoder's parameters to remove, in (0, 1) (width methods; each maps it onto its own "
+        "size options; default: their own size)",
+    )
+    p.add_argument(
         "--dataset", default="pydoc", help="pydoc (offline, default), wikitext2, c4, or a UTF-8 file"
     )
     p.add_argument("--nsamples", type=int, help=f"calibration sequences (default {_DATA['nsamples']})")
@@ -185,29 +201,27 @@ def _common(p: argparse.ArgumentParser, default: str) -> None:
         "--batch-size", type=int, help="calibration chunk (default: all at once, one pass per layer)"
     )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
-                   help="option of the paper's own method, validated by its config (repeatable)")  # fmt: skip
+                   help="option of the paper's own method, validated by its config (repeatable); not a target: "
+                   "use --sparsity, --pattern, --layers, --kv-budget or --params for those")  # fmt: skip
 
 
 def _explicit(args: argparse.Namespace) -> dict[str, Any]:
-    """The options the user gave, validated cheaply before torch is imported."""
-    from reference_impls.harness.options import check_sparsity, parse_assignments, parse_pattern
+    """The options the user gave, checked cheaply before torch is imported. Target values are only collected
+    here: their bounds are checked once, with every other way a target comes in, when the run's config is
+    built (`runner.method_config`)."""
+    from reference_impls import registry
+    from reference_impls.harness.options import parse_assignments
 
     target: dict[str, Any] = {}
     if args.pattern is not None:
-        target["pattern"] = parse_pattern(args.pattern)
-    if args.sparsity is not None:
-        target["sparsity"] = check_sparsity(args.sparsity)
-    if args.layers is not None:
-        if args.layers < 1:
-            raise KBError("--layers must be a positive integer")
-        target["layers"] = args.layers
-    if args.kv_budget is not None:
-        if not 0.0 < args.kv_budget <= 1.0:
-            raise KBError(f"--kv-budget must be a fraction of the prompt in (0, 1], got {args.kv_budget}")
-        target["kv_budget"] = args.kv_budget
+        target["pattern"] = registry.parse_pattern(args.pattern)  # "2:4" -> (2, 4), as results record it
+    for name in ("sparsity", "layers", "kv_budget", "params"):
+        if getattr(args, name) is not None:
+            target[name] = getattr(args, name)
+    overrides = parse_assignments(args.set)
+    registry.refuse_set_targets(overrides)  # `--set sparsity=0.9` would reach the paper's own method only
     out: dict[str, Any] = {"model": args.model, "dataset": args.dataset, "device": args.device, "seed": args.seed,
-                           "batch_size": args.batch_size, "target": target,
-                           "overrides": parse_assignments(args.set)}  # fmt: skip
+                           "batch_size": args.batch_size, "target": target, "overrides": overrides}  # fmt: skip
     for name in ("nsamples", "seqlen", "eval_tokens", "probe_items"):
         value = getattr(args, name, None)
         if value is not None:
@@ -262,6 +276,10 @@ def _run_reproduce(args: argparse.Namespace) -> int:
     if out is not None:
         out = check_writable(out, what="--json file")  # before the model is loaded, not after the run
     record = reproduce(spec.paper, options)
+    if args.commit:  # the committed result carries the behaviour of the code that made it
+        from reference_impls.harness.fingerprint import stamp
+
+        record = stamp(record, repo_root())
     if out is not None:  # before printing: a closed stdout (`| head`) must not lose the result
         write_report(out, record)
         print(f"kb: results written to {out}", file=sys.stderr)
@@ -279,7 +297,8 @@ def _run_all(args: argparse.Namespace) -> int:
     if args.paper is not None:
         raise KBError("--all runs every runnable paper; do not name one")
     given = [f for f, v in (("--sparsity", args.sparsity), ("--pattern", args.pattern), ("--layers", args.layers),
-                            ("--kv-budget", args.kv_budget), ("--json", args.json)) if v is not None]  # fmt: skip
+                            ("--kv-budget", args.kv_budget), ("--params", args.params), ("--json", args.json))
+             if v is not None]  # fmt: skip
     if args.set:
         given.append("--set")
     if given:
@@ -308,8 +327,7 @@ def _run_all(args: argparse.Namespace) -> int:
 
 
 def _values(text: str, axis: str) -> list[Any]:
-    from reference_impls.harness.options import check_sparsity
-
+    """The numbers of a sweep axis; their bounds are checked with every run's config (`runner.method_config`)."""
     flag = "--" + axis.replace("_", "-")
     out: list[Any] = []
     for part in text.split(","):
@@ -317,12 +335,6 @@ def _values(text: str, axis: str) -> list[Any]:
             value: Any = int(part) if axis == "layers" else float(part)
         except ValueError:
             raise KBError(f"{flag} takes comma-separated numbers, got {part.strip()!r}") from None
-        if axis == "sparsity":
-            value = check_sparsity(value)
-        elif axis == "layers" and value < 1:
-            raise KBError("--layers values must be positive integers")
-        elif axis == "kv_budget" and not 0.0 < value <= 1.0:
-            raise KBError(f"--kv-budget values must be fractions of the prompt in (0, 1], got {value}")
         if value in out:
             raise KBError(f"{flag}: {value} is listed twice")
         out.append(value)
@@ -332,15 +344,15 @@ def _values(text: str, axis: str) -> list[Any]:
 def _run_sweep(args: argparse.Namespace) -> int:
     from reference_impls import registry
 
-    axis = next(a for a in ("sparsity", "layers", "kv_budget") if getattr(args, a) is not None)
+    axis: SweepAxis = next(a for a in get_args(SweepAxis) if getattr(args, a) is not None)
     values = _values(getattr(args, axis), axis)
     methods = list(dict.fromkeys(args.methods))
     for m in methods:
         spec = registry.method_spec(m)
         if axis not in spec.targets:
-            accepts = ", ".join("--" + t.replace("_", "-") for t in spec.targets) or "no target option"
+            accepts = ", ".join(registry.target_flag(t) for t in spec.targets) or "no target option"
             raise KBError(
-                f"--{axis.replace('_', '-')} does not apply to {m} ({spec.kind}); it takes {accepts}"
+                f"{registry.target_flag(axis)} does not apply to {m} ({spec.kind}); it takes {accepts}"
             )
     name = args.name or "-".join([axis.replace("_", "-"), *methods])
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
@@ -366,6 +378,10 @@ def _run_sweep(args: argparse.Namespace) -> int:
     _check_lengths(options)
     probe = args.probe if args.probe is not None else axis == "layers"
     record = sweep(name, methods, axis, values, options, probe=probe, speed=args.speed)
+    if args.commit:
+        from reference_impls.harness.fingerprint import stamp
+
+        record = stamp(record, repo_root())
     write_report(out, record)  # before printing: a closed stdout (`| head`) must not lose the result
     print(f"kb: sweep written to {out}", file=sys.stderr)
     print(format_table(record))

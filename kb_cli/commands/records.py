@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..errors import KBError
-from ..paths import repo_root
-from ..schema import ORIGIN_KINDS
+from kb.errors import KBError
+from kb.paths import repo_root
+from kb.schema import ORIGIN_KINDS
 
 if TYPE_CHECKING:
-    from ..store import KnowledgeBase, Record
+    from kb.store import KnowledgeBase, Record
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def load_valid() -> KnowledgeBase:
     """The knowledge base, or a one-line error if any record fails to load."""
-    from ..store import load_kb
+    from kb.store import load_kb
 
     kb = load_kb(repo_root())
     if kb.vocab is None or kb.problems:
@@ -60,13 +60,6 @@ def load_valid() -> KnowledgeBase:
             code=1,
         )
     return kb
-
-
-def record_json(rec: Record) -> dict[str, Any]:
-    data = rec.paper.model_dump(mode="json", exclude_none=True)
-    impl = rec.paper.implementation
-    data["reproduce"] = f"kb reproduce {rec.paper.id} --model tiny-llama" if impl else None
-    return data
 
 
 def _values(rec: Record, axis: str) -> list[str]:
@@ -82,7 +75,7 @@ def _values(rec: Record, axis: str) -> list[str]:
 def _parse_filters(kb: KnowledgeBase, raw: list[str]) -> list[tuple[str, str]]:
     import difflib
 
-    from ..vocab import AXES
+    from kb.vocab import AXES
 
     assert kb.vocab is not None  # load_valid() refuses a knowledge base without one
     filters = []
@@ -113,6 +106,8 @@ def _parse_filters(kb: KnowledgeBase, raw: list[str]) -> list[tuple[str, str]]:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from kb.store import record_json
+
     kb = load_valid()
     filters = _parse_filters(kb, args.tag)
     chosen = [r for r in kb.records if all(v in _values(r, a) for a, v in filters)]
@@ -129,6 +124,8 @@ def _list(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     import difflib
+
+    from kb.store import record_json
 
     kb = load_valid()
     rec = kb.get(args.id)
@@ -175,14 +172,14 @@ def _show(args: argparse.Namespace) -> int:
 def _new(args: argparse.Namespace) -> int:
     import sys
 
-    from ..scaffold import Draft, scaffold, target_paths
+    from kb.scaffold import Draft, scaffold, target_paths
 
     root = repo_root()
     draft = Draft()
     if args.arxiv:
         target_paths(root, args.id)  # refuse a bad id or an existing file before any network request
         try:
-            from ..arxiv import draft_from_arxiv
+            from kb.arxiv import draft_from_arxiv
         except ImportError:
             raise KBError("--arxiv is not available in this installation") from None
         draft = draft_from_arxiv(args.arxiv)

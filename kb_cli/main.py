@@ -3,7 +3,7 @@
 Exit codes: 0 success, 1 a check found problems, 2 bad usage or input, 130 interrupted (Ctrl-C), 143
 terminated (SIGTERM; 129 for SIGHUP). Both signals unwind the stack like Ctrl-C does, so every atomic
 write in progress removes its temporary file or directory and nothing half-written is left behind.
-Each command lives in `kb/commands/<name>.py` and exposes `register(subparsers)`; a command's
+Each command lives in `kb_cli/commands/<name>.py` and exposes `register(subparsers)`; a command's
 parser sets `func(args) -> int`. Command modules import heavy libraries (torch, transformers,
 httpx, jinja2) inside `func`, never at module level, so `kb --help` stays fast.
 """
@@ -17,8 +17,8 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 
-from . import __version__
-from .errors import KBError
+from kb import __version__
+from kb.errors import KBError
 
 # Explicit list: grep-able, no import-time discovery.
 _COMMAND_MODULES = (
@@ -28,6 +28,7 @@ _COMMAND_MODULES = (
     "reproduce",
     "net",
     "cache",
+    "fingerprint",
 )
 
 
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kb {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in _COMMAND_MODULES:
-        importlib.import_module(f"kb.commands.{name}").register(sub)
+        importlib.import_module(f"kb_cli.commands.{name}").register(sub)
     return parser
 
 

@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from ..errors import KBError
-from ..paths import repo_root
+from kb.errors import KBError
+from kb.paths import repo_root
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,8 +32,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from ..checks import check_all
-    from ..store import load_kb
+    from kb.checks import check_all
+    from kb.store import load_kb
 
     root = repo_root()
     if not (root / "papers").is_dir():
@@ -54,9 +54,9 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from ..fsutil import write_text_atomic
-    from ..jsonschema import SCHEMA_PATH, render_schema
-    from ..vocab import VocabularyError, load_vocabulary
+    from kb.fsutil import write_text_atomic
+    from kb.jsonschema import SCHEMA_PATH, render_schema
+    from kb.vocab import VocabularyError, load_vocabulary
 
     root = repo_root()
     try:

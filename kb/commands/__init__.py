@@ -1,1 +1,0 @@
-"""One module per `kb` sub-command; see `kb/cli.py`."""

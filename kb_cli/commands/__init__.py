@@ -1,0 +1,1 @@
+"""One module per `kb` sub-command; see `kb_cli/main.py`."""

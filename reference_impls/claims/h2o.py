@@ -1,0 +1,37 @@
+"""H2O: a KV cache of heavy hitters (accumulated attention) and recent tokens, against a recent window."""
+
+from __future__ import annotations
+
+from ..registry.specs import MethodSpec, PaperSpec, Results, Run, Verdict
+from ._kit import below, verdict, vs
+from .baselines import KV_BASELINES, KV_DATA
+
+METHODS: tuple[MethodSpec, ...] = (
+    MethodSpec("h2o", "reference_impls.h2o", "kv-cache",
+               "KV cache of heavy hitters (accumulated attention) plus recent tokens", False, ("kv_budget",),
+               paper="h2o"),
+)  # fmt: skip
+
+
+def _claim(r: Results) -> Verdict:
+    full = r.cache_ppl("dense")
+    h2o = vs(
+        "h2o",
+        r.cache_ppl("h2o"),
+        below("window", r.cache_ppl("window")),
+        below("full cache", full, 1.5, strict=False),
+    )
+    return verdict(h2o.wrap("continuation ppl ", f" (sink {r.cache_ppl('sink'):.2f}, full {full:.2f})"))
+
+
+PAPER = PaperSpec(
+    paper="h2o",
+    method="h2o",
+    runs=(*KV_BASELINES, Run("h2o", "h2o")),
+    claim="With a KV cache of {kv_budget:.0%} of the prompt (half heavy hitters, half recent tokens), H2O's "
+    "continuation perplexity is below that of a window of the same number of recent tokens and at most 1.5x "
+    "the full cache's (H2O paper: 20% of the cache keeps accuracy where the window alone collapses)",
+    check=_claim,
+    defaults={"kv_budget": 0.2, **KV_DATA},
+    metrics=("cache",),
+)

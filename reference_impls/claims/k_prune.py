@@ -1,0 +1,56 @@
+"""K-prune: retraining-free width pruning by knowledge scores, a FLOPs-budget mask search and a least-squares
+re-solve of each pruned sublayer."""
+
+from __future__ import annotations
+
+from ..registry.specs import MethodSpec, PaperSpec, Results, Run, Verdict, finite
+from ._kit import details
+
+METHODS: tuple[MethodSpec, ...] = (
+    MethodSpec("k-prune", "reference_impls.k_prune", "width",
+               "retraining-free: knowledge scores, FLOPs-budget mask search, least-squares re-solve per sublayer",
+               True, ("params",), paper="k-prune"),
+)  # fmt: skip
+
+
+def _claim(r: Results) -> Verdict:
+    k, plain, mag = r.ppl("k-prune"), r.ppl("no-reconstruction"), r.ppl("magnitude")
+    labels = ("k-prune", "no-reconstruction", "magnitude")
+    removed = {
+        label: float(details(r, label).get("prunable_flops_removed_fraction", float("nan")))
+        for label in labels
+    }
+    budget_ok = all(0.25 <= v <= 0.26 for v in removed.values())
+    order = finite(k, plain, mag) and k < plain < mag
+    params = {label: r[label].size.params_total for label in labels}
+    reason = (
+        f"ppl K-prune {k:.2f} < without the least-squares re-solve {plain:.2f} < magnitude {mag:.2f}: "
+        f"{'yes' if order else 'no'}; probe acc_norm {r.acc('k-prune'):.3f} / {r.acc('no-reconstruction'):.3f} / "
+        f"{r.acc('magnitude'):.3f}; prunable FLOPs removed "
+        + ", ".join(f"{label} {v:.2%}" for label, v in removed.items())
+        + " (the budget is FLOPs: arms keep different mixes of KV groups and MLP channels, so parameter counts "
+        + "differ slightly: "
+        + ", ".join(f"{label} {n / 1e6:.2f}M" for label, n in params.items())
+        + ")"
+    )
+    return budget_ok and order, reason
+
+
+PAPER = PaperSpec(
+    paper="k-prune",
+    method="k-prune",
+    runs=(
+        Run("k-prune", "k-prune", {"importance": "knowledge", "reconstruct": True}, speed=True),
+        Run("no-reconstruction", "k-prune", {"importance": "knowledge", "reconstruct": False}, speed=True),
+        Run("magnitude", "k-prune", {"importance": "magnitude", "reconstruct": False}, speed=True),
+    ),
+    claim="Removing 25% of the prunable FLOPs (KV groups and MLP channels) without any retraining, K-prune "
+    "(knowledge scores, measured once per layer on one 128-token window to fit the time budget; FLOPs-budget "
+    "mask search; a least-squares re-solve of each pruned sublayer on 32 windows) gives a "
+    "lower perplexity than the same search without the re-solve, which in turn beats weight-magnitude "
+    "head/channel pruning under the same budget (K-prune: up to 58.02 points higher F1 than earlier "
+    "retraining-free pruning on SQuAD at 80% compression)",
+    check=_claim,
+    defaults={"nsamples": 32, "seqlen": 128, "eval_tokens": 2048, "probe_items": 100},
+    metrics=("ppl", "probe"),
+)
