@@ -71,13 +71,13 @@ def _fingerprint(args: argparse.Namespace) -> int:
         raise KBError(f"no committed result {unknown[0]!r}; results: {', '.join(sorted(records))}")
     if args.all and args.results:
         raise KBError("--all fingerprints every result; do not name one")
-    from reference_impls.registry.freshness import load_fingerprints
+    from reference_impls.harness.fingerprint import read_book
 
-    book = load_fingerprints(root)
+    pages = read_book(root)  # the book, read once: entries with their payloads
 
     def at_today(name: str) -> bool:
         path, record = records[name]
-        return path in book and book[path].code_hash == _today(record, root)
+        return path in pages and pages[path]["code_hash"] == _today(record, root)
 
     if args.results:
         chosen = list(args.results)
@@ -93,12 +93,11 @@ def _fingerprint(args: argparse.Namespace) -> int:
         print("kb: nothing to fingerprint (every result named ran today's code)", file=sys.stderr)
         return 0
     from kb.results import Sweep
-    from reference_impls.harness.fingerprint import differences, measure, read_book, small_model, write_book
+    from reference_impls.harness.fingerprint import differences, measure, small_model, write_book
     from reference_impls.harness.runner import set_threads
     from reference_impls.registry.freshness import reproduce_command, sweep_command
 
     set_threads(1)
-    pages = read_book(root)
     moved, entries = 0, {}
     with small_model() as model:
         for i, name in enumerate(chosen, 1):
