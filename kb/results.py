@@ -18,7 +18,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 # What a method does to a model; decides which invariants the harness checks after it ran.
 Kind = Literal["weight-sparsity", "allocation", "depth", "width", "kv-cache", "training", "stand-in"]
@@ -68,6 +68,7 @@ class Probe(_Strict):
     choices: int = Field(ge=2)
     acc: Number  # argmax of summed log-likelihood
     acc_norm: Number  # argmax of log-likelihood per byte of the choice (lm-evaluation-harness's acc_norm)
+    hits_norm: list[Literal[0, 1]] = []  # item by item: 1 where acc_norm picked the true choice
 
 
 class Speed(_Strict):
@@ -80,8 +81,15 @@ class Speed(_Strict):
     prefill_ms: Number
     decode_tokens_per_s: Number
     kv_cache_bytes: int  # bytes held by the KV cache after prompt + decode
-    prefill_speedup: Number | None = None  # dense prefill time / this prefill time
-    decode_speedup: Number | None = None  # this decode rate / dense decode rate
+    prefill_speedup: Number | None = (
+        None  # dense prefill time / this prefill time (geometric mean of the ratios)
+    )
+    decode_speedup: Number | None = (
+        None  # this decode rate / dense decode rate (geometric mean of the ratios)
+    )
+    # Repeat by repeat, timed alternately with the dense model in the same process (dense, this, this, dense, ...):
+    prefill_ratios: list[Number] = []  # dense prefill time / this prefill time
+    decode_ratios: list[Number] = []  # this decode rate / dense decode rate
 
 
 class CacheEval(_Strict):
@@ -99,6 +107,7 @@ class CacheEval(_Strict):
     recent_tokens: int | None = None  # of which the newest positions (never evicted)
     ppl: Number  # exp(mean NLL of the continuation tokens)
     nll: Number  # mean NLL of the continuation tokens (nats)
+    window_nll: list[Number] = []  # window by window: mean NLL of its continuation tokens
     generate_tokens: int = Field(ge=0)  # greedy decoding steps after the prompt, with real eviction
     cache_bytes_prompt: int = Field(ge=0)  # KV cache bytes after the prompt (after the cut to the budget)
     cache_bytes_end: int = Field(ge=0)  # KV cache bytes after the last decoding step
@@ -109,6 +118,7 @@ class CacheEval(_Strict):
 
 class Metrics(_Strict):
     ppl: Number | None = None
+    window_nll: list[Number] = []  # perplexity window by window: mean NLL of its predicted tokens (nats)
     probe: Probe | None = None
     size: Size
     speed: Speed | None = None
@@ -126,10 +136,49 @@ class RunResult(_Strict):
     eval_seconds: Number = 0.0
 
 
+VerdictState = Literal["holds", "does not hold", "inconclusive"]
+
+
+class Comparison(_Strict):
+    """One condition of a claim judged with an interval (`reference_impls.claims._kit.compare`)."""
+
+    verdict: VerdictState
+    scale: Literal["ratio", "difference"]  # subject / bound (against 1), or subject - bound (against 0)
+    estimate: Number
+    low: Number  # the bootstrap interval (equal to the estimate when exact)
+    high: Number
+    units: str = ""  # what was resampled, e.g. "8 windows x 3 draws"; "" when exact
+
+
+class ClaimPart(_Strict):
+    text: str
+    verdict: VerdictState
+    comparisons: list[Comparison] = []
+
+
+class PastVerdict(_Strict):
+    """A verdict this result replaced, kept so a reader sees how it moved and why."""
+
+    verdict: VerdictState
+    reason: str = ""
+    produced: dt.date | None = None
+    code_hash: str | None = None
+
+
 class Claim(_Strict):
     statement: str
-    holds: bool
-    reason: str = ""  # the numbers the verdict rests on
+    verdict: VerdictState  # holds / does not hold: every interval on one side; inconclusive otherwise
+    reason: str = ""  # the numbers the verdict rests on, each comparison with its estimate and interval
+    parts: list[ClaimPart] = []  # the judged parts in order
+    level: Number = 0.9  # of the bootstrap intervals
+    bootstrap_reps: int = Field(default=2000, ge=0)
+    bootstrap_seed: int = 0
+    draws: int = Field(default=1, ge=1)  # calibration draws (K) the intervals combine
+    history: list[PastVerdict] = []  # earlier committed verdicts, newest last
+
+    @property
+    def holds(self) -> bool:
+        return self.verdict == "holds"
 
 
 class TokenSplit(_Strict):
@@ -193,24 +242,49 @@ class Fingerprint(_Strict):
 
 
 class Machine(_Strict):
-    """Where a result was produced: speed numbers are this machine's, quality numbers are not."""
+    """Where a result was produced: speed numbers are this machine's; quality numbers may move in the last digits
+    with the vector unit and the BLAS library, which are recorded so such a move can be traced."""
 
     system: str  # e.g. "Linux 6.1 x86_64"
     cpu: str  # processor model, as the system names it ("" when unknown)
+    cpu_flags: list[str] = []  # the vector extensions present: avx2, avx512f, avx512_bf16, amx_tile, ...
+    torch_cpu: str = (
+        ""  # the kernels torch dispatches to (torch.backends.cpu.get_cpu_capability: AVX2, AVX512, ...)
+    )
+    blas: str = ""  # the BLAS/LAPACK torch was built with (from torch.__config__.show())
     cores: int = Field(ge=1)  # cores the process could run on
     threads: int = Field(ge=1)  # torch threads used
     device: str  # "cpu", "cuda:0", ...
 
 
+def find_run(runs: list[RunResult], label: str) -> RunResult:
+    for r in runs:
+        if r.label == label:
+            return r
+    raise KeyError(label)
+
+
+class Draw(_Strict):
+    """A further calibration draw of the whole comparison: every arm again, calibrated on samples drawn with
+    `seed` (the first draw is `Reproduction.runs`)."""
+
+    seed: int
+    runs: list[RunResult] = Field(min_length=1)
+
+    def run(self, label: str) -> RunResult:
+        return find_run(self.runs, label)
+
+
 class Reproduction(_Strict):
-    schema_version: Literal[2] = SCHEMA_VERSION
+    schema_version: Literal[3] = SCHEMA_VERSION
     paper: str
     model: str
     dataset: DatasetInfo
     config: dict[str, Any] = {}  # every option the run depended on
     versions: dict[str, str] = {}
     total_seconds: Number | None = None
-    runs: list[RunResult] = Field(min_length=1)
+    runs: list[RunResult] = Field(min_length=1)  # the first calibration draw (seed: config["seed"])
+    draws: list[Draw] = []  # the further calibration draws a claim near its bound runs (K - 1 of them)
     claim: Claim
     figures: list[Figure] = []  # paper-level plots made from the runs (PaperSpec.figures)
     code: CodeVersion | None = None  # None: written before results carried it (always stale)
@@ -219,10 +293,7 @@ class Reproduction(_Strict):
     machine: Machine | None = None
 
     def run(self, label: str) -> RunResult:
-        for r in self.runs:
-            if r.label == label:
-                return r
-        raise KeyError(label)
+        return find_run(self.runs, label)
 
 
 SweepAxis = Literal["sparsity", "layers", "kv_budget", "params"]
@@ -233,7 +304,7 @@ class Sweep(_Strict):
     the share of decoder parameters a width method removes), all from one dense model measured once. Runs are
     labelled `<method>@<value>`; the value is also in each run's `config` under the axis name."""
 
-    schema_version: Literal[2] = SCHEMA_VERSION
+    schema_version: Literal[3] = SCHEMA_VERSION
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")  # the file name under reproductions/sweeps/
     model: str
     axis: SweepAxis

@@ -135,7 +135,8 @@ def prune(model: nn.Module, calib: torch.Tensor | None, config: Config, ctx: Con
         levels = max((int(torch.unique(weight_quant(w.detach())).numel()) for w in weights), default=0)
         arms[arm] = {"bitlinear_layers": swapped, "max_distinct_weight_values": levels,
                      "curve_steps": report.curve_steps, "curve_loss": report.curve_loss,
-                     "final_train_loss": report.curve_loss[-1], "eval_loss": round(report.eval_loss, 5)}  # fmt: skip
+                     "final_train_loss": report.curve_loss[-1], "eval_loss": round(report.eval_loss, 5),
+                     "eval_window_loss": [round(v, 6) for v in report.eval_window_loss]}  # fmt: skip
     return Outcome(kind="training", details={
         "shape": {"hidden": shape.hidden, "layers": shape.layers, "intermediate": shape.mlp(), "vocab": 256},
         "steps": schedule.steps, "tokens": schedule.tokens, "lr": schedule.lr, "corpus": config.corpus, **arms,

@@ -6,7 +6,7 @@ it), prints a table on stdout and progress on stderr, and writes the result reco
 `reproductions/<paper>.json` the site shows. Every record carries the content hash of the files it ran, which
 `kb build --check` compares with today's code. The output path is checked before the model is loaded: a path that
 cannot be written is a one-line error, exit 2. Exit 0 when the paper's claim holds on this run, 1 when it does not
-(the numbers are still written), 2 on bad input.
+hold or is inconclusive (the numbers are still written), 2 on bad input.
 
 `kb reproduce --all [--kind K] [--jobs N]` runs every runnable paper with its own settings in one process (the
 model loaded once; dense measurements, calibration statistics and identical runs shared between papers with the
@@ -79,9 +79,9 @@ def register(subparsers: Any) -> None:
         "reproduce",
         help="run a paper's headline comparison on a model and check its claim",
         description="Run a paper's headline comparison (dense, then each labelled run from a fresh copy of the "
-        "dense model) and check its claim. Exit 0 if the claim holds, 1 if not, 2 on bad input. With --all, every "
-        "runnable paper in one process (the model loaded once, the dense baseline shared): exit 0 when every run "
-        "completed, 1 when one failed.",
+        "dense model) and check its claim. Exit 0 if the claim holds, 1 if it does not or is inconclusive, 2 on "
+        "bad input. With --all, every runnable paper in one process (the model loaded once, the dense baseline "
+        "shared): exit 0 when every run completed, 1 when one failed.",
     )
     rep.add_argument("paper", nargs="?", help=f"paper id: {registry.papers_help()}")
     rep.add_argument("--all", action="store_true", help="every runnable paper, each with its own settings, in "
@@ -276,15 +276,19 @@ def _run_reproduce(args: argparse.Namespace) -> int:
     if out is not None:
         out = check_writable(out, what="--json file")  # before the model is loaded, not after the run
     record = reproduce(spec.paper, options)
-    if args.commit:  # the committed result carries the behaviour of the code that made it
+    if (
+        args.commit
+    ):  # the committed result carries the behaviour of the code that made it, and the verdicts before
         from reference_impls.harness.fingerprint import stamp
+        from reference_impls.harness.report import keep_history
 
-        record = stamp(record, repo_root())
+        assert out is not None
+        record = keep_history(stamp(record, repo_root()), out)
     if out is not None:  # before printing: a closed stdout (`| head`) must not lose the result
         write_report(out, record)
         print(f"kb: results written to {out}", file=sys.stderr)
     print(format_table(record))
-    return 0 if record.claim.holds else 1
+    return 0 if record.claim.holds else 1  # does not hold, or inconclusive: 1
 
 
 COMMITTED = "reproductions"
@@ -453,7 +457,7 @@ def format_table(record: Any) -> str:
     ]
     claim = getattr(record, "claim", None)
     if claim is not None:
-        lines += [f"claim: {claim.statement}", f"holds: {'yes' if claim.holds else 'NO'} ({claim.reason})"]
+        lines += [f"claim: {claim.statement}", f"verdict: {claim.verdict} ({claim.reason})"]
     return "\n".join(lines)
 
 

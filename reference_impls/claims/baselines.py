@@ -20,5 +20,5 @@ METHODS: tuple[MethodSpec, ...] = (
                False, ("kv_budget",)),
 )  # fmt: skip
 
-KV_DATA = {"seqlen": 320, "eval_tokens": 2560}  # 8 windows of a 256-token prompt + 64-token continuation
+KV_DATA = {"seqlen": 320, "eval_tokens": 10240}  # 32 windows of a 256-token prompt + 64-token continuation
 KV_BASELINES = (Run("window", "window"), Run("sink", "window", {"sink_tokens": 4}))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..registry.specs import MethodSpec, PaperSpec, Results, Run, Verdict, finite
-from ._kit import total_params
+from ..registry.specs import MethodSpec, PaperSpec, Results, Run, Verdict
+from ._kit import below, note, same_size, verdict, vs
 
 METHODS: tuple[MethodSpec, ...] = (
     MethodSpec("compresso", "reference_impls.compresso", "width",
@@ -13,16 +13,13 @@ METHODS: tuple[MethodSpec, ...] = (
 
 
 def _claim(r: Results) -> Verdict:
-    learned, mag = r.ppl("l0-lora"), r.ppl("magnitude-lora")
-    same = total_params(r, "l0-lora") == total_params(r, "magnitude-lora")
-    ok = finite(learned, mag) and learned < mag
-    reason = (
-        f"ppl L0 masks + LoRA {learned:.2f} vs one-shot magnitude + the same LoRA steps {mag:.2f}; probe acc_norm "
-        f"{r.acc('l0-lora'):.3f} vs {r.acc('magnitude-lora'):.3f}; "
-        + ("same parameter count" if same else "parameter counts differ")
-        + "; the collaborative prompt is not measured (not measurable at this scale)"
-    )
-    return same and ok, reason
+    return verdict(
+        vs("L0 masks + LoRA", r.ppl("l0-lora"), below("one-shot magnitude + the same LoRA steps",
+                                                      r.ppl("magnitude-lora"))).wrap("ppl "),
+        note(f"probe acc_norm {r.acc('l0-lora'):.3f} vs {r.acc('magnitude-lora'):.3f}"),
+        same_size(r, ("l0-lora", "magnitude-lora")),
+        note("the collaborative prompt is not measured (not measurable at this scale)"),
+    )  # fmt: skip
 
 
 PAPER = PaperSpec(

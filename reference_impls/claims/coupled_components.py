@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..registry.specs import MethodSpec, PaperSpec, Results, Run, Verdict, finite
-from ._kit import details, same_size
+from ..registry.specs import MethodSpec, PaperSpec, Results, Run, Verdict
+from ._kit import below, details, note, same_size, verdict, vs
 
 METHODS: tuple[MethodSpec, ...] = (
     MethodSpec("coupled-components", "reference_impls.coupled_components", "width",
@@ -13,18 +13,17 @@ METHODS: tuple[MethodSpec, ...] = (
 
 
 def _claim(r: Results) -> Verdict:
-    data, mag, tuned = r.ppl("coupled"), r.ppl("magnitude"), r.ppl("coupled-tuned")
-    same, size_text = same_size(r, ("coupled", "magnitude", "coupled-tuned"))
     removed = details(r, "coupled").get("params_removed_fraction")
     training = details(r, "coupled-tuned").get("recovery", {})
-    ok = finite(data, mag, tuned) and data < mag and tuned < data
-    reason = (
-        f"ppl data-dependent coupled scores {data:.2f} vs weight magnitude {mag:.2f}; after {training.get('steps')} "
-        f"LoRA steps ({training.get('tokens')} tokens) {tuned:.2f}; probe acc_norm {r.acc('coupled'):.3f} vs "
-        f"{r.acc('magnitude'):.3f}, tuned {r.acc('coupled-tuned'):.3f}; {removed} of the parameters removed; "
-        f"{size_text}"
-    )
-    return same and ok, reason
+    return verdict(
+        vs("data-dependent coupled scores", r.ppl("coupled"), below("weight magnitude", r.ppl("magnitude"))).wrap(
+            "ppl "),
+        vs(f"after {training.get('steps')} LoRA steps ({training.get('tokens')} tokens)", r.ppl("coupled-tuned"),
+           below("before", r.ppl("coupled"))),
+        note(f"probe acc_norm {r.acc('coupled'):.3f} vs {r.acc('magnitude'):.3f}, tuned {r.acc('coupled-tuned'):.3f}; "
+             f"{removed} of the parameters removed"),
+        same_size(r, ("coupled", "magnitude", "coupled-tuned")),
+    )  # fmt: skip
 
 
 PAPER = PaperSpec(

@@ -7,8 +7,8 @@ import math
 import statistics
 from typing import TYPE_CHECKING
 
-from ..registry.specs import MethodSpec, PaperSpec, Results, Run, Verdict, finite
-from ._kit import detail, speed_text
+from ..registry.specs import MethodSpec, PaperSpec, Results, Run, Verdict
+from ._kit import below, check, detail, fail, note, speed_text, verdict, vs
 
 if TYPE_CHECKING:
     from kb.results import Figure
@@ -24,7 +24,6 @@ WINDOWS = 25  # window runs: starts 0..24 cover every 6-window of a 30-layer mod
 
 
 def _claim(r: Results) -> Verdict:
-    angular, healed = r.ppl("angular"), r.ppl("angular-healed")
     by_start: dict[int, float] = {}
     for label in r.labels("window-"):
         start = detail(r, label, "start")
@@ -33,23 +32,18 @@ def _claim(r: Results) -> Verdict:
     start = detail(r, "angular", "start")
     layers = r["dense"].size.layers
     if not by_start or not isinstance(start, int):
-        return False, "no window runs or no angular window"
-    median = statistics.median(by_start.values())
-    first = by_start.get(0, math.nan)
+        return fail("no window runs or no angular window")
+    angular = r.ppl("angular")
+    median = statistics.median(by_start.values())  # the middle window(s) by point estimate
     deep = 2 * start >= layers
-    ok = (
-        finite(angular, median, first, healed)
-        and angular <= median
-        and angular < first
-        and deep
-        and healed < angular
-    )
-    reason = (f"angular window starts at layer {start} of {layers} ({'second' if deep else 'first'} half): ppl "
-              f"{angular:.2f} vs median {median:.2f} over {len(by_start)} contiguous windows and {first:.2f} for the "
-              f"window at the start; after healing ppl {healed:.2f}; "
-              f"probe acc_norm angular {r.acc('angular'):.3f}, healed {r.acc('angular-healed'):.3f}"
-              + speed_text(r, "angular"))  # fmt: skip
-    return ok, reason
+    return verdict(
+        check(deep, f"angular window starts at layer {start} of {layers} ({'second' if deep else 'first'} half)"),
+        vs("ppl angular", angular, below(f"median over {len(by_start)} contiguous windows", median, strict=False),
+           below("the window at the start", by_start.get(0, math.nan))),
+        vs("after healing", r.ppl("angular-healed"), below("before", angular)),
+        note(f"probe acc_norm angular {r.acc('angular'):.3f}, healed {r.acc('angular-healed'):.3f}"
+             + speed_text(r, "angular")),
+    )  # fmt: skip
 
 
 def _figures(r: Results) -> list[Figure]:

@@ -12,7 +12,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from ..registry.specs import MethodSpec, PaperSpec, Results, Run, Verdict
-from ._kit import details
+from ._kit import check, details, fail, verdict
 
 if TYPE_CHECKING:
     from kb.results import Figure
@@ -38,17 +38,19 @@ def _points(r: Results) -> list[tuple[float, dict[str, Any]]]:
 def _claim(r: Results) -> Verdict:
     d = details(r, "tiled-csl")
     if not d:
-        return False, "the Tiled-CSL run reported nothing"
+        return fail("the Tiled-CSL run reported nothing")
     exact = d["roundtrip_exact"] and not d["linears_mismatched"] and d["linears_checked"] == d["linears"]
     ratios = [p["bytes_ratio"] for _, p in _points(r)]
     falling = all(b < a for a, b in itertools.pairwise(ratios))
-    holds = exact and d["bytes_ratio"] <= 0.45 and falling
     sweep = ", ".join(f"{s:.0%} {p['bytes_ratio']:.3f}" for s, p in _points(r))
-    reason = (f"{d['linears_checked']}/{d['linears']} linears checked, round trip exact: {d['roundtrip_exact']}, "
-              f"mismatched: {len(d['linears_mismatched'])}, largest |sparse - dense| {d['max_abs_diff_linear']:.2e} "
-              f"(logits {d['max_abs_diff_logits']:.2e}); bytes vs dense fp16 at {d['sparsity']:.0%}: "
-              f"{d['bytes_ratio']:.3f} (<= 0.45); by sparsity: {sweep}")  # fmt: skip
-    return holds, reason
+    return verdict(
+        check(exact, f"{d['linears_checked']}/{d['linears']} linears checked, round trip exact: "
+                     f"{d['roundtrip_exact']}, mismatched: {len(d['linears_mismatched'])}, largest |sparse - dense| "
+                     f"{d['max_abs_diff_linear']:.2e} (logits {d['max_abs_diff_logits']:.2e})"),
+        check(d["bytes_ratio"] <= 0.45,
+              f"bytes vs dense fp16 at {d['sparsity']:.0%}: {d['bytes_ratio']:.3f} (<= 0.45)"),
+        check(falling, f"by sparsity (falling): {sweep}"),
+    )  # fmt: skip
 
 
 def _figures(r: Results) -> list[Figure]:

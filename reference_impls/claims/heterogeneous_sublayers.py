@@ -3,8 +3,8 @@ against whole blocks at the same parameter count."""
 
 from __future__ import annotations
 
-from ..registry.specs import MethodSpec, PaperSpec, Results, Run, Verdict, finite
-from ._kit import decoder_params, speed_text
+from ..registry.specs import MethodSpec, PaperSpec, Results, Run, Verdict
+from ._kit import below, check, decoder_params, note, speed_text, verdict, vs
 
 METHODS: tuple[MethodSpec, ...] = (
     MethodSpec("heterogeneous-sublayers", "reference_impls.heterogeneous_sublayers", "depth",
@@ -14,16 +14,15 @@ METHODS: tuple[MethodSpec, ...] = (
 
 
 def _claim(r: Results) -> Verdict:
-    s, b = r.ppl("sublayers"), r.ppl("blocks")
     dense = decoder_params(r, "dense")
     ps, pb = decoder_params(r, "sublayers"), decoder_params(r, "blocks")
-    fair = ps <= pb * 1.01
-    ok = fair and finite(s, b) and s < b
-    reason = (f"ppl progressive sublayer removal {s:.2f} vs whole blocks {b:.2f}; decoder params removed "
-              f"{1 - ps / dense:.1%} vs {1 - pb / dense:.1%}; probe acc_norm {r.acc('sublayers'):.3f} vs "
-              f"{r.acc('blocks'):.3f}" + ("" if fair else " (the sublayer arm kept more parameters)")
-              + speed_text(r, "sublayers") + speed_text(r, "blocks"))  # fmt: skip
-    return ok, reason
+    return verdict(
+        vs("progressive sublayer removal", r.ppl("sublayers"), below("whole blocks", r.ppl("blocks"))).wrap("ppl "),
+        check(ps <= pb * 1.01, f"decoder params removed {1 - ps / dense:.1%} vs {1 - pb / dense:.1%}"
+              + ("" if ps <= pb * 1.01 else " (the sublayer arm kept more parameters)")),
+        note(f"probe acc_norm {r.acc('sublayers'):.3f} vs {r.acc('blocks'):.3f}" + speed_text(r, "sublayers")
+             + speed_text(r, "blocks")),
+    )  # fmt: skip
 
 
 PAPER = PaperSpec(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..registry.specs import MethodSpec, PaperSpec, Results, Run, Verdict, finite
-from ._kit import decoder_params, detail, speed_text
+from ..registry.specs import MethodSpec, PaperSpec, Results, Run, Verdict
+from ._kit import below, check, decoder_params, detail, note, speed_text, verdict, vs
 
 METHODS: tuple[MethodSpec, ...] = (
     MethodSpec("llm-streamline", "reference_impls.llm_streamline", "depth",
@@ -13,15 +13,16 @@ METHODS: tuple[MethodSpec, ...] = (
 
 
 def _claim(r: Results) -> Verdict:
-    rep, plain = r.ppl("streamline"), r.ppl("plain")
     same = detail(r, "streamline", "start") == detail(r, "plain", "start")
     extra = decoder_params(r, "streamline") - decoder_params(r, "plain")
-    ok = same and finite(rep, plain) and rep < plain
-    reason = (f"window at layer {detail(r, 'streamline', 'start')}: ppl with the trained MLP replacement {rep:.2f} vs "
-              f"plain removal {plain:.2f}; probe acc_norm {r.acc('streamline'):.3f} vs {r.acc('plain'):.3f}; the "
-              f"replacement adds {extra / 1e6:.2f}M decoder params ({decoder_params(r, 'streamline') / 1e6:.2f}M vs "
-              f"{decoder_params(r, 'plain') / 1e6:.2f}M)" + speed_text(r, "streamline"))  # fmt: skip
-    return ok, reason
+    return verdict(
+        check(same, f"window at layer {detail(r, 'streamline', 'start')} in both arms"),
+        vs("with the trained MLP replacement", r.ppl("streamline"), below("plain removal", r.ppl("plain"))).wrap(
+            "ppl "),
+        note(f"probe acc_norm {r.acc('streamline'):.3f} vs {r.acc('plain'):.3f}; the replacement adds "
+             f"{extra / 1e6:.2f}M decoder params ({decoder_params(r, 'streamline') / 1e6:.2f}M vs "
+             f"{decoder_params(r, 'plain') / 1e6:.2f}M)" + speed_text(r, "streamline")),
+    )  # fmt: skip
 
 
 PAPER = PaperSpec(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..registry.specs import MethodSpec, PaperSpec, Results, Run, Verdict, finite
-from ._kit import Part, below, verdict, vs
+from ..registry.specs import MethodSpec, PaperSpec, Results, Run, Verdict
+from ._kit import below, verdict, vs
 
 METHODS: tuple[MethodSpec, ...] = (
     MethodSpec("llm-surgeon", "reference_impls.llm_surgeon", "weight-sparsity",
@@ -13,19 +13,17 @@ METHODS: tuple[MethodSpec, ...] = (
 
 
 def _claim(r: Results) -> Verdict:
-    s, one, m = (
-        r.ppl("surgeon-rows-columns"),
-        r.ppl("surgeon-rows-columns-1shot"),
-        r.ppl("magnitude-rows-columns"),
-    )
-    structured = Part(
-        finite(s, one, m) and s < m and s < one,
-        f"rows/columns: surgeon {s:.2f} vs one-shot {one:.2f} vs magnitude {m:.2f}",
+    s = r.ppl("surgeon-rows-columns")
+    structured = vs(
+        "surgeon",
+        s,
+        below("one-shot", r.ppl("surgeon-rows-columns-1shot")),
+        below("magnitude", r.ppl("magnitude-rows-columns")),
     )
     unstructured = vs(
         "surgeon", r.ppl("surgeon-50"), below("sparsegpt", r.ppl("sparsegpt-50"), 1.05, strict=False)
     )
-    return verdict(structured, unstructured.wrap("unstructured 50%: "))
+    return verdict(structured.wrap("rows/columns: "), unstructured.wrap("unstructured 50%: "))
 
 
 PAPER = PaperSpec(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..registry.specs import MethodSpec, PaperSpec, Results, Run, Verdict, finite
-from ._kit import details, same_size
+from ..registry.specs import MethodSpec, PaperSpec, Results, Run, Verdict
+from ._kit import below, details, note, same_size, verdict, vs
 
 METHODS: tuple[MethodSpec, ...] = (
     MethodSpec("minitron", "reference_impls.minitron", "width",
@@ -16,17 +16,14 @@ _TRAIN = {"recovery_steps": 20, "recovery_batch": 2, "lr": 1e-4}
 
 
 def _claim(r: Results) -> Verdict:
-    act, rnd, kd, lm = r.ppl("activation"), r.ppl("random"), r.ppl("activation-kd"), r.ppl("activation-lm")
-    same, size_text = same_size(r, ("activation", "random", "activation-kd", "activation-lm"))
-    before = finite(act, rnd) and act < rnd
-    after = finite(kd, lm) and kd < lm
     training = details(r, "activation-kd").get("recovery", {})
-    reason = (
-        f"before training: ppl activation {act:.2f} vs random {rnd:.2f}, probe acc_norm {r.acc('activation'):.3f} vs "
-        f"{r.acc('random'):.3f}; after {training.get('steps')} steps ({training.get('tokens')} tokens, all decoder "
-        f"weights): ppl distilled {kd:.2f} vs LM loss {lm:.2f}; {size_text}"
-    )
-    return same and before and after, reason
+    return verdict(
+        vs("activation", r.ppl("activation"), below("random", r.ppl("random"))).wrap("before training: ppl "),
+        note(f"probe acc_norm {r.acc('activation'):.3f} vs {r.acc('random'):.3f}"),
+        vs("distilled", r.ppl("activation-kd"), below("LM loss", r.ppl("activation-lm"))).wrap(
+            f"after {training.get('steps')} steps ({training.get('tokens')} tokens, all decoder weights): ppl "),
+        same_size(r, ("activation", "random", "activation-kd", "activation-lm")),
+    )  # fmt: skip
 
 
 PAPER = PaperSpec(

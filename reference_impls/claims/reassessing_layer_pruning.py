@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 
-from ..registry.specs import MethodSpec, PaperSpec, Results, Run, Verdict, finite
-from ._kit import speed_text
+from ..registry.specs import MethodSpec, PaperSpec, Results, Run, Verdict
+from ._kit import below, fail, note, speed_text, verdict, vs
 
 METHODS: tuple[MethodSpec, ...] = (
     MethodSpec("reassessing-layer-pruning", "reference_impls.reassessing_layer_pruning", "depth",
@@ -29,14 +29,17 @@ def _claim(r: Results) -> Verdict:
     partial, pl = _best(r, "reverse-partial-")
     lora, ll = _best(r, "reverse-lora-")
     bi, bl = _best(r, "bi-partial-")
-    ok = finite(partial, lora, bi) and partial <= lora and partial <= 1.05 * bi
-    reason = (f"last layers removed, best of lr {', '.join(f'{lr:g}' for lr in LRS)}: partial-layer fine-tuning ppl "
-              f"{partial:.2f} ({pl}) vs LoRA {lora:.2f} ({ll}); reverse order {partial:.2f} vs Block Influence "
-              f"{bi:.2f} ({bl}) after partial-layer fine-tuning (needs <= x1.05); probe acc_norm {r.acc(pl):.3f} "
-              f"vs LoRA {r.acc(ll):.3f} and BI {r.acc(bl):.3f}" if pl and ll and bl else "runs missing")  # fmt: skip
-    return ok, reason + (
-        speed_text(r, "reverse-partial-0.0001") if "reverse-partial-0.0001" in r.labels() else ""
-    )
+    if not (pl and ll and bl):
+        return fail("runs missing")
+    lrs = ", ".join(f"{lr:g}" for lr in LRS)
+    return verdict(
+        vs(f"partial-layer fine-tuning ({pl})", partial, below(f"LoRA ({ll})", lora, strict=False)).wrap(
+            f"last layers removed, best of lr {lrs}: ppl "),
+        vs("reverse order", partial, below(f"Block Influence ({bl})", bi, 1.05, strict=False)).wrap(
+            "after partial-layer fine-tuning: "),
+        note(f"probe acc_norm {r.acc(pl):.3f} vs LoRA {r.acc(ll):.3f} and BI {r.acc(bl):.3f}"
+             + (speed_text(r, "reverse-partial-0.0001") if "reverse-partial-0.0001" in r.labels() else "")),
+    )  # fmt: skip
 
 
 PAPER = PaperSpec(

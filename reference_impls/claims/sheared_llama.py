@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..registry.specs import MethodSpec, PaperSpec, Results, Run, Verdict, finite
-from ._kit import total_params
+from ..registry.specs import MethodSpec, PaperSpec, Results, Run, Verdict
+from ._kit import below, note, same_size, verdict, vs
 
 METHODS: tuple[MethodSpec, ...] = (
     MethodSpec("sheared-llama", "reference_impls.sheared_llama", "width",
@@ -13,16 +13,13 @@ METHODS: tuple[MethodSpec, ...] = (
 
 
 def _claim(r: Results) -> Verdict:
-    learned, masks, init = r.ppl("sheared"), r.ppl("random-masks"), r.ppl("random-init")
-    same = len({total_params(r, x) for x in ("sheared", "random-masks", "random-init")}) == 1
-    ok = finite(learned, masks, init) and learned < 0.2 * init and learned < masks
-    reason = (
-        f"ppl with learned masks {learned:.2f} vs random masks {masks:.2f} and random init {init:.2f} "
-        f"(ratio to random init {learned / init:.3f}, needs < 0.2); probe acc_norm {r.acc('sheared'):.3f} / "
-        f"{r.acc('random-masks'):.3f} / {r.acc('random-init'):.3f}; "
-        + ("same parameter count in every arm" if same else "parameter counts differ")
-    )
-    return same and ok, reason
+    learned = r.ppl("sheared")
+    return verdict(
+        vs("with learned masks", learned, below("random masks", r.ppl("random-masks")),
+           below("random init", r.ppl("random-init"), 0.2)).wrap("ppl "),
+        note(f"probe acc_norm {r.acc('sheared'):.3f} / {r.acc('random-masks'):.3f} / {r.acc('random-init'):.3f}"),
+        same_size(r, ("sheared", "random-masks", "random-init")),
+    )  # fmt: skip
 
 
 PAPER = PaperSpec(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from ..registry.specs import MethodSpec, PaperSpec, Results, Run, Verdict, finite
+from ..registry.specs import MethodSpec, PaperSpec, Results, Run, Verdict
+from ._kit import above, below, note, verdict, vs
 
 METHODS: tuple[MethodSpec, ...] = (
     MethodSpec("shortgpt", "reference_impls.shortgpt", "depth",
@@ -14,17 +15,14 @@ METHODS: tuple[MethodSpec, ...] = (
 
 def _claim(r: Results) -> Verdict:
     randoms = r.labels("random-")
-    low, high = r.ppl("lowest-bi"), r.ppl("highest-bi")
-    rand = r.mean(randoms, r.ppl)
-    acc_low, acc_high, acc_rand = r.acc("lowest-bi"), r.acc("highest-bi"), r.mean(randoms, r.acc)
-    ppl_ok = finite(low, rand, high) and low < rand and low < high
-    acc_ok = finite(acc_low, acc_rand, acc_high) and acc_low > acc_rand and acc_low > acc_high
     best = min((r.ppl(label) for label in randoms), default=math.nan)
-    reason = (
-        f"ppl lowest-BI {low:.2f} vs random mean {rand:.2f} (best draw {best:.2f}) and highest-BI {high:.2f}; "
-        f"probe acc_norm lowest-BI {acc_low:.3f} vs random mean {acc_rand:.3f} and highest-BI {acc_high:.3f}"
-    )
-    return ppl_ok and acc_ok, reason
+    return verdict(
+        vs("lowest-BI", r.ppl("lowest-bi"), below(f"random mean of {len(randoms)}", r.mean(randoms, r.ppl)),
+           below("highest-BI", r.ppl("highest-bi"))).wrap("ppl "),
+        vs("lowest-BI", r.acc("lowest-bi"), above("random mean", r.mean(randoms, r.acc)),
+           above("highest-BI", r.acc("highest-bi")), digits=3).wrap("probe acc_norm "),
+        note(f"best random draw ppl {best:.2f}"),
+    )  # fmt: skip
 
 
 PAPER = PaperSpec(
@@ -41,6 +39,6 @@ PAPER = PaperSpec(
     check=_claim,
     # Block Influence from 8 x 512 calibration tokens; 2048 evaluation tokens and 200 probe items keep the
     # eight arms within the reproduction budget
-    defaults={"layers": 6, "nsamples": 8, "eval_tokens": 2048, "probe_items": 200},
+    defaults={"layers": 6, "nsamples": 8, "eval_tokens": 2048, "probe_items": 500},
     metrics=("ppl", "probe"),
 )

@@ -11,7 +11,7 @@ import math
 from typing import TYPE_CHECKING
 
 from ..registry.specs import MethodSpec, PaperSpec, Results, Run, Verdict
-from ._kit import details
+from ._kit import check, details, fail, note, verdict
 
 if TYPE_CHECKING:
     from kb.results import Figure
@@ -27,19 +27,21 @@ def _claim(r: Results) -> Verdict:
     d = details(r, "sweep")
     s_opt, budgets, points = d.get("optimal_sparsity", []), d.get("budgets", []), d.get("points", [])
     if not s_opt or not points:
-        return False, "the sweep reported no fit"
+        return fail("the sweep reported no fit")
     longest = max(p["steps"] for p in points)
     at_longest = {p["sparsity"]: p["eval_loss"] for p in points if p["steps"] == longest}
     dense, sparsest = at_longest.get(0.0, math.nan), at_longest[max(at_longest)]
     grows = s_opt[-1] >= s_opt[0] + 0.1 and all(b >= a for a, b in itertools.pairwise(s_opt))
-    pays = sparsest < dense
-    fits = d.get("fit_rmse_log_loss", math.inf) <= 0.03
+    rmse = d.get("fit_rmse_log_loss", math.nan)
     swept = d.get("swept_budgets", [math.nan])[-1]
-    reason = (f"fitted optimal sparsity {s_opt[0]:.2f} at {budgets[0]:.3g} to {s_opt[-1]:.2f} at {budgets[-1]:.3g} "
-              f"(10^12 FLOPs of dense-shape training; swept up to {swept:.3g}); at {longest} steps held-out loss "
-              f"S={max(at_longest):.2f} {sparsest:.4f} vs dense {dense:.4f} at equal non-zeros; fit RMSE of log-loss "
-              f"{d.get('fit_rmse_log_loss', math.nan):.4f}")  # fmt: skip
-    return grows and pays and fits, reason
+    return verdict(
+        check(grows, f"fitted optimal sparsity {s_opt[0]:.2f} at {budgets[0]:.3g} to {s_opt[-1]:.2f} at "
+                     f"{budgets[-1]:.3g} (10^12 FLOPs of dense-shape training; swept up to {swept:.3g})"),
+        check(sparsest < dense, f"at {longest} steps held-out loss S={max(at_longest):.2f} {sparsest:.4f} vs dense "
+                                f"{dense:.4f} at equal non-zeros"),
+        check(rmse <= 0.03, f"fit RMSE of log-loss {rmse:.4f} (<= 0.03)"),
+        note("exact: properties of one fitted sweep, not resampled"),
+    )  # fmt: skip
 
 
 def _figures(r: Results) -> list[Figure]:

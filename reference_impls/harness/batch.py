@@ -25,7 +25,7 @@ from kb.results import Reproduction
 
 from .. import registry
 from .fingerprint import stamp
-from .report import write_report
+from .report import keep_history, write_report
 from .runner import Log, paper_options, reproduce, stderr_log
 from .session import Session, data_scope
 
@@ -41,7 +41,7 @@ class PaperResult:
     def verdict(self) -> str:
         if self.record is None:
             return "FAILED"
-        return "holds" if self.record.claim.holds else "does not hold"
+        return self.record.claim.verdict
 
 
 def select_papers(kind: str | None = None) -> list[str]:
@@ -85,7 +85,7 @@ def run_papers(
             result = PaperResult(paper, time.perf_counter() - start, record=record)
             if commit_dir is not None:
                 log(f"kb: {paper}: fingerprinting the code that ran on a small random model")
-                record = stamp(record, commit_dir.parent)
+                record = keep_history(stamp(record, commit_dir.parent), commit_dir / f"{paper}.json")
                 result = PaperResult(paper, result.seconds, record=record)
                 write_report(commit_dir / f"{paper}.json", record)
                 log(f"kb: {paper}: written to {commit_dir / f'{paper}.json'}")

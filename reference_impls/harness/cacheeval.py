@@ -48,18 +48,18 @@ def continuation_nll(
     policy: CachePolicy | None,
     continuation: int,
     batch_size: int = 1,
-) -> tuple[float, int]:
-    """(sum of NLL over the continuation tokens of every window, token count) under `policy` (None: full cache)."""
+) -> list[float]:
+    """The mean NLL of each window's continuation tokens under `policy` (None: full cache), in order."""
     prompt = windows.shape[1] - continuation
-    total, count = 0.0, 0
+    means: list[float] = []
     for start in range(0, windows.shape[0], batch_size):
         ids = windows[start : start + batch_size]
         logits, _runtime = simulate_logits(model, ids, policy, prompt, stream=start)
-        pred = logits[:, prompt - 1 : -1].float()
-        target = ids[:, prompt:].to(pred.device)
-        total += float(F.cross_entropy(pred.reshape(-1, pred.shape[-1]), target.reshape(-1), reduction="sum"))
-        count += target.numel()
-    return total, count
+        pred = logits[:, prompt - 1 : -1].float()  # (b, continuation, vocab)
+        target = ids[:, prompt:].to(pred.device)  # (b, continuation)
+        nll = F.cross_entropy(pred.transpose(1, 2), target, reduction="none")  # (b, continuation)
+        means.extend(float(v) for v in nll.double().mean(dim=1))
+    return means
 
 
 def _generate_once(
@@ -93,8 +93,8 @@ def evaluate_cache(
     if prompt_len < 2:
         raise KBError(f"--seqlen {seqlen} leaves no prompt before a {settings.continuation_tokens}-token continuation; "
                       f"use --seqlen {settings.continuation_tokens + 64} or more")  # fmt: skip
-    total, count = continuation_nll(model, windows, policy, settings.continuation_tokens, settings.batch_size)
-    mean = total / count
+    per_window = continuation_nll(model, windows, policy, settings.continuation_tokens, settings.batch_size)
+    mean = math.fsum(per_window) / len(per_window)
     prompt = windows[:1, :prompt_len]
     with torch.inference_mode():
         warm_up = prompt[:, : min(prompt_len, 16)]
@@ -110,6 +110,7 @@ def evaluate_cache(
         policy=policy.name if policy is not None else "full", windows=windows.shape[0], prompt_tokens=prompt_len,
         continuation_tokens=settings.continuation_tokens, budget_tokens=split.total if split else None,
         recent_tokens=split.recent if split else None, ppl=math.exp(mean) if mean < 700 else math.inf, nll=mean,
+        window_nll=per_window,
         generate_tokens=settings.generate_tokens, cache_bytes_prompt=runs[-1][0], cache_bytes_end=runs[-1][1],
         decode_tokens_per_s=rate, threads=torch.get_num_threads(),
         decode_speedup=rate / dense.decode_tokens_per_s if dense is not None and dense.decode_tokens_per_s else None,

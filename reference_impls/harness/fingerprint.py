@@ -43,7 +43,7 @@ from kb.results import Fingerprint, Metrics, Outcome, Reproduction, RunResult, S
 from .. import registry
 from ..registry import Results
 
-VERSION = 1  # bump when what the digest covers changes: every recorded fingerprint is then recomputed
+VERSION = 2  # bump when what the digest covers changes: every recorded fingerprint is then recomputed
 DIGITS = 6
 REL = 1e-4  # payloads from two machines match when every float agrees to this relative tolerance
 LAYERS = 30  # tiny-llama's decoder depth
@@ -87,7 +87,9 @@ def _steady_metrics(metrics: Metrics) -> Metrics:
     if speed is not None:
         speed = speed.model_copy(update={"prefill_ms": 1.0, "decode_tokens_per_s": 1.0,
                                          "prefill_speedup": None if speed.prefill_speedup is None else 1.0,
-                                         "decode_speedup": None if speed.decode_speedup is None else 1.0})  # fmt: skip
+                                         "decode_speedup": None if speed.decode_speedup is None else 1.0,
+                                         "prefill_ratios": [1.0] * len(speed.prefill_ratios),
+                                         "decode_ratios": [1.0] * len(speed.decode_ratios)})  # fmt: skip
     if cache is not None:
         cache = cache.model_copy(update={"decode_tokens_per_s": 1.0,
                                          "decode_speedup": None if cache.decode_speedup is None else 1.0})  # fmt: skip
@@ -149,15 +151,18 @@ def paper_payload(paper: str, explicit: dict[str, Any], model: str, log: Log = _
     finally:
         torch.set_num_threads(threads)
     runs = _steady_runs(rep.runs)
-    results = Results({r.label: r.metrics for r in runs}, {r.label: r.outcome for r in runs})
-    holds, reason = spec.check(results)
+    draws = [_steady_runs(d.runs) for d in rep.draws]
+    results = Results({r.label: r.metrics for r in runs}, {r.label: r.outcome for r in runs},
+                      [{r.label: r.metrics for r in d} for d in draws],
+                      [{r.label: r.outcome for r in d} for d in draws])  # fmt: skip
+    judged = spec.check(results)
     figures = spec.figures(results) if spec.figures else []
     payload: dict[str, Any] = _round({
         "version": VERSION, "paper": paper, "options": dataclasses.asdict(real),
         "plans": [{"label": p.run.label, "method": p.spec.name, "config": _set(p.config.model_dump(mode="json")),
                    "speed": p.run.speed, "probe": p.run.probe} for p in plans],
-        "runs": _runs_view(runs), "claim": {"statement": spec.statement(real.target), "holds": bool(holds),
-                                            "reason": reason},
+        "runs": _runs_view(runs), "draws": [_runs_view(d) for d in draws],
+        "claim": {"statement": spec.statement(real.target), "verdict": judged.state, "reason": judged.reason},
         "figures": [f.model_dump(mode="json") for f in figures],
     })  # fmt: skip
     return payload

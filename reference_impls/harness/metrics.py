@@ -11,6 +11,7 @@ and an untied LM head; "decoder" is what the decoder layers hold.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -21,7 +22,7 @@ from torch import nn
 from kb.results import CacheEval, Metrics, Probe, Size, Speed
 
 from .cacheeval import CacheSettings, evaluate_cache
-from .evaluate import perplexity
+from .evaluate import ppl_of, window_nll
 from .eviction import CachePolicy
 from .layerwise import decoder_layers, input_embedding, iter_decoder_linears, output_embedding
 from .probe import ProbeScore, TokenTask, score_task
@@ -56,18 +57,30 @@ def model_size(model: nn.Module) -> Size:
     )
 
 
+def _geomean(ratios: tuple[float, ...]) -> float:
+    return math.exp(math.fsum(math.log(r) for r in ratios) / len(ratios))
+
+
 def speed_record(sample: SpeedSample, dense: SpeedSample | None) -> Speed:
+    """The record of a speed sample; its speed-ups are the geometric means of the paired ratios when the sample
+    was timed alternately with the dense model, else the ratios of medians against `dense`."""
+    prefill = decode = None
+    if sample.decode_ratios:
+        prefill, decode = _geomean(sample.prefill_ratios), _geomean(sample.decode_ratios)
+    elif dense is not None:
+        prefill = dense.prefill_ms / sample.prefill_ms
+        decode = sample.decode_tokens_per_s / dense.decode_tokens_per_s
     return Speed(
         prompt_tokens=sample.prompt_tokens, decode_tokens=sample.decode_tokens, repeats=sample.repeats,
         threads=sample.threads, prefill_ms=sample.prefill_ms, decode_tokens_per_s=sample.decode_tokens_per_s,
-        kv_cache_bytes=sample.kv_cache_bytes,
-        prefill_speedup=dense.prefill_ms / sample.prefill_ms if dense else None,
-        decode_speedup=sample.decode_tokens_per_s / dense.decode_tokens_per_s if dense else None,
+        kv_cache_bytes=sample.kv_cache_bytes, prefill_speedup=prefill, decode_speedup=decode,
+        prefill_ratios=list(sample.prefill_ratios), decode_ratios=list(sample.decode_ratios),
     )  # fmt: skip
 
 
 def probe_record(s: ProbeScore) -> Probe:
-    return Probe(task=s.task, items=s.items, choices=s.choices, acc=s.acc, acc_norm=s.acc_norm)
+    return Probe(task=s.task, items=s.items, choices=s.choices, acc=s.acc, acc_norm=s.acc_norm,
+                 hits_norm=[1 if hit else 0 for hit in s.hits_norm])  # fmt: skip
 
 
 def measure_dense(
@@ -87,10 +100,11 @@ def measure_dense(
     and data, which the caller's keys already cover), so a process measures a baseline once for many papers.
     Seconds are those each metric took when it was computed."""
     seconds = 0.0
-    ppl = probe = sample = cache_eval = None
+    nll: list[float] = []
+    probe = sample = cache_eval = None
     if eval_windows is not None:
-        ppl, t = once(
-            "ppl", eval_batch_size, lambda: perplexity(model, eval_windows, batch_size=eval_batch_size)
+        nll, t = once(
+            "ppl", eval_batch_size, lambda: window_nll(model, eval_windows, batch_size=eval_batch_size)
         )
         seconds += t
     if task is not None:
@@ -105,7 +119,8 @@ def measure_dense(
                              lambda: evaluate_cache(model, cache_windows, cache, policy=None))  # fmt: skip
         seconds += t
     speed = speed_record(sample, None) if sample is not None else None
-    metrics = Metrics(ppl=ppl, probe=probe, size=model_size(model), speed=speed, cache=cache_eval)
+    metrics = Metrics(ppl=ppl_of(nll) if nll else None, window_nll=nll, probe=probe, size=model_size(model),
+                      speed=speed, cache=cache_eval)  # fmt: skip
     return metrics, sample, seconds
 
 
@@ -118,21 +133,26 @@ def measure(
     speed_prompt: torch.Tensor | None = None,
     dense_speed: SpeedSample | None = None,
     speed_repeats: int = 3,
+    speed_against: nn.Module | None = None,
     cache_windows: torch.Tensor | None = None,
     cache: CacheSettings | None = None,
     cache_policy: CachePolicy | None = None,
     dense_cache: CacheEval | None = None,
 ) -> tuple[Metrics, SpeedSample | None, float]:
-    """Every metric that applies; returns (metrics, the raw speed sample, seconds spent). With `cache` and
-    `cache_windows`, the long-context cache evaluation too, under `cache_policy` (None: the full cache), its decode
-    speed-up against `dense_cache`."""
+    """Every metric that applies; returns (metrics, the raw speed sample, seconds spent). Speed is timed
+    alternately with `speed_against` (the dense model) when given. With `cache` and `cache_windows`, the
+    long-context cache evaluation too, under `cache_policy` (None: the full cache), its decode speed-up against
+    `dense_cache`."""
     start = time.perf_counter()
-    ppl = perplexity(model, eval_windows, batch_size=eval_batch_size) if eval_windows is not None else None
+    nll = window_nll(model, eval_windows, batch_size=eval_batch_size) if eval_windows is not None else []
     probe = probe_record(score_task(model, task)) if task is not None else None
-    sample = measure_speed(model, speed_prompt, repeats=speed_repeats) if speed_prompt is not None else None
+    sample = None
+    if speed_prompt is not None:
+        sample = measure_speed(model, speed_prompt, repeats=speed_repeats, against=speed_against)
     speed = speed_record(sample, dense_speed) if sample is not None else None
     cache_eval = None
     if cache is not None and cache_windows is not None:
         cache_eval = evaluate_cache(model, cache_windows, cache, cache_policy, dense_cache)
-    metrics = Metrics(ppl=ppl, probe=probe, size=model_size(model), speed=speed, cache=cache_eval)
+    metrics = Metrics(ppl=ppl_of(nll) if nll else None, window_nll=nll, probe=probe, size=model_size(model),
+                      speed=speed, cache=cache_eval)  # fmt: skip
     return metrics, sample, time.perf_counter() - start

@@ -67,6 +67,7 @@ class ProbeScore:
     choices: int
     acc: float
     acc_norm: float
+    hits_norm: tuple[int, ...] = ()  # item by item: 1 where acc_norm picked the true choice
 
 
 def continuation_task(
@@ -107,8 +108,15 @@ def continuation_task(
     )
 
 
-def _pick(scores: torch.Tensor, answer: torch.Tensor) -> float:
-    return float((scores.argmax(-1) == answer).float().mean())
+def _hits(scores: torch.Tensor, answer: torch.Tensor) -> list[int]:
+    """1 for each item whose highest-scoring choice is the true one."""
+    return [int(v) for v in (scores.argmax(-1) == answer).tolist()]
+
+
+def _score(name: str, k: int, sums: torch.Tensor, norms: torch.Tensor, answer: torch.Tensor) -> ProbeScore:
+    hits, hits_norm = _hits(sums, answer), _hits(norms, answer)
+    n = len(hits)
+    return ProbeScore(name, n, k, sum(hits) / n, sum(hits_norm) / n, tuple(hits_norm))
 
 
 def score_task(model: nn.Module, task: TokenTask, *, batch_size: int = 64) -> ProbeScore:
@@ -131,9 +139,7 @@ def score_task(model: nn.Module, task: TokenTask, *, batch_size: int = 64) -> Pr
                 total = total + logp.sum(-1)
             totals.append(total.reshape(-1, k).cpu())
     scores = torch.cat(totals)  # (items, K)
-    return ProbeScore(
-        task.name, task.items, k, _pick(scores, task.answer), _pick(scores / task.choice_bytes, task.answer)
-    )
+    return _score(task.name, k, scores, scores / task.choice_bytes, task.answer)
 
 
 def score_text_items(model: nn.Module, tokenizer: Any, items: list[TextItem], name: str) -> ProbeScore:
@@ -158,9 +164,8 @@ def score_text_items(model: nn.Module, tokenizer: Any, items: list[TextItem], na
                 [v / max(1, len(c.encode("utf-8"))) for v, c in zip(row_sums, item.choices, strict=True)]
             )
             answers.append(item.answer)
-    answer = torch.tensor(answers)
-    return ProbeScore(name, len(items), max(len(i.choices) for i in items),
-                      _pick(_padded(sums), answer), _pick(_padded(norms), answer))  # fmt: skip
+    k = max(len(i.choices) for i in items)
+    return _score(name, k, _padded(sums), _padded(norms), torch.tensor(answers))
 
 
 def _padded(rows: list[list[float]]) -> torch.Tensor:

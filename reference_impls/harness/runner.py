@@ -8,6 +8,9 @@
 3. for every labelled run: take a fresh copy of the dense model (runs never see each other's edits),
    call the method, check its outcome against the contract, measure;
 4. decide the claim from every run's metrics and return a `kb.results.Reproduction`.
+A claim near its bound (`PaperSpec.draws` > 1, from the pre-registered list) repeats steps 2-3 for each further
+calibration draw: the same model, calibration samples drawn with seed `seed + 1000 k` (`draw_seeds`), the same
+seed for the methods' own randomness, every arm again; the claim's intervals then combine draws and windows.
 A comparison with kv-cache runs also evaluates every such run, and the dense model as the full-cache baseline,
 with the long-context cache evaluation (`cacheeval`); a kv-cache run changes no weight, so its plain perplexity
 (equal to dense) is not measured again. Its policy comes back from `apply_method` (`Applied.cache_policy`) and is
@@ -48,10 +51,22 @@ from pydantic import BaseModel
 from torch import nn
 
 from kb.errors import KBError
-from kb.results import Claim, DatasetInfo, Outcome, Reproduction, RunResult, Sweep, SweepAxis
+from kb.results import (
+    Claim,
+    ClaimPart,
+    Comparison,
+    DatasetInfo,
+    Draw,
+    Outcome,
+    Reproduction,
+    RunResult,
+    Sweep,
+    SweepAxis,
+)
 
 from .. import registry
-from ..registry import MethodSpec, PaperSpec, Results, Run
+from ..registry import MethodSpec, PaperSpec, Results, Run, Verdict
+from ..registry.measured import LEVEL, REPS, SEED
 from . import reload_check
 from .cacheeval import CacheSettings
 from .contract import Context, cache_policy, check_outcome, model_facts, prune_inputs
@@ -63,7 +78,7 @@ from .models import LoadedModel, load_model
 from .options import build_config
 from .probe import BUILTIN, continuation_task
 from .report import machine, today, versions
-from .session import Session, data_scope, load_tokens
+from .session import Session, data_scope, drawn_seed, eval_scope, load_tokens
 from .structure import check_savable, save_model
 
 Log = Callable[[str], None]
@@ -84,6 +99,7 @@ class RunOptions:
     eval_tokens: int = 4096
     device: str | None = None
     seed: int = 0
+    calibration_seed: int | None = None  # a further calibration draw's seed (None: --seed); see `draw_seeds`
     target: dict[str, Any] = field(default_factory=dict)  # sparsity / pattern / layers / kv_budget / params
     overrides: dict[str, Any] = field(default_factory=dict)  # --set: the paper's own method; never a target
     batch_size: int | None = None  # calibration chunk; None = whole set in one pass per layer
@@ -104,7 +120,13 @@ class RunOptions:
 
 
 # Options a paper may set in `PaperSpec.defaults` besides its target.
-_DATA_FIELDS = ("nsamples", "seqlen", "eval_tokens", "probe_items")
+_DATA_FIELDS = ("nsamples", "seqlen", "eval_tokens", "probe_items", "speed_repeats")
+DRAW_STRIDE = 1000  # calibration draw k of a run at --seed s uses seed s + 1000 k
+
+
+def draw_seeds(seed: int, draws: int) -> list[int]:
+    """The calibration seeds of a comparison's draws: `--seed 1` shares none with `--seed 0`."""
+    return [seed + DRAW_STRIDE * k for k in range(max(1, draws))]
 
 
 def check_targets(spec: MethodSpec, target: dict[str, Any], owner: str) -> None:
@@ -283,9 +305,12 @@ def compare(
     def once(kind: str, key: Any, compute: Callable[[], Any]) -> tuple[Any, float]:
         return session.memo(kind, (scope, key), compute)
 
+    def once_dense(kind: str, key: Any, compute: Callable[[], Any]) -> tuple[Any, float]:
+        return session.memo(kind, (eval_scope(options), key), compute)  # the same in every calibration draw
+
     task = None
     if probe:
-        task, _ = once("probe-task", options.probe_items,
+        task, _ = once_dense("probe-task", options.probe_items,
                        lambda: continuation_task(data.heldout, tokenizer, items=options.probe_items))  # fmt: skip
     want_speed = any(p.run.speed for p in plans)
     prompt = _speed_prompt(data, options.speed_prompt_tokens) if want_speed else None
@@ -295,7 +320,7 @@ def compare(
                               repeats=options.cache_repeats, batch_size=options.eval_batch_size)  # fmt: skip
     computed_before = sum(session.computed.values())
     dense_metrics, dense_speed, seconds = measure_dense(
-        dense, once, eval_windows=data.eval if ppl else None, eval_batch_size=options.eval_batch_size, task=task,
+        dense, once_dense, eval_windows=data.eval if ppl else None, eval_batch_size=options.eval_batch_size, task=task,
         task_key=options.probe_items, speed_prompt=prompt, speed_repeats=options.speed_repeats,
         cache_windows=data.eval, cache=cache,
     )  # fmt: skip
@@ -328,8 +353,8 @@ def _one_run(
     shared: dict[Any, Any], log: Log, fresh: Callable[[], nn.Module] | None, ppl: bool,
 ) -> RunResult:  # fmt: skip
     model = fresh() if fresh is not None else copy.deepcopy(dense)
-    ctx = Context(batch_size=options.batch_size, progress=layer_progress(plan.run.label, log), seed=options.seed,
-                  log=log, dense_stats=shared)  # fmt: skip
+    ctx = Context(batch_size=options.batch_size, progress=layer_progress(plan.run.label, log),
+                  seed=drawn_seed(options), log=log, dense_stats=shared)  # fmt: skip
     log(f"kb: {plan.run.label}: {plan.spec.name} {_options_text(plan.config)}")
     applied = apply_method(model, plan.spec, plan.config, data.calib, ctx)
     outcome, prune_seconds = applied.outcome, applied.seconds
@@ -338,7 +363,7 @@ def _one_run(
         model, eval_windows=data.eval if ppl and not kv else None, eval_batch_size=options.eval_batch_size,
         task=task if plan.run.probe else None,
         speed_prompt=prompt if plan.run.speed else None, dense_speed=dense_speed,
-        speed_repeats=options.speed_repeats, cache_windows=data.eval if kv else None, cache=cache,
+        speed_repeats=options.speed_repeats, speed_against=dense, cache_windows=data.eval if kv else None, cache=cache,
         cache_policy=applied.cache_policy, dense_cache=dense_metrics.cache,
     )  # fmt: skip
     log(f"kb: {plan.run.label}: {_summary(metrics)} (pruned in {prune_seconds:.1f} s)")
@@ -398,10 +423,20 @@ def reproduce(
     def reload() -> nn.Module:
         return load_model(options.model, options.device, seed=options.seed).model
 
-    runs = compare(loaded.model, loaded.tokenizer, data, plans, options, probe="probe" in spec.metrics,
-                   ppl="ppl" in spec.metrics, log=log, fresh=reload, session=session)  # fmt: skip
-    results = Results({r.label: r.metrics for r in runs}, {r.label: r.outcome for r in runs})
-    holds, reason = spec.check(results)
+    draws: list[list[RunResult]] = []
+    seeds = draw_seeds(options.seed, spec.draws)
+    for k, seed in enumerate(seeds):
+        drawn = options if k == 0 else dataclasses.replace(options, calibration_seed=seed)
+        if k:
+            log(f"kb: calibration draw {k + 1} of {len(seeds)} (seed {seed})")
+            data = load_tokens(session, drawn, loaded)
+        draws.append(compare(loaded.model, loaded.tokenizer, data, plans, drawn, probe="probe" in spec.metrics,
+                             ppl="ppl" in spec.metrics, log=log, fresh=reload, session=session))  # fmt: skip
+    runs = draws[0]
+    results = Results({r.label: r.metrics for r in runs}, {r.label: r.outcome for r in runs},
+                      [{r.label: r.metrics for r in later} for later in draws[1:]],
+                      [{r.label: r.outcome for r in later} for later in draws[1:]])  # fmt: skip
+    judged = spec.check(results)
     figures = spec.figures(results) if spec.figures else []
     device = str(input_embedding(loaded.model).weight.device)
     return Reproduction(
@@ -409,9 +444,23 @@ def reproduce(
         config={**dataclasses.asdict(options), "threads": threads, "device": device,
                 "probe": BUILTIN if "probe" in spec.metrics else None},
         versions=versions(), total_seconds=round(time.perf_counter() - t0, 2), runs=runs,
-        claim=Claim(statement=spec.statement(options.target), holds=bool(holds), reason=reason),
+        draws=[Draw(seed=seed, runs=later) for seed, later in zip(seeds[1:], draws[1:], strict=True)],
+        claim=claim_record(spec.statement(options.target), judged, len(seeds)),
         figures=figures, code=code, produced=today(), machine=machine(threads, device),
     )  # fmt: skip
+
+
+def claim_record(statement: str, judged: Verdict, draws: int) -> Claim:
+    """The result's claim: the verdict, its reason, and every judged part with its comparisons' intervals."""
+    parts = [
+        ClaimPart(text=p.text, verdict=p.state, comparisons=[
+            Comparison(verdict=c.state, scale=c.scale, estimate=c.estimate, low=c.low, high=c.high, units=c.units)
+            for c in p.comparisons
+        ])
+        for p in judged.parts if p.judged
+    ]  # fmt: skip
+    return Claim(statement=statement, verdict=judged.state, reason=judged.reason, parts=parts, level=LEVEL,
+                 bootstrap_reps=REPS, bootstrap_seed=SEED, draws=draws)  # fmt: skip
 
 
 def sweep_options(methods: list[str], explicit: dict[str, Any]) -> RunOptions:

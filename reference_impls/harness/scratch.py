@@ -115,6 +115,7 @@ class TrainReport:
     curve_steps: list[int] = field(default_factory=list)
     curve_loss: list[float] = field(default_factory=list)  # mean training loss over each logging interval
     eval_loss: float = math.nan  # mean next-byte NLL (nats) on held-out windows
+    eval_window_loss: list[float] = field(default_factory=list)  # the same, window by window
     seconds: float = 0.0
 
 
@@ -134,17 +135,19 @@ def lm_loss(model: nn.Module, window: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def eval_loss(model: nn.Module, stream: torch.Tensor, seqlen: int, windows: int) -> float:
-    """Mean next-token NLL over the first `windows` non-overlapping windows of `stream`."""
+def eval_losses(model: nn.Module, stream: torch.Tensor, seqlen: int, windows: int) -> list[float]:
+    """Mean next-token NLL of each of the first `windows` non-overlapping windows of `stream`."""
     span = seqlen + 1
     count = min(windows, stream.numel() // span)
     if count < 1:
         raise KBError(f"evaluation stream of {stream.numel()} tokens is shorter than one window of {span}")
     was_training = model.training
     model.eval()
-    loss = float(lm_loss(model, stream[: count * span].reshape(count, span)))
+    ids = stream[: count * span].reshape(count, span)
+    logits = model(ids[:, :-1]).logits  # (count, seqlen, vocab)
+    nll = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")  # (count, seqlen)
     model.train(was_training)
-    return loss
+    return [float(v) for v in nll.double().mean(dim=1)]
 
 
 def train(
@@ -187,7 +190,8 @@ def train(
             report.curve_steps.append(step + 1)
             report.curve_loss.append(round(running / count, 5))
             running, count = 0.0, 0
-    report.eval_loss = eval_loss(model, streams.eval, schedule.seqlen, schedule.eval_windows)
+    report.eval_window_loss = eval_losses(model, streams.eval, schedule.seqlen, schedule.eval_windows)
+    report.eval_loss = math.fsum(report.eval_window_loss) / len(report.eval_window_loss)
     model.eval()
     report.seconds = time.perf_counter() - start
     return report

@@ -77,10 +77,21 @@ class Session:
         return self.stats.setdefault(scope, {})
 
 
-def data_scope(options: Any) -> tuple[Any, ...]:
-    """What the dense model and the token streams of a run depend on."""
+def drawn_seed(options: Any) -> int:
+    """The seed of a run's calibration draw and of its methods' own randomness: `calibration_seed` when a further
+    draw sets it, else `--seed` (which alone seeds a random model)."""
+    return int(options.seed if options.calibration_seed is None else options.calibration_seed)
+
+
+def eval_scope(options: Any) -> tuple[Any, ...]:
+    """What the dense model and its evaluation data depend on: the same in every calibration draw."""
     return (options.model, options.device, options.seed, options.dataset, options.nsamples, options.seqlen,
             options.eval_tokens)  # fmt: skip
+
+
+def data_scope(options: Any) -> tuple[Any, ...]:
+    """What the token streams of a run depend on, the calibration draw included."""
+    return (*eval_scope(options), drawn_seed(options))
 
 
 def load_tokens(session: Session, options: Any, loaded: LoadedModel) -> TokenData:
@@ -88,6 +99,6 @@ def load_tokens(session: Session, options: Any, loaded: LoadedModel) -> TokenDat
 
     def make() -> TokenData:
         return token_data(loaded.tokenizer, corpus, nsamples=options.nsamples, seqlen=options.seqlen,
-                          eval_tokens=options.eval_tokens, seed=options.seed)  # fmt: skip
+                          eval_tokens=options.eval_tokens, seed=drawn_seed(options))  # fmt: skip
 
     return session.tokens(data_scope(options), make)

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from kb.errors import KBError
 
+from .measured import Measured, mean_of, measured, sample
+
 if TYPE_CHECKING:
     from kb.results import Figure, Kind, Metrics, Outcome
 
@@ -153,16 +155,31 @@ class Run:
 
 
 class Results:
-    """Every run's metrics by label, as a claim check sees them."""
+    """Every run's metrics by label, as a claim check sees them: those of the first calibration draw (`r[label]`),
+    and each arm's numbers as `Measured` values (`ppl`, `acc`, ...) that keep their per-window, per-item or
+    per-repeat units over every draw, so a comparison of them can be given an interval (`claims._stats`)."""
 
     def __init__(
-        self, metrics: Mapping[str, Metrics], outcomes: Mapping[str, Outcome | None] | None = None
+        self,
+        metrics: Mapping[str, Metrics],
+        outcomes: Mapping[str, Outcome | None] | None = None,
+        draws: Sequence[Mapping[str, Metrics]] = (),
+        draw_outcomes: Sequence[Mapping[str, Outcome | None]] = (),
     ) -> None:
         self._metrics = dict(metrics)
         self._outcomes = dict(outcomes or {})
+        self._draws = [self._metrics, *(dict(d) for d in draws)]  # every draw's metrics, the first one first
+        self._draw_outcomes = [self._outcomes, *(dict(d) for d in draw_outcomes)]
+        self._leaves: dict[
+            tuple[str, str], Measured
+        ] = {}  # one leaf per (metric, label): shared by expressions
 
     def __getitem__(self, label: str) -> Metrics:
         return self._metrics[label]
+
+    @property
+    def draws(self) -> int:
+        return len(self._draws)
 
     def labels(self, prefix: str = "") -> list[str]:
         return [k for k in self._metrics if k.startswith(prefix)]
@@ -171,25 +188,180 @@ class Results:
         """What the run's method said it changed (None for the dense baseline)."""
         return self._outcomes.get(label)
 
-    def ppl(self, label: str) -> float:
-        value = self._metrics[label].ppl
-        return math.nan if value is None else float(value)
+    def _leaf(self, kind: str, label: str, build: Callable[[], Measured]) -> Measured:
+        key = (kind, label)
+        if key not in self._leaves:
+            self._leaves[key] = build()
+        return self._leaves[key]
 
-    def cache_ppl(self, label: str) -> float:
+    def _per_draw(
+        self, label: str, units: Callable[[Metrics], Sequence[float] | None]
+    ) -> list[Sequence[float]]:
+        """`units` of `label` in every draw; empty when a draw lacks them (the number is then exact)."""
+        found = []
+        for draw in self._draws:
+            metrics = draw.get(label)
+            values = units(metrics) if metrics is not None else None
+            if not values:
+                return []
+            found.append(values)
+        return found
+
+    def ppl(self, label: str) -> Measured:
+        """Perplexity over the evaluation windows (exp of the mean per-window NLL over windows and draws)."""
+
+        def build() -> Measured:
+            value = self._metrics[label].ppl
+            units = self._per_draw(label, lambda m: m.window_nll)
+            return measured(sample(units, "exp-mean", "ppl-windows", "window"), value)
+
+        return self._leaf("ppl", label, build)
+
+    def cache_ppl(self, label: str) -> Measured:
         """Continuation perplexity of the KV-cache evaluation (the dense run: full cache)."""
-        cache = self._metrics[label].cache
-        return math.nan if cache is None else float(cache.ppl)
 
-    def acc(self, label: str) -> float:
-        probe = self._metrics[label].probe
-        return math.nan if probe is None else float(probe.acc_norm)
+        def build() -> Measured:
+            cache = self._metrics[label].cache
+            units = self._per_draw(label, lambda m: m.cache.window_nll if m.cache else None)
+            return measured(
+                sample(units, "exp-mean", "cache-windows", "window"), cache.ppl if cache else None
+            )
+
+        return self._leaf("cache_ppl", label, build)
+
+    def cache_nll(self, label: str) -> Measured:
+        """Mean continuation NLL (nats per token) of the KV-cache evaluation."""
+
+        def build() -> Measured:
+            cache = self._metrics[label].cache
+            units = self._per_draw(label, lambda m: m.cache.window_nll if m.cache else None)
+            return measured(sample(units, "mean", "cache-windows", "window"), cache.nll if cache else None)
+
+        return self._leaf("cache_nll", label, build)
+
+    def acc(self, label: str) -> Measured:
+        """Probe accuracy (acc_norm) over the items and draws."""
+
+        def build() -> Measured:
+            probe = self._metrics[label].probe
+            units = self._per_draw(label, lambda m: m.probe.hits_norm if m.probe else None)
+            group = f"probe-items:{probe.task}" if probe else None
+            return measured(sample(units, "mean", group, "item"), probe.acc_norm if probe else None,
+                            ratio_scale=False)  # fmt: skip
+
+        return self._leaf("acc", label, build)
+
+    def decode_ratio(self, label: str) -> Measured:
+        """Decode rate against the dense model timed alternately with it (geometric mean of the repeats' ratios)."""
+
+        def build() -> Measured:
+            speed = self._metrics[label].speed
+            units = self._per_draw(
+                label, lambda m: [math.log(x) for x in m.speed.decode_ratios] if m.speed else None
+            )
+            value = speed.decode_speedup if speed else None
+            return measured(sample(units, "exp-mean", None, "repeat"), value)
+
+        return self._leaf("decode_ratio", label, build)
+
+    def prefill_ratio(self, label: str) -> Measured:
+        """Prefill speed-up against the dense model timed alternately with it (geometric mean over repeats)."""
+
+        def build() -> Measured:
+            speed = self._metrics[label].speed
+            units = self._per_draw(
+                label, lambda m: [math.log(x) for x in m.speed.prefill_ratios] if m.speed else None
+            )
+            value = speed.prefill_speedup if speed else None
+            return measured(sample(units, "exp-mean", None, "repeat"), value)
+
+        return self._leaf("prefill_ratio", label, build)
+
+    def reported(
+        self, label: str, key: str, units: Callable[[Mapping[str, Any]], Sequence[float] | None],
+        value: float | None, *, group: str, unit: str = "window", link: Literal["mean", "exp-mean"] = "mean",
+    ) -> Measured:  # fmt: skip
+        """A number run `label` reported in its `Outcome.details` under `key`, with the units `units(details)` gives
+        in every draw (e.g. a training stand-in's held-out loss, window by window); numbers of one `group` were
+        evaluated on the same units and are resampled together."""
+
+        def build() -> Measured:
+            per_draw: list[Sequence[float]] = []
+            for outcomes in self._draw_outcomes:
+                outcome = outcomes.get(label)
+                values = units(outcome.details) if outcome is not None else None
+                if not values:
+                    per_draw = []
+                    break
+                per_draw.append(values)
+            if len(per_draw) != len(self._draws):
+                per_draw = []
+            return measured(sample(per_draw, link, group, unit), value)
+
+        return self._leaf(f"reported:{key}", label, build)
 
     def mean(self, labels: Sequence[str], value: Callable[[str], float]) -> float:
-        values = [value(label) for label in labels]
-        return sum(values) / len(values) if values else math.nan
+        """The mean of one metric over several arms (kept as an expression, so it can be resampled)."""
+        return mean_of([value(label) for label in labels])
 
 
-Verdict = tuple[bool, str]
+State = Literal["holds", "does not hold", "inconclusive"]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One condition judged with an interval: `subject / limit` (scale `ratio`) or `subject - limit` (scale
+    `difference`), its point estimate and bootstrap interval (equal to the point when exact), and its state."""
+
+    state: State
+    scale: Literal["ratio", "difference"]
+    estimate: float
+    low: float
+    high: float
+    units: str  # what was resampled ("8 windows x 3 draws"); "" when exact
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a claim: its text, the comparisons it rests on, and (for a check that is not a comparison)
+    its own state. A part holds when every comparison does, fails when any fails, else is inconclusive. A part that
+    is `judged=False` only reports."""
+
+    text: str
+    comparisons: tuple[Comparison, ...] = ()
+    check: State | None = None  # a yes/no condition (exact): "holds" or "does not hold"
+    judged: bool = True
+
+    @property
+    def state(self) -> State:
+        states = [c.state for c in self.comparisons] + ([self.check] if self.check is not None else [])
+        return combine(states)
+
+    def wrap(self, before: str = "", after: str = "") -> Part:
+        """The same part with context around its text (a unit, the numbers it was not judged on)."""
+        return Part(before + self.text + after, self.comparisons, self.check, self.judged)
+
+
+def combine(states: Sequence[State]) -> State:
+    """Every part holds: holds; any part fails: does not hold; otherwise inconclusive."""
+    if any(s == "does not hold" for s in states):
+        return "does not hold"
+    if all(s == "holds" for s in states):
+        return "holds"
+    return "inconclusive"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a claim check returns: the three-valued state, the reason text, and the judged parts."""
+
+    state: State
+    reason: str
+    parts: tuple[Part, ...] = ()
+
+    @property
+    def holds(self) -> bool:
+        return self.state == "holds"
 
 
 @dataclass(frozen=True)
@@ -202,6 +374,9 @@ class PaperSpec:
     defaults: Mapping[str, Any] = field(default_factory=dict)  # targets and data options the CLI may override
     metrics: tuple[Metric, ...] = ("ppl",)
     figures: Callable[[Results], list[Figure]] | None = None  # paper-level plots made from the runs
+    draws: int = (
+        1  # calibration draws: 3 for a claim pre-registered as near its bound (data/verdict-preregistration)
+    )
 
     @property
     def implementation(self) -> str:

@@ -20,7 +20,7 @@ def _record(ppl: float) -> dict:
         "dataset": {"corpus": "c", "calibration": {"samples": 1, "seqlen": 8, "tokens": 8, "stream_tokens": 9},
                     "evaluation": {"windows": 1, "seqlen": 8, "tokens": 8, "stream_tokens": 9}},
         "runs": [{"label": "dense", "kind": "dense", "metrics": {"ppl": ppl, "size": _SIZE}}],
-        "claim": {"statement": "s", "holds": False},
+        "claim": {"statement": "s", "verdict": "does not hold"},
     }  # fmt: skip
 
 

@@ -59,13 +59,18 @@ def test_all_shares_the_dense_baseline_statistics_and_identical_runs(kb_root: Pa
     assert [r.paper for r in results] == ["owl", "sparsegpt", "wanda"] and all(r.record for r in results)
     owl, sgpt, wanda = (r.record for r in results)
     assert owl is not None and sgpt is not None and wanda is not None
-    assert session.computed["model"] == 1 and session.computed["data"] == 1
-    assert session.computed["ppl"] == 1  # the dense perplexity, measured once for the three papers
-    # owl at 70%: magnitude, wanda, owl-wanda; sparsegpt at 50%: magnitude, wanda, sparsegpt; wanda's two are reused
-    assert session.computed["run"] == 6
+    # OWL runs three calibration draws (pre-registered near its bound): two more token sets, its runs twice more
+    assert session.computed["model"] == 1 and session.computed["data"] == 3
+    assert session.computed["ppl"] == 1  # the dense perplexity, measured once for the three papers and every draw
+    # owl at 70%: magnitude, wanda, owl-wanda in each of 3 draws; sparsegpt at 50%: magnitude, wanda, sparsegpt;
+    # wanda's two are reused
+    assert session.computed["run"] == 12
+    assert [d.seed for d in owl.draws] == [1000, 2000] and owl.claim.draws == 3 and not wanda.draws
+    assert all(d.run("dense").metrics == owl.run("dense").metrics for d in owl.draws)
+    assert owl.draws[0].run("wanda").metrics != owl.run("wanda").metrics  # another calibration set
     assert wanda.run("dense").metrics == sgpt.run("dense").metrics == owl.run("dense").metrics
     assert wanda.run("wanda").metrics == sgpt.run("wanda").metrics
-    assert sum("measured earlier in this process" in line for line in lines) == 2
+    assert sum("measured earlier in this process" in line for line in lines) == 4
     assert sum("already ran in this process: reused" in line for line in lines) == 2
     # every run of every paper saw the same store of dense-model statistics (OWL's outlier ratios are in it)
     # (the fingerprints stamped on commit run on their own small model, with stores of their own)

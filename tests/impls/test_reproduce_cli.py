@@ -123,14 +123,15 @@ def test_reproduce_writes_result_record(capsys, tmp_path):
     Reproduction.model_validate(record)  # the reader's model accepts what the writer wrote
     assert [r["label"] for r in record["runs"]] == ["dense", "magnitude", "wanda"]
     assert set(record["versions"]) >= {"python", "torch", "transformers", "kb"}
-    assert record["claim"]["holds"] == (rc == 0) and "wanda" in record["claim"]["reason"]
+    assert (record["claim"]["verdict"] == "holds") == (rc == 0) and "wanda" in record["claim"]["reason"]
+    assert record["claim"]["parts"] and record["claim"]["parts"][0]["comparisons"][0]["units"] == "4 windows"
     assert record["config"]["target"] == {"sparsity": 0.5}  # the paper's default target
     for r in record["runs"][1:]:
         assert r["config"]["sparsity"] == 0.5 and r["metrics"]["size"]["decoder_sparsity"] == pytest.approx(
             0.5
         )
         assert r["outcome"]["kind"] == "weight-sparsity" and r["metrics"]["speed"] is None
-    assert "wanda" in captured.out and "ppl" in captured.out and "holds:" in captured.out
+    assert "wanda" in captured.out and "ppl" in captured.out and "verdict:" in captured.out
     assert str(out) in captured.err
 
 
