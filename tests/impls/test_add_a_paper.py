@@ -61,7 +61,7 @@ def test_every_file_and_function_the_section_names_exists():
     from reference_impls.harness import eviction
 
     assert callable(eviction.policy_outcome) and eviction.CachePolicy
-    for kit in ("vs", "below", "above", "verdict"):
+    for kit in ("vs", "below", "above", "verdict", "check"):
         assert kit in text and hasattr(importlib.import_module("reference_impls.claims._kit"), kit)
 
 

@@ -33,7 +33,7 @@ def test_a_fresh_run_gives_the_committed_verdict(paper: str, tmp_path: Path, cap
     capsys.readouterr()
     fresh = Reproduction.model_validate_json(out.read_text("utf-8"))
     assert rc == (0 if fresh.claim.holds else 1)
-    assert (fresh.claim.holds, fresh.claim.statement) == (committed.claim.holds, committed.claim.statement), (
+    assert (fresh.claim.verdict, fresh.claim.statement) == (committed.claim.verdict, committed.claim.statement), (
         f"committed: {committed.claim.reason}; fresh: {fresh.claim.reason}"
     )
     assert [r.label for r in fresh.runs] == [r.label for r in committed.runs]
