@@ -17,7 +17,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from kb.results import Reproduction, RunResult
+from kb.results import Claim, Comparison, Reproduction, RunResult
 
 from .plotdata import Plot, number, table
 from .text import is_http_url
@@ -144,18 +144,32 @@ def our_numbers(rep: Reproduction) -> list[dict[str, Any]]:
     return out
 
 
-def verdict(claim: Any) -> str:
-    """The verdict as a word for the page: `holds`, `does not hold`, `inconclusive` (a claim whose
-    `holds` is None, or a future three-valued `verdict` field) or `not run` when there is no result."""
+def verdict(claim: Claim | None) -> str:
+    """The verdict as a word for the page: `holds`, `does not hold`, `inconclusive`, or `not run` when there is
+    no result."""
+    return "not run" if claim is None else claim.verdict
+
+
+def _distance(c: Comparison) -> float:
+    """How far a comparison's interval stays from the line its claim draws (1 for a ratio, 0 for a difference)."""
+    line = 1.0 if c.scale == "ratio" else 0.0
+    return min(abs(c.low - line), abs(c.high - line))
+
+
+def decisive(claim: Claim | None) -> dict[str, Any] | None:
+    """The comparison that decides the verdict, as the board prints it beside the verdict: for a claim that holds,
+    the one whose interval comes nearest its line; otherwise the nearest of those in the claim's own state (a
+    failing one for `does not hold`, an open one for `inconclusive`). None when no comparison carries an interval."""
     if claim is None:
-        return "not run"
-    value = getattr(claim, "verdict", None)
-    if isinstance(value, str) and value:
-        return value
-    holds = getattr(claim, "holds", None)
-    if holds is None:
-        return "inconclusive"
-    return "holds" if holds else "does not hold"
+        return None
+    found = [c for p in claim.parts for c in p.comparisons]
+    if claim.verdict != "holds":
+        found = [c for c in found if c.verdict == claim.verdict] or found
+    if not found:
+        return None
+    c = min(found, key=_distance)
+    text = f"{c.scale} {c.estimate:.3g}" + (f" [{c.low:.3g}, {c.high:.3g}]" if c.units else " (exact)")
+    return {"text": text, "units": c.units, "level": f"{claim.level:.0%}"}
 
 
 def board_row(rep: Reproduction | None, raw: Any, paper: str) -> dict[str, Any]:
@@ -164,6 +178,8 @@ def board_row(rep: Reproduction | None, raw: Any, paper: str) -> dict[str, Any]:
         "claim": rep.claim.statement if rep else None,
         "holds": rep.claim.holds if rep else None,
         "verdict": verdict(rep.claim if rep else None),
+        "interval": decisive(rep.claim if rep else None),
+        "draws": rep.claim.draws if rep else None,
         "reason": rep.claim.reason if rep else None,
         "numbers": [n for n in our_numbers(rep) if n["text"] != "–"]
         if rep

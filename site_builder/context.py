@@ -17,7 +17,7 @@ from kb.vocab import Axis, ChoiceQualifier, Vocabulary
 
 from . import bibtex
 from .badges import text_colour
-from .board import board_row, plot_context, verdict
+from .board import board_row, decisive, plot_context, verdict
 from .inputs import GithubMeta, Reproduction
 from .keyfacts import (
     ORIGIN_LABELS,
@@ -240,6 +240,12 @@ def run_commands(paper: str, rep: Reproduction | None) -> list[str]:
     return out
 
 
+def _vector(machine: Any) -> str:
+    """`; AVX512 kernels, blas mkl` from what the result recorded about the machine's vector unit and BLAS."""
+    parts = [f"{machine.torch_cpu} kernels" if machine.torch_cpu else "", machine.blas]
+    return "".join(f"; {p}" for p in parts if p)
+
+
 def shared_note(total: float | None, run_seconds: float) -> str | None:
     """Why a result's own wall time can be far below what its runs took: `kb reproduce --all` computes the
     dense baseline and runs shared by several papers once and reuses them, so a paper late in the batch may
@@ -289,12 +295,19 @@ def reproduction_context(rep: Reproduction | None, paper: str | None = None) -> 
         "claim": rep.claim.statement,
         "holds": rep.claim.holds,
         "verdict": verdict(rep.claim),
+        "interval": decisive(rep.claim),
+        "draws": rep.claim.draws,
+        "history": [
+            {"verdict": h.verdict, "produced": h.produced.isoformat() if h.produced else None}
+            for h in rep.claim.history
+        ],
         "reason": rep.claim.reason,
         "versions": [{"name": k, "version": v} for k, v in sorted(rep.versions.items())],
         "run_seconds": _fmt(run_seconds, 0),
         "shared_note": shared_note(rep.total_seconds, run_seconds),
         "produced": rep.produced.isoformat() if rep.produced else None,
-        "machine": f"{machine.cpu or machine.system} ({machine.system}), {machine.threads} threads on {machine.device}"
+        "machine": f"{machine.cpu or machine.system} ({machine.system}{_vector(machine)}), {machine.threads} threads "
+        f"on {machine.device}"
         if machine
         else None,
         "code": f"{rep.code.hash[:19]}… over {len(rep.code.files)} files" if rep.code else None,

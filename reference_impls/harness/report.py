@@ -87,10 +87,11 @@ def keep_history(record: Reproduction, path: Path) -> Reproduction:
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
         claim = old["claim"]
-        state = claim.get("verdict") or ("holds" if claim["holds"] else "does not hold")
+        state = str(claim.get("verdict") or ("holds" if claim["holds"] else "does not hold"))
         past = [PastVerdict.model_validate(p) for p in claim.get("history", [])]
-        past.append(PastVerdict(verdict=state, reason=claim.get("reason", ""), produced=old.get("produced"),
-                                code_hash=(old.get("code") or {}).get("hash")))  # fmt: skip
+        past.append(PastVerdict.model_validate({"verdict": state, "reason": claim.get("reason", ""),
+                                                "produced": old.get("produced"),
+                                                "code_hash": (old.get("code") or {}).get("hash")}))  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError):
         return record
     return record.model_copy(update={"claim": record.claim.model_copy(update={"history": past})})

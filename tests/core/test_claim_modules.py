@@ -140,4 +140,6 @@ def test_calibration_draws_follow_the_preregistered_list():
             assert spec.draws == 1, paper
     for paper in NOTHING_DRAWN:
         assert prereg["claims"][paper]["within"]
-        assert not any(registry.METHODS[r.method].needs_calibration for r in registry.PAPERS[paper].runs), paper
+        assert not any(registry.METHODS[r.method].needs_calibration for r in registry.PAPERS[paper].runs), (
+            paper
+        )

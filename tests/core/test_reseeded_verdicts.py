@@ -20,7 +20,9 @@ RESEEDED = ("dsnot", "owl")  # two claims the pre-registered list puts near thei
 
 @pytest.mark.parametrize("paper", RESEEDED)
 def test_seed_1_never_turns_holds_into_does_not_hold_or_back(paper: str) -> None:
-    committed = Reproduction.model_validate_json((REPO / "reproductions" / f"{paper}.json").read_text("utf-8"))
+    committed = Reproduction.model_validate_json(
+        (REPO / "reproductions" / f"{paper}.json").read_text("utf-8")
+    )
     again = Reproduction.model_validate_json(
         (REPO / "reproductions" / "reseeded" / f"{paper}.json").read_text("utf-8")
     )

@@ -61,7 +61,9 @@ def test_all_shares_the_dense_baseline_statistics_and_identical_runs(kb_root: Pa
     assert owl is not None and sgpt is not None and wanda is not None
     # OWL runs three calibration draws (pre-registered near its bound): two more token sets, its runs twice more
     assert session.computed["model"] == 1 and session.computed["data"] == 3
-    assert session.computed["ppl"] == 1  # the dense perplexity, measured once for the three papers and every draw
+    assert (
+        session.computed["ppl"] == 1
+    )  # the dense perplexity, measured once for the three papers and every draw
     # owl at 70%: magnitude, wanda, owl-wanda in each of 3 draws; sparsegpt at 50%: magnitude, wanda, sparsegpt;
     # wanda's two are reused
     assert session.computed["run"] == 12

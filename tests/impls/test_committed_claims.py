@@ -33,9 +33,10 @@ def test_a_fresh_run_gives_the_committed_verdict(paper: str, tmp_path: Path, cap
     capsys.readouterr()
     fresh = Reproduction.model_validate_json(out.read_text("utf-8"))
     assert rc == (0 if fresh.claim.holds else 1)
-    assert (fresh.claim.verdict, fresh.claim.statement) == (committed.claim.verdict, committed.claim.statement), (
-        f"committed: {committed.claim.reason}; fresh: {fresh.claim.reason}"
-    )
+    assert (fresh.claim.verdict, fresh.claim.statement) == (
+        committed.claim.verdict,
+        committed.claim.statement,
+    ), f"committed: {committed.claim.reason}; fresh: {fresh.claim.reason}"
     assert [r.label for r in fresh.runs] == [r.label for r in committed.runs]
     for new, old in zip(fresh.runs, committed.runs, strict=True):
         # the same data, code and model: the numbers agree up to floating-point order (threads, CPU kernels)

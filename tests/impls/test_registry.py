@@ -52,8 +52,14 @@ def test_every_paper_spec_is_consistent(paper):
     assert all(r.method in registry.METHODS for r in spec.runs)
     assert spec.method in {r.method for r in spec.runs}
     assert registry.METHODS[spec.method].paper == paper
-    assert set(spec.defaults) <= {*registry.TARGETS, "nsamples", "seqlen", "eval_tokens", "probe_items",
-                                  "speed_repeats"}
+    assert set(spec.defaults) <= {
+        *registry.TARGETS,
+        "nsamples",
+        "seqlen",
+        "eval_tokens",
+        "probe_items",
+        "speed_repeats",
+    }
     statement = spec.statement(spec.defaults)
     assert "{" not in statement and "None" not in statement
     for run in spec.runs:  # fixed run options are real config fields
