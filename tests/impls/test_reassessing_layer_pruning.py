@@ -1,4 +1,5 @@
-"""Reassessing Layer Pruning: reverse order, partial-layer fine-tuning touches only its parameters, untied head."""
+"""Reassessing Layer Pruning: reverse order; partial-layer fine-tuning touches only its parameters (last layers,
+final norm, untied head)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from savedmodels import fresh_process, greedy
 from reference_impls import reassessing_layer_pruning as rlp
 from reference_impls.harness.contract import Context
 from reference_impls.harness.models import byte_tokenizer, random_llama
-from reference_impls.harness.recovery import Budget, partial_layer_steps
+from reference_impls.harness.recovery import Budget
 from reference_impls.harness.structure import save_model
 
 
@@ -22,24 +23,42 @@ def test_reverse_order_removes_the_last_quarter_rounded_up(calib_ids):
     assert out.removed_layers == sorted(sorted(range(6), key=lambda i: (scores[i], i))[:2])
 
 
-def test_partial_layer_fine_tuning_changes_only_the_last_layers_and_the_untied_head(calib_ids):
+def test_partial_layer_fine_tuning_changes_only_the_last_layers_the_final_norm_and_the_untied_head(calib_ids):
     model = random_llama(seed=0, layers=5)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     embed = model.get_input_embeddings().weight.clone()
-    report = partial_layer_steps(model, calib_ids, Budget(3, 2), last=2, lr=1e-3)
+    report = rlp.partial_fine_tuning(model, calib_ids, Budget(3, 2), last=2, head=True, norm=True, lr=1e-3)
     assert report.steps == 3 and report.tokens == 3 * 2 * 64
     after = model.state_dict()
-    trained = [k for k in after if k.startswith(("model.layers.3.", "model.layers.4.", "lm_head."))]
+    trained = [
+        k for k in after if k.startswith(("model.layers.3.", "model.layers.4.", "model.norm.", "lm_head."))
+    ]
     frozen = [k for k in after if k not in trained]
-    assert all(torch.equal(after[k], before[k]) for k in frozen if k in before)
+    assert frozen and all(torch.equal(after[k], before[k]) for k in frozen if k in before)
     assert torch.equal(model.get_input_embeddings().weight, embed)
     assert model.lm_head.weight is not model.get_input_embeddings().weight
     assert not torch.equal(model.lm_head.weight, embed)
-    assert any(
-        not torch.equal(after[k], before[k])
-        for k in trained
-        if k in before and k.startswith("model.layers.4")
-    )
+    assert not torch.equal(after["model.norm.weight"], before["model.norm.weight"])
+    assert any(not torch.equal(after[k], before[k]) for k in trained if k.startswith("model.layers.4"))
+
+
+def test_prune_trains_the_final_norm_and_leaves_the_frozen_layers(calib_ids):
+    """The driver's path (frozen prefix cached): of 5 layers 1 is removed, the last 3 of the 4 left, the
+    final norm and the head train; layer 0 and the input embedding stay bit-identical."""
+    dense = random_llama(seed=0, layers=5).state_dict()
+    for norm in (True, False):
+        model = random_llama(seed=0, layers=5)
+        out = rlp.prune(model, calib_ids, rlp.Config(layers=1, steps=3, lr=1e-3, norm=norm), Context())
+        assert out.removed_layers == [4] and out.details["fine_tuning"]["steps"] == 3
+        after = model.state_dict()
+        layer0 = [k for k in after if k.startswith("model.layers.0.")]
+        assert layer0 and all(torch.equal(after[k], dense[k]) for k in layer0)
+        assert torch.equal(after["model.embed_tokens.weight"], dense["model.embed_tokens.weight"])
+        assert not torch.equal(after["lm_head.weight"], dense["lm_head.weight"])
+        assert not torch.equal(
+            after["model.layers.3.mlp.down_proj.weight"], dense["model.layers.3.mlp.down_proj.weight"]
+        )
+        assert torch.equal(after["model.norm.weight"], dense["model.norm.weight"]) is not norm
 
 
 def test_equal_budgets_and_a_fresh_process_load_of_the_untied_model(calib_ids, tmp_path):
