@@ -25,24 +25,14 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from kb.errors import KBError
 from kb.results import Outcome
 
 from .harness.contract import Context
-from .harness.layerwise import decoder_layers, output_embedding
-from .harness.recovery import (
-    Budget,
-    Progress,
-    RecoveryReport,
-    _layers_from,
-    frozen_prefix,
-    lora_steps,
-    train_steps,
-)
+from .harness.layerwise import decoder_layers
+from .harness.recovery import Budget, frozen_prefix, lora_steps, partial_layer_steps
 from .harness.structure import remove_layers
 from .primitives.blocks import block_influence, block_magnitude, block_taylor, layer_io_cosine, removal_losses
 from .primitives.depth import layers_to_remove
-from .primitives.norms import untie_head
 from .primitives.selection import individual, reverse_order
 
 Metric = Literal["reverse", "bi", "taylor", "magnitude-l1", "magnitude-l2", "ppl", "random"]
@@ -63,65 +53,6 @@ class Config(BaseModel):
     lora_rank: int = Field(8, ge=1)
     num_examples: int = Field(8, ge=1)  # calibration sequences for the taylor / ppl metrics
     seed: int = 0  # metric="random"
-
-
-# ---- partial-layer fine-tuning (mutates `model` in place) ----------------------------------------------
-def final_norm(model: nn.Module) -> nn.Module:
-    """The norm in front of the LM head (LLaMA-style `model.model.norm`)."""
-    norm = getattr(getattr(model, "model", None), "norm", None)
-    if not isinstance(norm, nn.Module):
-        raise KBError(f"{type(model).__name__} has no final norm at model.norm to fine-tune")
-    return norm
-
-
-def partial_fine_tuning(
-    model: nn.Module,
-    calib: torch.Tensor,
-    budget: Budget,
-    *,
-    last: int,
-    head: bool,
-    norm: bool,
-    lr: float,
-    seed: int = 0,
-    progress: Progress | None = None,
-    prefix: torch.Tensor | None = None,
-) -> RecoveryReport:
-    """Train the last `last` decoder layers, plus the final norm (`norm`) and the LM head (`head`, untied from
-    the input embedding first), on next-token cross-entropy over the windows `calib` (n, t); every other
-    parameter stays bit-identical. The official recipe trains both the norm and the head. `prefix`
-    (n, t, hidden), when given, holds the states entering the first trained layer (`frozen_prefix`): each
-    step then runs the trained layers alone instead of the whole stack.
-
-    The harness's `partial_layer_steps` trains the layers and the head but not the final norm, so the
-    parameters are gathered here and handed to the harness's training loop (`_layers_from` is the harness's
-    own helper that runs the stack from layer `start`, as `partial_layer_steps` does with a prefix)."""
-    layers = decoder_layers(model)
-    if not 0 <= last <= len(layers):
-        raise KBError(f"cannot fine-tune the last {last} of {len(layers)} layers")
-    start = len(layers) - last
-    params = [p for layer in list(layers)[start:] for p in layer.parameters()]
-    if norm:
-        params += list(final_norm(model).parameters())
-    if head:
-        untie_head(model)
-        lm_head = output_embedding(model)
-        if lm_head is None:
-            raise KBError("partial-layer fine-tuning of the head needs a model with an LM head")
-        params += list(lm_head.parameters())
-    if not params:
-        raise KBError("partial-layer fine-tuning with no layer, no norm and no head trains nothing")
-    if prefix is None:
-        return train_steps(
-            model, params, calib, budget, lr=lr, seed=seed, progress=progress, kind="partial-layer"
-        )
-    if prefix.shape[:2] != calib.shape:
-        raise KBError(
-            f"frozen-prefix states {tuple(prefix.shape)} do not match the windows {tuple(calib.shape)}"
-        )
-    with _layers_from(model, start):  # the frozen layers in front are already applied in `prefix`
-        return train_steps(model, params, calib, budget, lr=lr, seed=seed, progress=progress,
-                           kind="partial-layer", embeds=prefix)  # fmt: skip
 
 
 # ---- model driver (mutates `model` in place) ------------------------------------------------------
@@ -164,7 +95,7 @@ def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -
             front = tuple(i for i in range(n) if i not in drop)[: n - k - last]
             prefix = ctx.dense_statistic(("frozen-prefix", front, calib.data_ptr(), tuple(calib.shape)),
                                          lambda: frozen_prefix(model, calib, len(front), ctx.batch_size))  # fmt: skip
-            report = partial_fine_tuning(model, calib, budget, last=last, head=config.head, norm=config.norm,
+            report = partial_layer_steps(model, calib, budget, last=last, head=config.head, norm=config.norm,
                                          lr=config.lr, seed=ctx.seed, progress=ctx.progress, prefix=prefix)  # fmt: skip
         else:
             report = lora_steps(model, calib, budget, lr=config.lr, rank=config.lora_rank,

@@ -1,5 +1,5 @@
-"""Reassessing Layer Pruning: remove the last layers and fine-tune the last three and the head, against LoRA
-and against Block Influence order."""
+"""Reassessing Layer Pruning: remove the last layers and fine-tune the last three, the final norm and the head,
+against LoRA and against Block Influence order."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from ._kit import below, fail, note, speed_text, verdict, vs
 
 METHODS: tuple[MethodSpec, ...] = (
     MethodSpec("reassessing-layer-pruning", "reference_impls.reassessing_layer_pruning", "depth",
-               "remove the last layers, then fine-tune the last three and the head", True, ("layers",),
+               "remove the last layers, then fine-tune the last three, the final norm and the head", True, ("layers",),
                paper="reassessing-layer-pruning"),
 )  # fmt: skip
 
@@ -90,9 +90,9 @@ PAPER = PaperSpec(
             extra=True,
         ),
     ),
-    claim="After removing the last {layers} layers, fine-tuning only the last three remaining layers and the LM "
-    "head gives a perplexity no higher than LoRA with the same steps and tokens (best of two learning rates "
-    "each), and after that fine-tuning reverse-order removal is within 5% of removing the {layers} lowest "
+    claim="After removing the last {layers} layers, fine-tuning only the last three remaining layers, the final "
+    "norm and the LM head (as the official partial_fine-tuning.py does) gives a perplexity no higher than LoRA "
+    "with the same steps and tokens (best of two learning rates each), and after that fine-tuning reverse-order removal is within 5% of removing the {layers} lowest "
     "Block Influence layers (Reassessing Layer Pruning: reverse order plus partial-layer fine-tuning)",
     check=_claim,
     defaults={"layers": 8, "nsamples": 32, "seqlen": 128, "eval_tokens": 2048, "probe_items": 100},

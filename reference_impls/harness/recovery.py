@@ -307,13 +307,15 @@ def partial_layer_steps(
     *,
     last: int = 3,
     head: bool = True,
+    norm: bool = True,
     lr: float = 1e-4,
     seed: int = 0,
     progress: Progress | None = None,
     prefix: torch.Tensor | None = None,
 ) -> RecoveryReport:
-    """Fine-tune only the last `last` decoder layers (and the LM head, untied first) on next-token
-    cross-entropy, in place; every other parameter stays bit-identical.
+    """Fine-tune only the last `last` decoder layers, the final norm in front of the head (`norm`) and the LM head
+    (`head`, untied first) on next-token cross-entropy, in place; every other parameter stays bit-identical. The
+    official recipe (Reassessing Layer Pruning, `partial_fine-tuning.py`) trains both the norm and the head.
 
     The frozen layers in front of the trained ones map each window to the same hidden states at every
     step, so those are computed once (`frozen_prefix`; or passed as `prefix`, e.g. by two arms that differ
@@ -321,10 +323,12 @@ def partial_layer_steps(
     passes, up to float summation order, with the frozen layers run once per window instead of once per
     step."""
     layers = decoder_layers(model)
-    if not 0 <= last <= len(layers) or (last == 0 and not head):
+    if not 0 <= last <= len(layers) or (last == 0 and not head and not norm):
         raise KBError(f"partial-layer fine-tuning of the last {last} of {len(layers)} layers trains nothing")
     start = len(layers) - last
     params = [p for layer in list(layers)[start:] for p in layer.parameters()]
+    if norm:
+        params += list(final_norm(model).parameters())
     if head:
         untie_head(model)
         lm_head = output_embedding(model)
@@ -369,6 +373,14 @@ def frozen_prefix(
     finally:
         model.train(was_training)
     return torch.cat([c.hidden for c in chunks]).clone()  # a normal tensor, usable under autograd
+
+
+def final_norm(model: nn.Module) -> nn.Module:
+    """The norm in front of the LM head (LLaMA-style `model.model.norm`)."""
+    found = getattr(getattr(model, "model", None), "norm", None)
+    if not isinstance(found, nn.Module):
+        raise KBError(f"{type(model).__name__} has no final norm at model.norm to fine-tune")
+    return found
 
 
 @contextmanager

@@ -78,11 +78,11 @@ def test_claim_reads_the_sweep_and_figure_has_every_point():
     ppl = [10.0, 10.1, 10.3, 10.6, 11.5, 14.0, 20.0, 40.0, 90.0, 400.0]
     metrics = {"dense": Metrics(ppl=ppl[0], size=size)}
     metrics.update({sweep_label(s): Metrics(ppl=p, size=size) for s, p in zip(SWEEP, ppl[1:], strict=True)})
-    holds, reason = PAPER.check(Results(metrics))
-    assert holds and "= 30%" in reason
+    judged = PAPER.check(Results(metrics))
+    assert judged.holds and "= 30%" in judged.reason
     assert PAPER.figures is not None
     fig = PAPER.figures(Results(metrics))[0]
     assert fig.series[0].x == [0.0, *SWEEP] and fig.series[0].y == ppl
     ppl[5] = 9.0  # not monotone -> the claim fails
     metrics[sweep_label(0.5)] = Metrics(ppl=9.0, size=size)
-    assert not PAPER.check(Results(metrics))[0]
+    assert not PAPER.check(Results(metrics)).holds

@@ -9,7 +9,7 @@ from savedmodels import fresh_process, greedy
 from reference_impls import reassessing_layer_pruning as rlp
 from reference_impls.harness.contract import Context
 from reference_impls.harness.models import byte_tokenizer, random_llama
-from reference_impls.harness.recovery import Budget
+from reference_impls.harness.recovery import Budget, partial_layer_steps
 from reference_impls.harness.structure import save_model
 
 
@@ -27,7 +27,7 @@ def test_partial_layer_fine_tuning_changes_only_the_last_layers_the_final_norm_a
     model = random_llama(seed=0, layers=5)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     embed = model.get_input_embeddings().weight.clone()
-    report = rlp.partial_fine_tuning(model, calib_ids, Budget(3, 2), last=2, head=True, norm=True, lr=1e-3)
+    report = partial_layer_steps(model, calib_ids, Budget(3, 2), last=2, head=True, norm=True, lr=1e-3)
     assert report.steps == 3 and report.tokens == 3 * 2 * 64
     after = model.state_dict()
     trained = [

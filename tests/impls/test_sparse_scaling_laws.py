@@ -116,7 +116,7 @@ def test_claim_reads_fit_and_measurements():
     }
 
     def verdict(details: dict) -> bool:
-        return spec.check(registry.Results({}, {"sweep": Outcome(kind="training", details=details)}))[0]
+        return spec.check(registry.Results({}, {"sweep": Outcome(kind="training", details=details)})).holds
 
     assert verdict(good)
     assert not verdict({**good, "optimal_sparsity": [0.3, 0.35]})  # grows by less than 0.1
