@@ -99,7 +99,9 @@ def test_claim_and_figure_read_the_run(tiny_run):
     (figure,) = spec.figures(results)
     assert [s.y for s in figure.series] == [d["fp"]["curve_loss"], d["ternary"]["curve_loss"]]
     fp_windows = d["fp"]["eval_window_loss"]
-    assert len(fp_windows) >= 2 and sum(fp_windows) / len(fp_windows) == pytest.approx(d["fp"]["eval_loss"], rel=1e-4)
+    assert len(fp_windows) >= 2 and sum(fp_windows) / len(fp_windows) == pytest.approx(
+        d["fp"]["eval_loss"], rel=1e-4
+    )
     worse = {**d, "ternary": {**d["ternary"], "eval_loss": 1.2 * d["fp"]["eval_loss"],
                               "eval_window_loss": [1.2 * v for v in fp_windows]}}  # fmt: skip
     assert not spec.check(registry.Results({}, {"qat": Outcome(kind="training", details=worse)})).holds
