@@ -93,7 +93,8 @@ PAPER = PaperSpec(
     claim="After removing the last {layers} layers, fine-tuning only the last three remaining layers, the final "
     "norm and the LM head (as the official partial_fine-tuning.py does) gives a perplexity no higher than LoRA "
     "with the same steps and tokens (best of two learning rates each), and after that fine-tuning reverse-order "
-    "removal is within 5% of removing the {layers} lowest Block Influence layers (Reassessing Layer Pruning: reverse order plus partial-layer fine-tuning)",
+    "removal is within 5% of removing the {layers} lowest Block Influence layers (Reassessing Layer Pruning: "
+    "reverse order plus partial-layer fine-tuning)",
     check=_claim,
     defaults={"layers": 8, "nsamples": 32, "seqlen": 128, "eval_tokens": 2048, "probe_items": 100},
     metrics=("ppl", "probe"),
