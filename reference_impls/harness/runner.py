@@ -10,7 +10,8 @@
 4. decide the claim from every run's metrics and return a `kb.results.Reproduction`.
 A claim near its bound (`PaperSpec.draws` > 1, from the pre-registered list) repeats steps 2-3 for each further
 calibration draw: the same model, calibration samples drawn with seed `seed + 1000 k` (`draw_seeds`), the same
-seed for the methods' own randomness, every arm again; the claim's intervals then combine draws and windows.
+seed for the methods' own randomness, every arm the claim reads again (not the `extra` arms `--all-runs` adds); the
+claim's intervals then combine draws and windows.
 A comparison with kv-cache runs also evaluates every such run, and the dense model as the full-cache baseline,
 with the long-context cache evaluation (`cacheeval`); a kv-cache run changes no weight, so its plain perplexity
 (equal to dense) is not measured again. Its policy comes back from `apply_method` (`Applied.cache_policy`) and is
@@ -430,7 +431,8 @@ def reproduce(
         if k:
             log(f"kb: calibration draw {k + 1} of {len(seeds)} (seed {seed})")
             data = load_tokens(session, drawn, loaded)
-        draws.append(compare(loaded.model, loaded.tokenizer, data, plans, drawn, probe="probe" in spec.metrics,
+        planned = plans if k == 0 else [p for p in plans if not p.run.extra]  # the claim never reads an extra arm
+        draws.append(compare(loaded.model, loaded.tokenizer, data, planned, drawn, probe="probe" in spec.metrics,
                              ppl="ppl" in spec.metrics, log=log, fresh=reload, session=session))  # fmt: skip
     runs = draws[0]
     results = Results({r.label: r.metrics for r in runs}, {r.label: r.outcome for r in runs},

@@ -270,6 +270,9 @@ def test_extra_runs_only_with_all_runs(tmp_path, capsys):
     record = json.loads(full.read_text())
     assert [r["label"] for r in record["runs"]] == [*labels, "sparsegpt", "owl-sparsegpt"]
     assert record["config"]["all_runs"] is True
+    # OWL runs 3 calibration draws; the further draws repeat only the arms the claim reads
+    assert [d["seed"] for d in record["draws"]] == [1000, 2000]
+    assert all([r["label"] for r in d["runs"]] == labels for d in record["draws"])
     capsys.readouterr()
 
 
