@@ -23,26 +23,38 @@ Differs (an ADAPTATION: the paper prunes BERT-style encoders on classification a
           KV groups (SmolLM2: 3 query heads + 1 KV head) and MLP channels; o_proj and down_proj are re-solved;
           (2) every sublayer keeps at least one unit (the official code may empty a sublayer); (3) FLOPs per
           unit are counted from the shapes (`primitives.flops`: projections plus causal attention at the
-          window length); (4) a few calibration windows replace the 100K-token sample: `score_examples` for the
-          knowledge (one backward pass per window and sublayer, from that sublayer up) and `recon_examples`
-          for the least-squares problems (forward only), with a small ridge `damp` for numerical safety;
-          `rescore_every=2` measures the knowledge once per decoder layer (at its attention sublayer) and reuses
-          it for the MLP sublayer, halving the backward passes (the official code re-measures every sublayer);
-          (5) `importance="magnitude"` is our retraining-free baseline on the same search and budget: a unit's
-          squared weight norm per FLOP.
+          window length); (4) calibration: the official code draws 100K tokens (`src/main.py:66`) and uses
+          them for both steps; here `score_examples` windows feed the knowledge (one backward pass per
+          window and measurement, from that sublayer up) and `recon_examples` windows (160 x 128 = 20,480
+          tokens by default, about 13 tokens per unknown of a down_proj row) the least-squares problems
+          (forward only); `rescore_every=2` measures the knowledge once per decoder layer (at its attention
+          sublayer) and reuses it for the MLP sublayer, halving the backward passes (the official code
+          re-measures every sublayer); (5) the official re-solve is the plain problem (`torch.linalg.lstsq`
+          on the normal equations, rcond 0, no damping: `src/prune.py:451-455`); on 5x fewer tokens we add
+          a ridge `damp` (a share of the Gram's mean diagonal, default 1e-2) that pulls the solution toward
+          the sublayer's original weights for the kept channels rather than toward zero, so the re-solve
+          never fits the calibration tokens worse than keeping those weights (`damp=0` is the official
+          problem); (6) `masks_only=True` is our identical-mask ablation: the masks are searched exactly as
+          K-prune searches them (the re-solve runs in the loop, so later scores see re-solved sublayers),
+          then the original weights of the kept channels are put back, so the model differs from K-prune's
+          only in the values of o_proj and down_proj (equal `mask_digest` in the details); the official
+          switch without tuning (`--sublayerwise_tuning` off, masks then follow the untuned model) is
+          `reconstruct=False`; (7) `importance="magnitude"` is our retraining-free baseline on the same
+          search and budget: a unit's squared weight norm per FLOP.
 Use:      `kb prune k-prune --model tiny-llama --save DIR`; load with
           `AutoModelForCausalLM.from_pretrained(DIR, trust_remote_code=True)`.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from kb.errors import KBError
@@ -66,16 +78,23 @@ class Config(BaseModel):
     flops_reduction: float = Field(0.25, gt=0.0, lt=1.0)  # share of the prunable FLOPs removed
     importance: Literal["knowledge", "magnitude"] = "knowledge"
     reconstruct: bool = True  # knowledge-preserving weight tuning (least squares on o_proj / down_proj)
+    masks_only: bool = False  # with reconstruct: K-prune's masks, then its original weights put back
     lam_pred: float = Field(1.0, ge=0)
     lam_rep: float = Field(2.5e-4, ge=0)
     mu: float = Field(64.0, gt=0)  # weight of attention units
     temperature: float = Field(2.0, gt=0)
     score_examples: int = Field(2, ge=1)  # windows for the knowledge (a backward pass each, per measurement)
     rescore_every: int = Field(1, ge=1)  # sublayers between knowledge measurements (upstream: every sublayer)
-    recon_examples: int = Field(32, ge=1)  # windows for the least-squares re-solve (forward only)
+    recon_examples: int = Field(160, ge=1)  # windows for the least-squares re-solve (160 x 128 = 20,480)
     example_len: int = Field(128, ge=2)
-    damp: float = Field(1e-4, ge=0)
+    damp: float = Field(1e-2, ge=0)  # ridge toward the original weights, a share of the Gram's mean diagonal
     params: float | None = None  # the `params` target: share of decoder params removed (a params budget)
+
+    @model_validator(mode="after")
+    def _ablation_needs_the_resolve(self) -> Config:
+        if self.masks_only and not self.reconstruct:
+            raise ValueError("masks_only=True replays K-prune's search, re-solve included: needs reconstruct")
+        return self
 
 
 # ---- pure helpers ---------------------------------------------------------------------------------
@@ -178,18 +197,26 @@ def family_of(model: nn.Module, sub: Sublayer) -> G.Family:
     return G.kv_head_family(model, sub.layer) if sub.kind == "attn" else G.mlp_family(model, sub.layer)
 
 
+class _Reached(Exception):
+    """Raised by a hook to stop a sublayer at its output projection (what follows is not needed)."""
+
+
 def sublayer_features(
     model: nn.Module, sub: Sublayer, hidden: torch.Tensor, kwargs: dict[str, Any]
 ) -> torch.Tensor:
-    """The input of the sublayer's output projection (o_proj / down_proj) when it runs on `hidden`."""
+    """(batch, seq, in_features) the input of the sublayer's output projection (o_proj / down_proj) when it
+    runs on `hidden`; the sublayer stops there."""
     feats: list[torch.Tensor] = []
 
     def grab(_m: nn.Module, args: tuple[Any, ...]) -> None:
         feats.append(args[0].detach())
+        raise _Reached
 
     handle = projection(model, sub).register_forward_pre_hook(grab)
     try:
         run_sublayer(decoder_layers(model)[sub.layer], sub.kind, hidden, kwargs)
+    except _Reached:
+        pass
     finally:
         handle.remove()
     return feats[0]
@@ -252,8 +279,11 @@ def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -
     subs = sublayers(len(layers))
     hd = G.head_dim(model)
     seq = min(config.example_len, calib.shape[1])
-    score_ids = calib[: config.score_examples, :seq]
-    recon_ids = calib[: config.recon_examples, :seq]
+    score_ids = calib[: config.score_examples, :seq]  # (score windows, seq)
+    recon_ids = calib[: config.recon_examples, :seq] if config.reconstruct else calib[:0, :seq]
+    if config.reconstruct and recon_ids.shape[0] < config.recon_examples:
+        ctx.log(f"k-prune: the re-solve asked for {config.recon_examples} windows, the calibration set holds "
+                f"{recon_ids.shape[0]}: it fits on {recon_ids.numel()} tokens (--nsamples sets more)")  # fmt: skip
     families = {s: family_of(model, s) for s in subs}
     flops = {s: float(unit_flops(model, families[s], seq)) for s in subs}
     total = sum(families[s].units * flops[s] for s in subs)
@@ -264,9 +294,12 @@ def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -
     with torch.no_grad():
         teacher = [model(input_ids=w[None], use_cache=False).logits for w in score_ids]
         score_states = capture_layer_inputs(model, score_ids, 1)
-        (recon,) = capture_layer_inputs(model, recon_ids, recon_ids.shape[0])
-    current, dense = recon.hidden, recon.hidden.clone()
+        recon = capture_layer_inputs(model, recon_ids, recon_ids.shape[0])[0] if config.reconstruct else None
+    resolve = Resolve(recon.hidden, recon.hidden.clone(), recon.kwargs) if recon is not None else None
     kept_units: dict[str, list[int]] = {"attn": [], "mlp": []}
+    kept_index: list[list[int]] = []  # per sublayer, its kept units in dense numbering (for the digest)
+    originals: dict[Sublayer, torch.Tensor] = {}  # masks_only: the original weights of the kept channels
+    widest = 0  # most unknowns per row of any re-solve (kept input channels)
     before = sum(p.numel() for p in model.parameters())
     scores: list[torch.Tensor] = []
     for index, sub in enumerate(subs):
@@ -293,11 +326,14 @@ def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -
         keep = mask_search(scores, [cost[s] for s in later], allowed)[0]
         family = fams[0]
         removed = [u for u in range(family.units) if not bool(keep[u])]
+        kept_index.append([u for u in range(family.units) if bool(keep[u])])
+        # (3) compact the sublayer and (with reconstruct) re-solve its output projection
         with torch.no_grad():
-            if config.reconstruct:
-                current, dense = _reconstruct(
-                    model, sub, family, keep, current, dense, recon.kwargs, config.damp
-                )
+            if resolve is not None:
+                original = _reconstruct(model, sub, family, removed, resolve, config.damp)
+                widest = max(widest, original.shape[1])
+                if config.masks_only:
+                    originals[sub] = original
             elif removed:
                 G.compact(model, {family: removed})
             score_states = [LayerInputs(run_sublayer(layer, sub.kind, w.hidden, w.kwargs), w.kwargs)
@@ -307,45 +343,65 @@ def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -
         kept_units[sub.kind].append(kept)
         if ctx.progress is not None:
             ctx.progress(index + 1, len(subs))
+    # the identical-mask ablation: the same compacted model, the re-solved values replaced by the original ones
+    with torch.no_grad():
+        for sub, original in originals.items():
+            projection(model, sub).weight.copy_(original)
     after = sum(p.numel() for p in model.parameters())
     kept_flops = sum(n * flops[Sublayer(i, k)] for k in ("attn", "mlp") for i, n in enumerate(kept_units[k]))
     shapes = {n: list(p.shape) for n, p in model.named_parameters() if n.startswith("model.layers.")}
+    resolve_tokens = int(recon_ids.numel())
     details: dict[str, object] = {
-        "importance": config.importance, "reconstruct": config.reconstruct,
+        "importance": config.importance, "reconstruct": config.reconstruct, "masks_only": config.masks_only,
+        "weights_resolved": config.reconstruct and not config.masks_only,
         "kv_groups_per_layer": kept_units["attn"], "mlp_channels_per_layer": kept_units["mlp"],
+        "mask_digest": mask_digest(subs, kept_index),
         "prunable_flops_per_token_before": int(total), "prunable_flops_per_token_after": int(kept_flops),
         "prunable_flops_removed_fraction": round(1 - kept_flops / total, 4),
-        "score_tokens": int(score_ids.numel()), "reconstruction_tokens": int(recon_ids.numel()),
+        "score_tokens": int(score_ids.numel()), "reconstruction_tokens": resolve_tokens,
+        "reconstruction_damp": config.damp, "reconstruction_ridge_toward": "original kept weights",
+        "reconstruction_tokens_per_unknown": round(resolve_tokens / widest, 1) if widest else None,
         "params_before": before, "params_after": after, "params_removed_fraction": round(1 - after / before, 4),
     }  # fmt: skip
     return Outcome(kind="width", shapes=shapes, details=details)
 
 
-Streams = tuple[torch.Tensor, torch.Tensor]
+def mask_digest(subs: Sequence[Sublayer], kept: Sequence[Sequence[int]]) -> str:
+    """A short fingerprint of every sublayer's kept units (dense numbering): equal digests = identical masks."""
+    text = ";".join(f"{s.layer}.{s.kind}:{','.join(map(str, k))}" for s, k in zip(subs, kept, strict=True))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _reconstruct(model: nn.Module, sub: Sublayer, family: G.Family, keep: torch.Tensor, current: torch.Tensor,
-                 dense: torch.Tensor, kwargs: dict[str, Any], damp: float) -> Streams:  # fmt: skip
+@dataclass
+class Resolve:
+    """The re-solve windows at the sublayer being processed: the pruned model's residual stream, the dense
+    model's, both (windows, seq, hidden), and the decoder layers' keyword arguments for these windows."""
+
+    current: torch.Tensor
+    dense: torch.Tensor
+    kwargs: dict[str, Any]
+
+
+def _reconstruct(model: nn.Module, sub: Sublayer, family: G.Family, removed: Sequence[int], state: Resolve,
+                 damp: float) -> torch.Tensor:  # fmt: skip
     """Remove the sublayer's dropped units and re-solve its output projection so that the residual stream after
-    it matches the dense model's on the reconstruction windows; returns both streams after the sublayer."""
+    it matches the dense model's on the re-solve windows (a ridge `damp` toward the original weights of the
+    kept channels); moves `state` past the sublayer. Returns those original weights (out, kept channels)."""
     layer = decoder_layers(model)[sub.layer]
-    dense_next = run_sublayer(layer, sub.kind, dense, kwargs)  # while the sublayer still has all its units
-    feats = sublayer_features(model, sub, current, kwargs)
-    removed = [u for u in range(family.units) if not bool(keep[u])]
+    current, kwargs = state.current, state.kwargs
+    dense_next = run_sublayer(
+        layer, sub.kind, state.dense, kwargs
+    )  # while the sublayer still has all its units
     if removed:
-        G.compact(model, {family: removed})
+        G.compact(model, {family: list(removed)})
     proj = projection(model, sub)
-    kept = feats[..., _kept_channels(family.units, feats.shape[-1] // family.units, keep)]
-    target = dense_next - current
+    original = proj.weight.detach().clone()  # (out, kept channels): the no-re-solve weights
+    # the kept units' inputs to the projection do not depend on the removed ones: compute them on the
+    # compacted sublayer, (windows, seq, kept channels)
+    feats = sublayer_features(model, sub, current, kwargs)
+    target = dense_next - current  # what the sublayer must add, (windows, seq, hidden)
     if proj.bias is not None:
         target = target - proj.bias
-    proj.weight.copy_(least_squares_weight(kept, target, damp).to(proj.weight.dtype))
-    # the kept units' inputs to the projection do not depend on the removed ones, so the new stream is
-    # the old one plus the re-solved projection of those inputs (no second pass through the sublayer)
-    return current + proj(kept), dense_next
-
-
-def _kept_channels(units: int, block: int, keep: torch.Tensor) -> torch.Tensor:
-    """Input channels of the output projection that belong to kept units, in the compacted order."""
-    kept = [u for u in range(units) if bool(keep[u])]
-    return torch.tensor([u * block + j for u in kept for j in range(block)], dtype=torch.long)
+    proj.weight.copy_(least_squares_weight(feats, target, damp, prior=original).to(proj.weight.dtype))
+    state.current, state.dense = current + proj(feats), dense_next
+    return original

@@ -4,9 +4,12 @@ After some input channels of a linear layer are removed (a head's slice of o_pro
 of down_proj), the remaining columns can be re-fitted so that the layer's output on calibration inputs
 stays as close as possible to a target (the dense model's output): W = argmin ||X W^T - Y||_F^2, solved
 from the normal equations (X^T X + lambda I) W^T = X^T Y (products in float32, the solve in float64).
-`damp` adds lambda = damp * mean(diag(X^T X)) (0 solves the plain problem; a small value keeps it well
-posed when channels are collinear or tokens are few). K-prune's knowledge-preserving weight tuning is this
-solve on o_proj and down_proj.
+`damp` adds lambda = damp * mean(diag(X^T X)) (0 solves the plain problem; a positive value keeps it well
+posed when channels are collinear or tokens are few). The ridge pulls W toward zero, or toward `prior` when
+one is given: minimising ||X W^T - Y||^2 + lambda ||W - prior||^2 gives (X^T X + lambda I) W^T =
+X^T Y + lambda prior^T, which never fits the calibration data worse than `prior` itself (the objective at
+the solution is at most its value at `prior`). K-prune's knowledge-preserving weight tuning is this solve
+on o_proj and down_proj, with the kept columns of the original weight as the prior.
 """
 
 from __future__ import annotations
@@ -14,14 +17,20 @@ from __future__ import annotations
 import torch
 
 
-def least_squares_weight(x: torch.Tensor, y: torch.Tensor, damp: float = 0.0) -> torch.Tensor:
-    """W (out, in), in x's dtype, minimising ||x W^T - y||^2 (+ lambda ||W||^2) for x (tokens, in), y (tokens, out)."""
+def least_squares_weight(
+    x: torch.Tensor, y: torch.Tensor, damp: float = 0.0, prior: torch.Tensor | None = None
+) -> torch.Tensor:
+    """W (out, in), in x's dtype, minimising ||x W^T - y||^2 + lambda ||W - prior||^2 (prior 0 when None)
+    for x (tokens, in), y (tokens, out)."""
     x32 = x.reshape(-1, x.shape[-1]).float()
     y32 = y.reshape(-1, y.shape[-1]).float()
-    gram = (x32.T @ x32).double()
+    gram = (x32.T @ x32).double()  # (in, in)
+    rhs = (x32.T @ y32).double()  # (in, out)
     if damp > 0:
-        gram += torch.eye(gram.shape[0], dtype=gram.dtype) * (damp * gram.diagonal().mean().clamp_min(1e-12))
-    rhs = (x32.T @ y32).double()
+        lam = damp * float(gram.diagonal().mean().clamp_min(1e-12))
+        gram += torch.eye(gram.shape[0], dtype=gram.dtype) * lam
+        if prior is not None:
+            rhs += lam * prior.detach().double().T
     try:
         solution: torch.Tensor = torch.linalg.solve(gram, rhs)
     except RuntimeError:  # singular: the minimum-norm least-squares solution
