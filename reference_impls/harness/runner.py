@@ -431,7 +431,9 @@ def reproduce(
         if k:
             log(f"kb: calibration draw {k + 1} of {len(seeds)} (seed {seed})")
             data = load_tokens(session, drawn, loaded)
-        planned = plans if k == 0 else [p for p in plans if not p.run.extra]  # the claim never reads an extra arm
+        planned = (
+            plans if k == 0 else [p for p in plans if not p.run.extra]
+        )  # the claim never reads an extra arm
         draws.append(compare(loaded.model, loaded.tokenizer, data, planned, drawn, probe="probe" in spec.metrics,
                              ppl="ppl" in spec.metrics, log=log, fresh=reload, session=session))  # fmt: skip
     runs = draws[0]
