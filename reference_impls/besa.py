@@ -2,12 +2,17 @@
 
 Paper:    Xu, Shao, Chen, Tang, Zhang, Gao, An, Qiao, Luo. "BESA: Pruning Large Language Models with
           Blockwise Parameter-Efficient Sparsity Allocation". ICLR 2024, arXiv:2402.16880. Record id: `besa`.
-Official: OpenGVLab/LLMPrune-BESA `models/sparse_layers.py::SparseLinear` (masks, straight-through
-          estimator), `main.py` (block loss, sparsity penalty `--sparsity-beta 5`).
+Official: OpenGVLab/LLMPrune-BESA `models/sparse_layers.py::SparseLinear` (candidates, probabilities, masks,
+          straight-through estimator), `main.py` (block loss, budget penalty, `--no-sigmoid-smooth`),
+          `main_exps.sh` (the layer-wise runs: `--prune-dense --sparsity-beta 5`, all at the default 50%).
+Anchor:   the layer-wise variant implemented here (one sparsity per linear), LLaMA-7B at 50% unstructured,
+          WikiText-2 perplexity: Wanda 7.26 -> BESA (layer-wise) 7.04 (upstream README table; the paper's
+          6.86 is the row-wise variant, which is not implemented).
 Idea:     decoder blocks are pruned one after another with frozen weights. In each row of a linear, weights
           are ranked by Wanda's |W| * ||X||. A linear's sparsity is a learned mixture over the candidates
-          p in {1.00, 0.99, ..., 0.00}: beta = softmax(sigmoid(logits)) (upstream's default smoothing;
-          without it softmax(logits)), s_hat = sum_d beta_d p_d. The hard mask prunes
+          p in {1.00, 0.99, ..., 0.00} (101 values, upstream `sparsity_candidates`), with one logit per
+          candidate starting at 0: beta = softmax(sigmoid(logits)) with upstream's sigmoid smoothing, or
+          softmax(logits) without it (`--no-sigmoid-smooth`); s_hat = sum_d beta_d p_d. The hard mask prunes
           the floor(s_hat * in) lowest-ranked weights of every row; the soft mask keeps the k-th ranked
           weight with probability 1 - sum_{d: floor(p_d * in) > k} beta_d; the forward uses
           hard - soft.detach() + soft, so gradients reach the logits. Loss: squared error between the target
@@ -15,8 +20,15 @@ Idea:     decoder blocks are pruned one after another with frozen weights. In ea
           batch's tokens, summed and divided by the hidden size, plus beta_s * ((s_block - s) / s)^2 with
           s_block the parameter-weighted mean over the block's linears. The target is the dense MODEL's
           output at this block (upstream's `--prune-dense`, used by all its layer-wise runs); the block's own
-          inputs are the already-pruned model's. Optimiser: Prodigy (lr 1, d_coef 1: upstream's defaults),
-          one pass over every calibration sequence, one sequence per step.
+          inputs are the already-pruned model's. Optimiser: Prodigy (lr 1, d_coef 1: upstream's argument
+          defaults), one sequence per step.
+Smoothing: sigmoid values lie in (0, 1), so no candidate can be more than e times as likely as another and
+          s_hat can only reach [0.376, 0.624] (exactly: the mixture with weight e on every candidate above
+          or below a threshold). Upstream smooths in every published run, all at 50%, where that range is
+          centred on the target. At any other target the smoothed mixture would pin the learned sparsities
+          to the nearer bound (at 60%, most blocks sat at 0.624 and the exact budget below made them uniform
+          again), so `sigmoid_smooth: None` (the default) smooths at a 50% target only and runs upstream's
+          unsmoothed `softmax(logits)` otherwise; True / False force it.
 This:     allocation PER LINEAR within each block (the paper's layer-wise variant; the row-wise variant,
           blocksize 1, is not implemented). The budget is then made exact: each block prunes exactly
           floor(s * block parameters) weights. Where the learned sparsities miss the block budget, every
@@ -24,10 +36,15 @@ This:     allocation PER LINEAR within each block (the paper's layer-wise varian
           differences between linears are kept; the counts are floored, the few weights left go to the
           linears with the largest fractional parts, and inside a linear the rows whose next weight scores
           lowest take one extra. Every block, and the model, is then at the target up to one weight per block.
-Differs:  the run's calibration windows are cut into 128-token sequences (`train_len`): 8 x 512 tokens give
-          32 sequences, so 32 Prodigy steps per block instead of upstream's 128 (of 2048 tokens each); Adam
-          is available as `optimizer: adam`; logits start at zero (s_hat = 0.5, as upstream); no LoRA
-          variant, no CUDA mask kernel, no hardware simulator.
+          `Outcome.details` reports the learned per-linear spread (`learned_sparsity_spread`, max - min over
+          the model before the budget is made exact) and the applied one (`sparsity_spread`).
+Differs:  the run's calibration windows are cut into 128-token sequences (`train_len`), and each block takes
+          at least `min_steps` = 64 optimiser steps (passes over the sequences repeat, the last one possibly
+          partial): 8 x 512 tokens give 32 sequences, so two passes of 64 Prodigy steps per block instead of
+          upstream's one pass of 128 sequences of 2048 tokens; upstream's layer-wise scripts also tune
+          `--d-coef` per model (50 for LLaMA-7B, 0.05 to 0.5 for the others), here it stays at its default 1;
+          the budget is exact (upstream keeps whatever s_hat was learned); Adam is available as
+          `optimizer: adam`; no LoRA variant, no CUDA mask kernel, no hardware simulator.
 """
 
 from __future__ import annotations
@@ -60,7 +77,9 @@ from .primitives.masks import count_to_prune
 
 
 class Config(SparsityConfig):
-    epochs: int = Field(1, ge=0)  # passes over the training samples per block (upstream 1)
+    epochs: int = Field(1, ge=0)  # full passes over the training samples per block at least (upstream 1)
+    # optimiser steps per block at least: passes repeat (the last may be partial) until there are this many
+    min_steps: int = Field(64, ge=0)
     # sequences used to learn the sparsities (the first n; None: all)
     train_samples: int | None = Field(None, ge=1)
     batch: int = Field(1, ge=1)  # sequences per optimisation step (upstream 1)
@@ -69,7 +88,8 @@ class Config(SparsityConfig):
     lr: float = Field(1.0, gt=0)
     d_coef: float = Field(1.0, gt=0)  # prodigy only: scale of its step estimate (upstream default 1)
     sparsity_beta: float = Field(5.0, ge=0)  # weight of the budget penalty (upstream scripts: 5)
-    sigmoid_smooth: bool = True  # beta = softmax(sigmoid(logits)), upstream's default
+    # beta = softmax(sigmoid(logits)) (upstream's default) or softmax(logits); None: smooth at a 50% target only
+    sigmoid_smooth: bool | None = None
     target: Literal["dense-model", "dense-block"] = "dense-model"  # what the masked block must reproduce
     step: float = Field(0.01, gt=0, le=0.5)  # spacing of the candidate sparsities
     # calibration windows are cut into sequences this long (None: as given)
@@ -81,6 +101,21 @@ def candidates(step: float) -> torch.Tensor:
     """Candidate sparsities 1.0, 1 - step, ..., 0.0 (the last one exactly 0)."""
     n = round(1.0 / step)
     return torch.linspace(1.0, 0.0, n + 1)
+
+
+def smoothed(config: Config) -> bool:
+    """Whether beta = softmax(sigmoid(logits)): as configured, or (None) at a 50% target only (see the module)."""
+    return config.sigmoid_smooth if config.sigmoid_smooth is not None else abs(config.sparsity - 0.5) < 1e-9
+
+
+def step_count(per_pass: int, config: Config) -> int:
+    """Optimiser steps per block: `epochs` full passes of `per_pass` steps, at least `min_steps` (0 if no data)."""
+    return max(config.epochs * per_pass, config.min_steps) if per_pass else 0
+
+
+def spread(values: list[float]) -> float:
+    """max - min (0 for no values)."""
+    return max(values) - min(values) if values else 0.0
 
 
 def rank_map(cands: torch.Tensor, cols: int) -> torch.Tensor:
@@ -225,41 +260,49 @@ def learn_block(
     linears = prunable_linears(layer)
     wrappers = {
         name: BesaLinear(
-            lin,
-            wanda.wanda_scores(lin.weight.detach().float(), stats[name].sq_norm),
-            cands,
-            config.sigmoid_smooth,
+            lin, wanda.wanda_scores(lin.weight.detach().float(), stats[name].sq_norm), cands, smoothed(config)
         )
         for name, lin in linears.items()
     }
     sizes = {name: w.weight.numel() for name, w in wrappers.items()}
     total = sum(sizes.values())
+    batches = _batches(chunks, targets, config.batch)  # one pass: (inputs, target) of each step, in order
     originals = {name: _swap(layer, name, w) for name, w in wrappers.items()}
     opt = _optimiser([w.logits for w in wrappers.values()], config)
+    # one step's work, weights x tokens: a toy block's many small ops run far faster on one thread
+    work = total * (batches[0][0].hidden.shape[0] * batches[0][0].hidden.shape[1] if batches else 0)
     try:
-        with torch.enable_grad():
-            for _epoch in range(config.epochs):
-                for chunk, target in zip(chunks, targets, strict=True):
-                    for start in range(0, chunk.hidden.shape[0], config.batch):
-                        sl = slice(start, start + config.batch)
-                        sub = LayerInputs(
-                            chunk.hidden[sl], _slice_kwargs(chunk.kwargs, sl, chunk.hidden.shape[0])
-                        )
-                        out = run_layer(layer, sub)
-                        # a tensor: every block has linears to wrap, so the sum never stays at its start 0
-                        s_sum = sum(w.sparsity() * sizes[n] for n, w in wrappers.items())
-                        s_block = cast(torch.Tensor, s_sum / total)
-                        loss = (
-                            block_loss(target[sl], out)
-                            + config.sparsity_beta * ((s_block - config.sparsity) / config.sparsity).square()
-                        )
-                        opt.zero_grad()
-                        loss.backward()
-                        opt.step()
+        with torch.enable_grad(), small_ops(work):
+            for step in range(step_count(len(batches), config)):
+                sub, target = batches[step % len(batches)]  # passes repeat in the same order
+                out = run_layer(layer, sub)
+                # a tensor: every block has linears to wrap, so the sum never stays at its start 0
+                s_sum = sum(w.sparsity() * sizes[n] for n, w in wrappers.items())
+                s_block = cast(torch.Tensor, s_sum / total)
+                loss = (
+                    block_loss(target, out)
+                    + config.sparsity_beta * ((s_block - config.sparsity) / config.sparsity).square()
+                )
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
     finally:
         for name, lin in originals.items():
             _swap(layer, name, lin)
     return {name: float(w.sparsity().detach()) for name, w in wrappers.items()}
+
+
+def _batches(
+    chunks: list[LayerInputs], targets: list[torch.Tensor], batch: int
+) -> list[tuple[LayerInputs, torch.Tensor]]:
+    """The steps of one pass: `batch` sequences at a time, chunk after chunk, with their targets."""
+    out = []
+    for chunk, target in zip(chunks, targets, strict=True):
+        n = chunk.hidden.shape[0]
+        for start in range(0, n, batch):
+            sl = slice(start, start + batch)
+            out.append((LayerInputs(chunk.hidden[sl], _slice_kwargs(chunk.kwargs, sl, n)), target[sl]))
+    return out
 
 
 def _optimiser(params: list[nn.Parameter], config: Config) -> torch.optim.Optimizer:
@@ -298,8 +341,10 @@ def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -
         )
     dense_stream = chunks  # the dense model's inputs to the current block (for `target: dense-model`)
     layers = decoder_layers(model)
-    learned_all: list[list[float]] = []
+    learned_all: list[list[float]] = []  # applied per-linear sparsities (exact counts), per block
+    raw_linear: list[float] = []  # learned per-linear sparsities before the budget is made exact
     raw_all: list[float] = []
+    steps = 0
     for index, layer in enumerate(layers):
         for p in layer.parameters():
             p.requires_grad_(False)
@@ -309,14 +354,14 @@ def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -
                 targets = [run_layer(layer, c) for c in dense_stream]
                 dense_stream = [LayerInputs(t, c.kwargs) for t, c in zip(targets, dense_stream, strict=True)]
         subset = _first_samples(chunks, targets, config.train_samples)
+        steps = step_count(len(_batches(subset[0], subset[1], config.batch)), config)  # the same every block
         learned = learn_block(layer, subset[0], subset[1], stats, config)
         linears = prunable_linears(layer)
         names = list(linears)
         sizes = [linears[n].weight.numel() for n in names]
         raw_all.append(round(sum(learned[n] * k for n, k in zip(names, sizes, strict=True)) / sum(sizes), 5))
-        counts = exact_counts(
-            [learned[n] for n in names], [linears[n].weight.numel() for n in names], config.sparsity
-        )
+        raw_linear += [learned[n] for n in names]
+        counts = exact_counts([learned[n] for n in names], sizes, config.sparsity)
         with torch.no_grad():
             for name, count in zip(names, counts, strict=True):
                 lin = linears[name]
@@ -336,6 +381,10 @@ def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -
             "allocation": "per linear within each block",
             "linear_sparsity": learned_all,
             "learned_block_sparsity": raw_all,
+            "learned_sparsity_spread": round(spread(raw_linear), 5),
+            "sparsity_spread": round(spread([x for block in learned_all for x in block]), 5),
+            "sigmoid_smooth": smoothed(config),
+            "steps_per_block": steps,
             "target": config.target,
             "optimizer": config.optimizer,
         },

@@ -8,8 +8,12 @@ with LoRA); both follow CoFi's recipe, as the official `l0_module.py` files do.
   stretch (lo, hi) = (-0.1, 1.1), so a unit is exactly off or on with non-zero probability and gradients still
   reach log-alpha. `keep_probability` is P(z > 0) (the expected L0 norm of each unit). `deterministic(keep)`
   keeps the `keep` units of every row with the largest log-alpha and gives them sigmoid(0.8 * log_alpha / T),
-  zeroing the rest (upstream's "magical number" 0.8). Log-alpha starts at 5 (clamped to log(100) before use,
-  as upstream), i.e. every unit on.
+  zeroing the rest (upstream's "magical number" 0.8). Log-alpha starts at `init` + N(0, 0.01) noise, i.e.
+  every unit on. The default init 5 is LLM-Shearing's `param_init_fn`; it lies above the clamp log(100) = 4.605,
+  so the first clamp erases the noise and every unit starts tied, as upstream. Compresso's `l0_module.py`
+  instead starts channels at log((1 - d) / d) with `droprate_init` d = 0.01, i.e. 4.595 (`init_for_droprate`),
+  just below the clamp, so most start distinct (a draw above 4.605 still ties there); its heads start at 10
+  (tied at the clamp), and `for_model` takes one init per structure for that.
 - `StructureMasks`: the masks a LLaMA model can carry: attention units per layer (a KV head with its query
   heads, as `primitives.groups` defines them), MLP channels per layer, whole layers, hidden (residual) channels.
 - `MaskHooks`: forward hooks that apply given z values without changing the model: attention units scale the
@@ -38,17 +42,22 @@ from torch import nn
 
 from kb.errors import KBError
 
-from ..harness.layerwise import decoder_layers, input_embedding, model_config
+from ..harness.layerwise import decoder_layers, input_embedding, model_config, small_ops
 from . import groups as G
 from .norms import kept_channel_scale
 
 LIMIT_LO, LIMIT_HI, EPS = -0.1, 1.1, 1e-6
 TEMPERATURE = 2.0 / 3.0
-INIT_LOG_ALPHA = 5.0  # upstream `param_init_fn` (every unit on)
+INIT_LOG_ALPHA = 5.0  # LLM-Shearing's `param_init_fn` (every unit on; above the clamp, so tied after it)
 LOG_ALPHA_RANGE = (math.log(1e-2), math.log(1e2))  # upstream `constrain_parameters`
 DETERMINISTIC_SCALE = 0.8  # upstream `magical_number`
 Structure = Literal["heads", "intermediate", "layers", "hidden"]
 STRUCTURES: tuple[Structure, ...] = ("heads", "intermediate", "layers", "hidden")
+
+
+def init_for_droprate(droprate: float) -> float:
+    """The log-alpha mean for an initial drop rate d: log((1 - d) / d) (Compresso's `reset_loga`)."""
+    return math.log(1.0 - droprate) - math.log(droprate)
 
 
 class HardConcrete(nn.Module):
@@ -128,8 +137,16 @@ class StructureMasks:
     multipliers: dict[str, tuple[nn.Parameter, nn.Parameter]] = field(default_factory=dict)
 
     @classmethod
-    def for_model(cls, model: nn.Module, structures: tuple[str, ...], seed: int = 0) -> StructureMasks:
+    def for_model(
+        cls,
+        model: nn.Module,
+        structures: tuple[str, ...],
+        seed: int = 0,
+        init: Mapping[str, float] | None = None,
+    ) -> StructureMasks:
+        """Masks for `structures`; `init` gives a structure's initial log-alpha mean (default INIT_LOG_ALPHA)."""
         n = len(decoder_layers(model))
+        start = dict.fromkeys(structures, INIT_LOG_ALPHA) | dict(init or {})
         heads, kv = G.attention_widths(model, 0)
         widths = {G.attention_widths(model, i) for i in range(n)} | {
             (-1, G.mlp_width(model, i)) for i in range(n)
@@ -139,13 +156,15 @@ class StructureMasks:
         masks: dict[str, HardConcrete] = {}
         for i, name in enumerate(structures):
             if name == "heads":
-                masks[name] = HardConcrete(n, kv, seed=seed + i)
+                masks[name] = HardConcrete(n, kv, start[name], seed=seed + i)
             elif name == "intermediate":
-                masks[name] = HardConcrete(n, G.mlp_width(model, 0), seed=seed + i)
+                masks[name] = HardConcrete(n, G.mlp_width(model, 0), start[name], seed=seed + i)
             elif name == "layers":
-                masks[name] = HardConcrete(0, n, seed=seed + i)
+                masks[name] = HardConcrete(0, n, start[name], seed=seed + i)
             elif name == "hidden":
-                masks[name] = HardConcrete(0, int(model_config(model).hidden_size), seed=seed + i)
+                masks[name] = HardConcrete(
+                    0, int(model_config(model).hidden_size), start[name], seed=seed + i
+                )
             else:
                 raise KBError(f"unknown L0 structure {name!r}; choose from {', '.join(STRUCTURES)}")
         block = (heads // kv) * G.head_dim(model)
@@ -351,9 +370,13 @@ def learn_masks(
     penalty: Callable[[int], torch.Tensor],
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    stop: Callable[[int], bool] | None = None,
 ) -> LearnReport:
     """Joint steps on LM loss + `penalty(step)` (the Lagrangian): AdamW on `weights` (lr), Adam on log-alpha
-    (mask_lr), Adam *maximising* on the multipliers (mask_lr). A fresh z is sampled for every step."""
+    (mask_lr), Adam *maximising* on the multipliers (mask_lr). A fresh z is sampled for every step.
+
+    `stop(step)` (0-based), when given, is asked after each step, once the log-alphas are clamped again; True
+    ends the learning there, so `steps` is a cap and the report holds the steps taken."""
     from ..harness.recovery import Budget, adamw, batch_order
 
     if tokens.dim() != 2 or tokens.shape[0] < 1:
@@ -379,7 +402,14 @@ def learn_masks(
         for p in weights:
             p.requires_grad_(True)
         model.train()
-        with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
+        # a toy model's steps are many small ops, far faster on one thread (as `recovery.train_steps`)
+        size = sum(p.numel() for p in model.parameters())
+        with (
+            torch.random.fork_rng(devices=[]),
+            torch.inference_mode(False),
+            torch.enable_grad(),
+            small_ops(size),
+        ):
             torch.manual_seed(seed)
             for step, rows in enumerate(order):
                 masks.constrain()
@@ -398,6 +428,12 @@ def learn_masks(
                     raise KBError(f"L0 mask learning diverged at step {step + 1}; lower the learning rates")
                 if progress is not None:
                     progress(step + 1, steps)
+                if stop is not None:
+                    masks.constrain()  # idempotent: the next step (or the end) clamps the same values again
+                    if stop(step):
+                        report.steps = step + 1
+                        report.tokens = report.steps * batch_size * tokens.shape[1]
+                        break
         masks.constrain()
     finally:
         hooks.remove()

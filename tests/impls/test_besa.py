@@ -55,9 +55,10 @@ def test_exact_counts_hit_the_block_budget():
 
 def test_model_budget_exact_allocation_learned_and_block_penalty(calib_ids):
     model = random_llama(seed=0, layers=2)
-    # 64 Prodigy steps per block (8 sequences, 8 passes): enough for its step size to grow
-    outcome = besa.prune(model, calib_ids, besa.Config(sparsity=0.6, epochs=8), Context())
+    # the defaults at 60%: no sigmoid smoothing, 64 Prodigy steps per block (8 sequences, 8 passes)
+    outcome = besa.prune(model, calib_ids, besa.Config(sparsity=0.6), Context())
     assert outcome.layer_sparsity == [0.6, 0.6]
+    assert outcome.details["sigmoid_smooth"] is False and outcome.details["steps_per_block"] == 64
     for learned_block in outcome.details["learned_block_sparsity"]:
         assert abs(learned_block - 0.6) <= 0.03  # the budget penalty holds the learned mean near the target
     for layer, learned in zip(model.model.layers, outcome.details["linear_sparsity"], strict=True):
@@ -70,6 +71,48 @@ def test_model_budget_exact_allocation_learned_and_block_penalty(calib_ids):
         assert torch.equal(p[p != 0], d[p != 0])  # weights frozen: only zeroed
 
 
+@pytest.mark.parametrize("target", [0.5, 0.6])
+def test_learned_sparsities_spread_away_from_the_target(calib_ids, target):
+    """The allocation is learned, not uniform: the per-linear sparsities spread by more than 0.02 over the
+    model, before and after the budget is made exact, both smoothed (50%) and unsmoothed (60%)."""
+    model = random_llama(seed=0, layers=2)
+    outcome = besa.prune(model, calib_ids, besa.Config(sparsity=target), Context())
+    applied = [x for block in outcome.details["linear_sparsity"] for x in block]
+    assert outcome.details["sigmoid_smooth"] is (target == 0.5)
+    assert outcome.details["sparsity_spread"] == pytest.approx(max(applied) - min(applied), abs=1e-5)
+    assert outcome.details["sparsity_spread"] > 0.02
+    assert outcome.details["learned_sparsity_spread"] > 0.02
+
+
+def test_smoothing_only_at_fifty_percent_and_what_each_can_reach():
+    assert besa.smoothed(besa.Config(sparsity=0.5)) is True
+    assert (
+        besa.smoothed(besa.Config(sparsity=0.6)) is False
+        and besa.smoothed(besa.Config(sparsity=0.4)) is False
+    )
+    assert besa.smoothed(besa.Config(sparsity=0.6, sigmoid_smooth=True)) is True
+    smooth, plain = _wrapper(smooth=True), _wrapper(smooth=False)
+    high = torch.where(
+        besa.candidates(0.01) > 0.5, 1e4, -1e4
+    )  # every candidate above 50% as likely as can be
+    with torch.no_grad():
+        smooth.logits.copy_(high)
+        plain.logits.copy_(high)
+    # smoothed: no candidate more than e times as likely as another, so s_hat stops at 0.6237 (exact bound)
+    weights = torch.where(besa.candidates(0.01) > 0.5, math.e, 1.0)
+    bound = float((weights * besa.candidates(0.01)).sum() / weights.sum())
+    assert float(smooth.sparsity().detach()) == pytest.approx(bound, abs=1e-4) and bound < 0.63
+    assert float(plain.sparsity().detach()) == pytest.approx(0.755, abs=1e-4)  # the mean of 0.51 ... 1.00
+
+
+def test_step_count_is_full_passes_or_at_least_min_steps():
+    assert besa.step_count(32, besa.Config(sparsity=0.5)) == 64  # one pass of 32 is not enough: two
+    assert besa.step_count(32, besa.Config(sparsity=0.5, epochs=3)) == 96
+    assert besa.step_count(40, besa.Config(sparsity=0.5, min_steps=50)) == 50  # the second pass is partial
+    assert besa.step_count(0, besa.Config(sparsity=0.5)) == 0
+    assert besa.step_count(8, besa.Config(sparsity=0.5, epochs=0, min_steps=0)) == 0
+
+
 def test_block_loss_is_zero_for_equal_outputs_and_scale_free():
     y = torch.randn(2, 5, 4)
     assert float(besa.block_loss(y, y)) == 0.0
@@ -80,7 +123,7 @@ def test_block_loss_is_zero_for_equal_outputs_and_scale_free():
 def test_wanda_scores_used_for_ranking(calib_ids):
     """With the penalty dominating and no epochs, every linear ends at the target: per-row Wanda counts."""
     model = random_llama(seed=0, layers=2)
-    besa.prune(model, calib_ids, besa.Config(sparsity=0.5, epochs=0), Context())
+    besa.prune(model, calib_ids, besa.Config(sparsity=0.5, epochs=0, min_steps=0), Context())
     ref = random_llama(seed=0, layers=2)
     wanda.prune(ref, calib_ids, wanda.Config(sparsity=0.5), Context())
     a, b = model.model.layers[0].self_attn.q_proj.weight, ref.model.layers[0].self_attn.q_proj.weight
