@@ -202,8 +202,10 @@ def _input_device(model: nn.Module) -> torch.device:
 
 
 def run_layer(layer: nn.Module, inputs: LayerInputs) -> torch.Tensor:
-    """Call a decoder layer with captured inputs; accepts both tuple and bare-tensor returns."""
-    device = next(layer.parameters()).device
+    """Call a decoder layer with captured inputs; accepts both tuple and bare-tensor returns. A layer left with
+    no parameters (both sublayers removed) runs where its input is."""
+    first = next(layer.parameters(), None)
+    device = first.device if first is not None else inputs.hidden.device
     out = layer(inputs.hidden.to(device), **_to_device(inputs.kwargs, device))
     hidden: torch.Tensor = out[0] if isinstance(out, tuple) else out
     return hidden

@@ -72,3 +72,17 @@ def test_pruning_never_touches_embeddings_or_head(random_model, calib_ids):
     wanda.prune(random_model, calib_ids, wanda.Config(sparsity=0.5), Context())
     assert torch.equal(emb, random_model.get_input_embeddings().weight)
     assert torch.equal(norms["weight"], random_model.model.norm.weight)
+
+
+def test_a_layer_without_parameters_runs_where_its_input_is() -> None:
+    """A decoder layer whose two sublayers were both removed holds no parameter; it still runs (a pass-through)."""
+    from torch import nn
+
+    from reference_impls.harness.layerwise import LayerInputs, run_layer
+
+    class Empty(nn.Module):
+        def forward(self, hidden, **kwargs):
+            return (hidden * 2,)
+
+    hidden = torch.randn(2, 3, 4)
+    assert torch.equal(run_layer(Empty(), LayerInputs(hidden, {})), hidden * 2)
