@@ -12,14 +12,24 @@ Idea:     (1) score every width unit from forward activations alone on a calibra
           the L2 norm over sequences (ModelOpt's aggregation); (2) keep the top units of every layer down
           to a target architecture (e.g. MLP 1536 -> 1024 in every layer); (3) retrain the pruned model with
           logit-only knowledge distillation from the dense model (forward KL teacher || student), which the
-          paper finds better than plain LM-loss retraining; iterate prune -> distill for larger cuts.
+          paper finds better than plain LM-loss retraining; iterate prune -> distill for larger cuts. The
+          teacher is first *corrected*: fine-tuned briefly on the data it will be distilled on, as the
+          follow-up report does when the original pre-training data is not at hand (Sreenivas et al., "LLM
+          Pruning and Distillation in Practice: The Minitron Approach", arXiv:2408.11796).
 Differs:  (1) the importance is `primitives.importance`'s `activation` estimator (ModelOpt's aggregation over
           Hugging Face layouts), attention pruned as whole KV groups when asked (`kv_heads`); (2) the target
           is one uniform width per axis (no architecture search); (3) retraining is a few steps of AdamW on
           every decoder weight over the run's calibration windows (`harness.recovery`: `distill_steps` with
           `train="all"`, or the same loop on next-token cross-entropy for the LM-loss baseline), with the same
           budget, learning rate and batch order in both cases; the paper distils on ~94B tokens; (4) the
-          teacher is a copy of the model taken before pruning, held in memory during the steps.
+          teacher is a copy of the model taken before pruning, held in memory during the steps, and corrected
+          by `teacher_correction_steps` (default 20, batch `recovery_batch`, lr `lr`) LM-loss steps on every
+          weight over the calibration windows (`minitron_approach.correct_teacher`, the code path the Minitron
+          approach uses): without it the teacher is the unadapted dense model while the LM-loss arm adapts to
+          the corpus; the student is pruned from the uncorrected model (the report prunes the corrected one),
+          so that the distilled, the LM-loss and the untrained arms all start from the same pruned weights and
+          the distilled arm differs only in its loss; details `teacher_correction` give its steps and the
+          teacher's LM loss on the first calibration windows before and after.
 Use:      `kb prune minitron --model tiny-llama --save DIR [--set recovery=kd --set recovery_steps=20]`; load
           with `AutoModelForCausalLM.from_pretrained(DIR, trust_remote_code=True)`.
 """
@@ -39,6 +49,7 @@ from kb.results import Outcome
 from .harness.contract import Context
 from .harness.layerwise import decoder_layers, model_config
 from .harness.recovery import Budget, distill_steps, train_steps
+from .minitron_approach import correct_teacher
 from .primitives import groups as G
 from .primitives.importance import group_importance, lowest
 from .primitives.sizing import share_for_params
@@ -57,6 +68,7 @@ class Config(BaseModel):
     seed: int = 0  # random importance
     recovery: Literal["none", "kd", "lm"] = "none"  # distil from the dense model, or plain LM loss
     recovery_steps: int = Field(20, ge=0)
+    teacher_correction_steps: int = Field(20, ge=0)  # kd: LM steps correcting the teacher (0: dense as is)
     recovery_batch: int = Field(2, ge=1)
     lr: float = Field(1e-4, gt=0)
     temperature: float = Field(1.0, gt=0)
@@ -114,7 +126,15 @@ def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -
         want = targets.get(f.kind)
         if want is not None and want >= f.units:
             raise KBError(f"minitron: {f.name} has {f.units} units; keeping {want} removes nothing")
-    teacher = copy.deepcopy(model).eval() if config.recovery == "kd" else None
+    teacher, correction = None, None
+    # the teacher: the dense model, first corrected on the calibration windows (the Minitron approach)
+    if config.recovery == "kd" and config.recovery_steps > 0:
+        teacher = copy.deepcopy(model)
+        if config.teacher_correction_steps:
+            ctx.log(f"minitron: teacher correction, {config.teacher_correction_steps} LM steps")
+            correction = correct_teacher(teacher, calib, config.teacher_correction_steps, config.recovery_batch,
+                                         lr=config.lr, seed=ctx.seed + 1)  # fmt: skip
+        teacher.eval()
     examples = calib[: config.num_examples]
     scores = group_importance(model, families, config.importance, tokens=examples,
                               chunk=ctx.batch_size or 4, seed=config.seed)  # fmt: skip
@@ -147,5 +167,7 @@ def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -
             report = train_steps(model, params, calib, budget, lr=config.lr, seed=ctx.seed, progress=ctx.progress,
                                  kind="lm")  # fmt: skip
         details["recovery"] = report.summary()
+        if correction is not None:
+            details["teacher_correction"] = correction
         del teacher
     return Outcome(kind="width", shapes=shapes, details=details)

@@ -22,7 +22,9 @@ Differs:  (1) N-step distillation (default 20 steps of 4 x 128 tokens of the run
           weight trained, lr 1e-4) instead of ~94B tokens; (2) depth block chosen by LM loss on a few
           calibration windows (the report ranks blocks by downstream accuracy, ModelOpt by block importance);
           (3) teacher correction is off by default (`teacher_correction_steps`): with one corpus there is no
-          distribution shift for it to fix; when on, the corrected model is also the one pruned.
+          distribution shift for it to fix; when on, the corrected model is also the one pruned, and details
+          `teacher_correction` give the teacher's LM loss on the first calibration windows before and after
+          (`correct_teacher`, which `minitron` runs on its teacher too).
 """
 
 from __future__ import annotations
@@ -114,6 +116,28 @@ def block_losses(model: nn.Module, tokens: torch.Tensor, k: int) -> list[float]:
     return out
 
 
+CORRECTION_PROBE = 8  # calibration windows whose LM loss `correct_teacher` reports before and after
+
+
+def correct_teacher(
+    teacher: nn.Module, calib: torch.Tensor, steps: int, batch_size: int, *, lr: float, seed: int
+) -> dict[str, object]:
+    """Teacher correction, in place: `steps` LM-loss steps of AdamW on every weight of `teacher` over the
+    calibration windows (n, t), so that the teacher fits the data it will be distilled on. Returns the training
+    summary and the teacher's mean LM loss on the first `CORRECTION_PROBE` windows before and after."""
+    probe = calib[:CORRECTION_PROBE]
+
+    def probe_loss() -> float:
+        with torch.inference_mode():
+            return round(float(torch.stack([lm_loss(teacher, ids) for ids in probe.split(4)]).mean()), 4)
+
+    before = probe_loss()
+    report = train_steps(teacher, list(teacher.parameters()), calib, Budget(steps, batch_size), lr=lr, seed=seed,
+                         kind="teacher-correction")  # fmt: skip
+    return {**report.summary(), "calib_loss_before": before, "calib_loss_after": probe_loss(),
+            "probe_windows": int(probe.shape[0])}  # fmt: skip
+
+
 # ---- the two students -----------------------------------------------------------------------------
 def prune_depth(model: nn.Module, tokens: torch.Tensor, k: int) -> tuple[list[int], dict[str, object]]:
     losses = block_losses(model, tokens, k)
@@ -155,10 +179,10 @@ def prune(model: nn.Module, calib: torch.Tensor, config: Config, ctx: Context) -
     details: dict[str, object] = {"axis": config.axis}
     if config.teacher_correction_steps:
         ctx.log(f"minitron-approach: teacher correction, {config.teacher_correction_steps} LM steps")
-        budget = Budget(config.teacher_correction_steps, config.batch_size)
-        fix = train_steps(model, list(model.parameters()), calib, budget, lr=config.lr, seed=config.seed + 1,
-                          kind="teacher-correction")  # fmt: skip
-        details["teacher_correction"] = fix.summary()
+        steps = config.teacher_correction_steps
+        details["teacher_correction"] = correct_teacher(
+            model, calib, steps, config.batch_size, lr=config.lr, seed=config.seed + 1
+        )
     teacher = copy.deepcopy(model).eval()
     before = sum(p.numel() for p in model.parameters())
     per_layer = sum(p.numel() for p in decoder_layers(model)[0].parameters())
