@@ -38,7 +38,8 @@ PAPER = PaperSpec(
     ),
     claim="Cutting every layer's MLP from 1536 to 1024 channels (the same parameter count in every arm), "
     "channels kept by activation importance give a lower perplexity than random channels before any "
-    "training, and 20 steps of logit distillation from the dense model give a lower perplexity than 20 "
+    "training, and 20 steps of logit distillation from the dense model, first corrected by 20 LM-loss steps on "
+    "the same calibration data (the Minitron approach's teacher correction), give a lower perplexity than 20 "
     "steps of plain LM-loss training with the same data, learning rate and weights trained (Minitron: "
     "distillation beats retraining, up to 16% better MMLU than training from scratch)",
     check=_claim,
