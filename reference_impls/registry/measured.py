@@ -93,36 +93,37 @@ class Measured(float):
         value = float(op(float(self), float(other)))
         return Measured(value, leaves, lambda env: op(mine(env), theirs(env)), ratio_scale)
 
-    def _op(
-        self, other: object, op: Callable[[Any, Any], Any], ratio_scale: bool, *, swap: bool = False
-    ) -> Any:
+    def _op(self, other: object, op: Callable[[Any, Any], Any], *, swap: bool = False) -> Any:
+        """`self op other` (or `other op self`); a sum, product or quotient of positive quantities stays one
+        (ratio scale), a difference does not."""
         if not isinstance(other, (int, float)):
             return NotImplemented
-        return lift(other)._combine(self, op, ratio_scale) if swap else self._combine(other, op, ratio_scale)
+        ratio = op is not operator.sub and self.ratio_scale and lift(other).ratio_scale
+        return lift(other)._combine(self, op, ratio) if swap else self._combine(other, op, ratio)
 
     def __add__(self, other: object) -> Any:
-        return self._op(other, operator.add, False)
+        return self._op(other, operator.add)
 
     def __radd__(self, other: object) -> Any:
-        return self._op(other, operator.add, False, swap=True)
+        return self._op(other, operator.add, swap=True)
 
     def __sub__(self, other: object) -> Any:
-        return self._op(other, operator.sub, False)
+        return self._op(other, operator.sub)
 
     def __rsub__(self, other: object) -> Any:
-        return self._op(other, operator.sub, False, swap=True)
+        return self._op(other, operator.sub, swap=True)
 
     def __mul__(self, other: object) -> Any:
-        return self._op(other, operator.mul, self.ratio_scale)
+        return self._op(other, operator.mul)
 
     def __rmul__(self, other: object) -> Any:
-        return self._op(other, operator.mul, self.ratio_scale, swap=True)
+        return self._op(other, operator.mul, swap=True)
 
     def __truediv__(self, other: object) -> Any:
-        return self._op(other, operator.truediv, self.ratio_scale)
+        return self._op(other, operator.truediv)
 
     def __rtruediv__(self, other: object) -> Any:
-        return self._op(other, operator.truediv, self.ratio_scale, swap=True)
+        return self._op(other, operator.truediv, swap=True)
 
     def __neg__(self) -> Any:
         formula = self.formula

@@ -117,6 +117,8 @@ def test_expressions_keep_their_samples() -> None:
     assert float(half) == pytest.approx(0.5 * float(w6)) and half.ratio_scale
     mean = mean_of([w6, w7])
     assert float(mean) == pytest.approx((float(w6) + float(w7)) / 2) and not mean.exact
+    assert mean.ratio_scale and not gain7.ratio_scale  # a mean of perplexities compares as a ratio
+    assert compare(mean, below("w7", w7)).scale == "ratio"
 
 
 def test_a_verdict_holds_only_if_every_part_holds_and_fails_if_any_fails() -> None:
