@@ -22,12 +22,12 @@ def _run(label, method, kind="depth", config=None, *, ppl=None, acc=None) -> Run
                      size=size))  # fmt: skip
 
 
-def _rep(runs, holds=True) -> Reproduction:
+def _rep(runs, verdict="holds", claim=None) -> Reproduction:
     from tests.site.test_plots import DATASET
 
     return Reproduction.model_validate({"paper": "p", "model": "m", "dataset": DATASET,
                                         "runs": [r.model_dump() for r in runs],
-                                        "claim": {"statement": "s", "holds": holds, "reason": "r"}})  # fmt: skip
+                                        "claim": claim or {"statement": "s", "verdict": verdict, "reason": "r"}})  # fmt: skip
 
 
 def test_arms_the_claim_compares_are_never_averaged_only_draws_are():
@@ -59,14 +59,42 @@ def test_arms_the_claim_compares_are_never_averaged_only_draws_are():
 def test_the_verdict_is_a_word_for_every_state():
     rep = _rep([_run("dense", None, ppl=1.0)])
     assert board.verdict(rep.claim) == "holds"
-    assert board.verdict(_rep([_run("dense", None, ppl=1.0)], holds=False).claim) == "does not hold"
+    assert board.verdict(_rep([_run("dense", None, ppl=1.0)], "does not hold").claim) == "does not hold"
+    assert board.verdict(_rep([_run("dense", None, ppl=1.0)], "inconclusive").claim) == "inconclusive"
     assert board.verdict(None) == "not run"
 
-    class ThreeValued:  # a claim from the verdict issue carries `verdict` itself
-        verdict = "inconclusive"
-        holds = None
 
-    assert board.verdict(ThreeValued()) == "inconclusive"
+def _comparison(verdict: str, low: float, high: float, units: str = "8 windows") -> dict:
+    return {"verdict": verdict, "scale": "ratio", "estimate": (low + high) / 2, "low": low, "high": high,
+            "units": units}  # fmt: skip
+
+
+def test_the_board_shows_the_comparison_that_decides_the_verdict_and_k():
+    parts = [{"text": "a", "verdict": "holds", "comparisons": [_comparison("holds", 0.2, 0.3)]},
+             {"text": "b", "verdict": "holds", "comparisons": [_comparison("holds", 0.9, 0.98)]}]  # fmt: skip
+    claim = {"statement": "s", "verdict": "holds", "reason": "r", "parts": parts, "draws": 3}
+    row = board.board_row(_rep([_run("dense", None, ppl=1.0)], claim=claim), {}, "p")
+    assert row["interval"]["text"] == "ratio 0.94 [0.9, 0.98]"  # the one nearest its line
+    assert row["interval"]["units"] == "8 windows" and row["draws"] == 3
+    parts[0]["comparisons"][0] = _comparison("inconclusive", 0.95, 1.05)
+    claim = {**claim, "verdict": "inconclusive"}
+    row = board.board_row(_rep([_run("dense", None, ppl=1.0)], claim=claim), {}, "p")
+    assert row["interval"]["text"] == "ratio 1 [0.95, 1.05]"  # the open one, not the one that holds
+    exact = {
+        "statement": "s",
+        "verdict": "does not hold",
+        "parts": [
+            {
+                "text": "c",
+                "verdict": "does not hold",
+                "comparisons": [_comparison("does not hold", 2.0, 2.0, "")],
+            }
+        ],
+    }
+    assert board.board_row(_rep([_run("dense", None, ppl=1.0)], claim=exact), {}, "p")["interval"][
+        "text"
+    ] == ("ratio 2 (exact)")
+    assert board.board_row(_rep([_run("dense", None, ppl=1.0)]), {}, "p")["interval"] is None
 
 
 def test_commands_offer_prune_only_for_methods_that_change_weights():

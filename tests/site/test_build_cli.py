@@ -94,7 +94,10 @@ def _edit_reproduction(kb_root: Path, edit) -> None:
             lambda d: d["runs"][0]["metrics"]["size"].pop("layers"),
             "runs.0.metrics.size.layers: Field required",
         ),
-        (lambda d: d["claim"].update(holds="maybe"), "claim.holds: Input should be a valid boolean"),
+        (
+            lambda d: d["claim"].update(verdict="maybe"),
+            "claim.verdict: Input should be 'holds', 'does not hold' or",
+        ),
     ],
 )
 def test_hand_edited_reproduction_names_file_and_field(kb_root: Path, capsys, edit, needle) -> None:

@@ -61,7 +61,7 @@ def _rep(paper, runs, model="m", *, seqlen=None, figures=()):
     if seqlen is not None:  # another data setting
         dataset = {**DATASET, "evaluation": {**DATASET["evaluation"], "tokens": seqlen}}
     return Reproduction.model_validate({"paper": paper, "model": model, "dataset": dataset, "runs": [r.model_dump() for r in runs],
-                                        "claim": {"statement": "s", "holds": True}, "figures": [f.model_dump() for f in figures]})  # fmt: skip
+                                        "claim": {"statement": "s", "verdict": "holds"}, "figures": [f.model_dump() for f in figures]})  # fmt: skip
 
 
 DENSE = _run("dense", None, "dense", ppl=10.0, acc=0.7)
