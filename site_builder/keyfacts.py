@@ -144,29 +144,32 @@ def _claim_link(p: Paper, claim: str, key: str | None) -> dict[str, Any] | None:
     return {"before": claim[: n.start], "number": n.text, "after": claim[end:], "anchor": anchor}
 
 
-_PAGE = re.compile(r"^(?:[a-z0-9-]+/)*(?:[a-z0-9-]+\.md)?$")
+# A paper page's served address relative to the page that links to it: "" (the page itself) or
+# "../papers/<id>/" (from the findings page).
+_PAGE = re.compile(r"^(?:\.\./)*(?:[a-z0-9-]+/)*$")
+_NUMBER_TITLE = "the reported result this number comes from"
 
 
-def claim_markup(f: dict[str, Any], page: str = "") -> Markup:
-    """A finding's claim as safe inline Markdown, its linked number (if any) pointing at the results
-    row on the paper page `page` ("" for the page itself, `papers/<id>.md` from elsewhere)."""
+def _edge(text: str) -> str:
+    """`inline(text)`, keeping one space where the text began or ended with space (`inline` trims)."""
+    lead = " " if text[:1].isspace() else ""
+    trail = " " if text[-1:].isspace() else ""
+    return f"{lead}{inline(text)}{trail}" if text.strip() else lead or trail
+
+
+def claim_html(f: dict[str, Any], page: str = "") -> Markup:
+    """A finding's claim as escaped HTML (the paper pages and the findings page are raw HTML), its
+    linked number (if any) a link to the results row on the paper page served at `page`."""
     link = f.get("link")
     if not link:
         return Markup(inline(f["claim"]))
     if not _PAGE.match(page):
-        raise ValueError(f"not a relative page path: {page!r}")
-    href = f"{page}#{link['anchor']}"
+        raise ValueError(f"not a relative page address: {page!r}")
+    href = f"{page}#{inline(link['anchor'])}"
     if link["number"] is None:
-        return Markup(f"{inline(f['claim'])} ([result]({href}))")
-
-    def edge(text: str) -> str:  # `inline` trims the text; keep the spaces around the number
-        lead = " " if text[:1].isspace() else ""
-        trail = " " if text[-1:].isspace() else ""
-        return f"{lead}{inline(text)}{trail}" if text.strip() else lead or trail
-
-    title = "the reported result this number comes from"
-    number = f'[{inline(link["number"])}]({href} "{title}")'
-    return Markup(f"{edge(link['before'])}{number}{edge(link['after'])}".strip())
+        return Markup(f'{inline(f["claim"])} (<a href="{href}">result</a>)')
+    number = f'<a href="{href}" title="{_NUMBER_TITLE}">{inline(link["number"])}</a>'
+    return Markup(f"{_edge(link['before'])}{number}{_edge(link['after'])}".strip())
 
 
 def findings_context(p: Paper, themes: ClosedList, reps: dict[str, Reproduction]) -> list[dict[str, Any]]:

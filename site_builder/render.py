@@ -3,7 +3,9 @@
 Returns `{relative path: text}` mappings and writes nothing; `site_builder.build` does the writing.
 Templates are files in `templates/`, loaded with StrictUndefined so a missing field fails loudly.
 Every `{{ value }}` is escaped as inline text (`text.inline`: HTML and Markdown specials) unless it
-is `Markup`; macros and the `url`/`html`/`md_inline` filters return Markup.
+is `Markup`; macros and the `url`/`html`/`code`/`code_html`/`md_inline`/`claim_html` filters return
+Markup. The pages with the most content (paper pages, leaderboards, key findings) are raw HTML between
+Markdown headings, in regions that `site_builder.rawhtml` passes through mkdocs unparsed.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from markupsafe import Markup
 
 from . import bibtex
 from .badges import badge_files
-from .keyfacts import claim_markup
+from .keyfacts import claim_html
 from .svgcache import drawn
-from .text import code, html_text, inline, inline_markdown_html, url
+from .text import code, code_html, html_text, inline, inline_markdown_html, url
 
 ASSETS = ("kb.css", "kb.js", "kb-filter.js")
 _HERE = Path(__file__).resolve().parent
@@ -76,7 +78,8 @@ def environment():
     env.filters["html"] = html_text
     env.filters["code"] = code
     env.filters["md_inline"] = inline_markdown_html
-    env.filters["claim"] = claim_markup
+    env.filters["claim_html"] = claim_html
+    env.filters["code_html"] = code_html
     return env
 
 

@@ -40,6 +40,13 @@ def code(text: object) -> Markup:
     return Markup(inline(s))
 
 
+def code_html(text: object) -> Markup:
+    """`text` as an HTML `<code>` element, for pages written as raw HTML (the paper pages): what `code`
+    becomes once Markdown has read it, without the fallback, since HTML has no trouble with a backtick
+    or a pipe."""
+    return Markup(f"<code>{html.escape(_SPACE.sub(' ', str(text)).strip(), quote=False)}</code>")
+
+
 def is_http_url(url: str) -> bool:
     parts = urlsplit(url)
     return parts.scheme in ("http", "https") and bool(parts.netloc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -84,3 +85,10 @@ def kb_with_results(root: Path, results: dict[str, list[dict]]):
     kb = load_kb(root)
     assert check_all(kb) == []
     return kb
+
+
+def table_rows(html: str) -> list[list[str]]:
+    """The rows of the HTML tables in `html` (header rows included), each as its cells' inner HTML: how the
+    tests read the tables of the pages written as raw HTML (paper pages, leaderboards, findings)."""
+    rows = re.findall(r"<tr(?: [^>]*)?>(.*?)</tr>", html, flags=re.S)
+    return [re.findall(r"<t[dh](?: [^>]*)?>(.*?)</t[dh]>", row, flags=re.S) for row in rows]

@@ -171,7 +171,7 @@ def test_board_page_leads_with_the_verdict_and_the_paper_page_with_what_we_measu
     assert "wanda: ppl 42.25" in row and "broken: ppl inf" in row and "mean of" not in row
     assert "42.25 vs 617.25" in row  # the reason the verdict rests on
     paper = pages["papers/wanda.md"]
-    measured = paper.split("**Measured here.**")[1].split("</div>")[0]
+    measured = paper.split("<strong>Measured here.</strong>")[1].split("</div>")[0]
     assert (
         measured.index("kb-verdict--holds")
         < measured.index("Quality of each arm")

@@ -182,6 +182,21 @@ def test_a_paper_page_shows_its_form_and_six_badges(page, records) -> None:
     assert page.url.split("#")[0].endswith("/concepts/type/")
 
 
+def test_paper_page_tables_align_text_left_and_numbers_right(page) -> None:
+    """The paper page's tables are raw HTML: names left (the theme's default for a cell without
+    alignment), numbers right, as the Markdown tables were; the theme still wraps them for scrolling."""
+    page.goto(page.base + "papers/wanda/")
+    align = page.eval_on_selector(  # the first table after the heading: the reported results
+        "#results ~ .md-typeset__scrollwrap table",
+        "t => [...t.querySelectorAll('tbody tr:first-child td')].map(td => getComputedStyle(td).textAlign)",
+    )
+    assert align == ["left", "left", "left", "left", "left", "right", "left"]
+    fields = page.eval_on_selector_all(
+        ".md-typeset__scrollwrap table", "ts => ts.map(t => t.querySelector('th').textContent)"
+    )
+    assert fields[:3] == ["Field", "Axis", "Model"]
+
+
 def test_home_page_search_and_dark_mode_toggle(page) -> None:
     page.goto(page.base)
     assert page.locator("table .kb-badge").count() > 20

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import table_rows  # tests/site/conftest.py
 
 from kb.results import Reproduction
 from site_builder.build import render_all
@@ -31,15 +32,18 @@ def test_form_badge_comes_first_and_lists_forms_most_deployable_first(pages) -> 
     strip = page.split("## Key findings")[0]
     assert strip.index('data-axis="form"') < strip.index('data-axis="type"')
     # the record lists n-m-sparse first; the page orders by the list: N:M before unstructured
-    labels = re.findall(r"\(\.\./concepts/form\.md#([a-z-]+)\)\{\.kb-badge__value", strip)
-    assert labels == ["n-m-sparse", "unstructured-sparse"]
-    assert (
-        "| Deployable form | [N:M semi-structured](../concepts/form.md#n-m-sparse), [Unstructured sparse]"
-        in page
+    labels = re.findall(
+        r'class="kb-badge__value kb-form-[a-z-]+" href="\.\./\.\./concepts/form/#([a-z-]+)"', strip
     )
-    assert (
-        "| Origin | Industry and academia: Example University, Example Labs Inc. ([source](https://example.org/wanda/paper"
-        in page
+    assert labels == ["n-m-sparse", "unstructured-sparse"]
+    fields = {row[0]: row[1] for row in table_rows(page) if len(row) == 2}
+    assert fields["Deployable form"] == (
+        '<a href="../../concepts/form/#n-m-sparse">N:M semi-structured</a>, '
+        '<a href="../../concepts/form/#unstructured-sparse">Unstructured sparse</a>'
+    )
+    assert fields["Origin"].startswith(
+        "Industry and academia: Example University, Example Labs Inc. "
+        '(<a href="https://example.org/wanda/paper'
     )
 
 
@@ -86,22 +90,22 @@ def test_findings_page_groups_papers_by_theme_side_by_side(pages) -> None:
         "Recovery by training",
         "Other findings",
     ]
-    attention = sections[0]
-    assert "(papers/fixture-depth.md)" in attention and "(papers/fixture-width.md)" in attention
-    assert "(papers/wanda.md)" not in attention
-    assert "(papers/fixture-kv.md)" in sections[-1]
+    attention = sections[0]  # raw HTML, with the served addresses (the page is served at findings/)
+    assert 'href="../papers/fixture-depth/"' in attention and 'href="../papers/fixture-width/"' in attention
+    assert 'href="../papers/wanda/"' not in attention
+    assert 'href="../papers/fixture-kv/"' in sections[-1]
 
 
 def test_findings_show_our_verdict_where_a_reproduction_tests_them(pages) -> None:
-    page = pages["findings.md"]
-    row = next(line for line in page.splitlines() if "(papers/wanda.md)" in line)
-    assert "[holds](reproductions.md#wanda)" in row
-    width = next(line for line in page.splitlines() if "MLP channels are safer" in line)
-    assert width.endswith("| – |")
+    rows = table_rows(pages["findings.md"])
+    row = next(r for r in rows if 'href="../papers/wanda/"' in r[0])
+    assert row[3] == '<a href="../reproductions/#wanda">holds</a> <small>on fixture-model</small>'
+    width = next(r for r in rows if "MLP channels are safer" in r[1])
+    assert width[3] == "–"
     paper = pages["papers/wanda.md"]
     assert (
-        "our reproduction on fixture-model: [holds](#reference-implementation)" in paper
-        and "theme: [Choosing what to remove](../findings.md#importance-metric)" in paper
+        'our reproduction on fixture-model: <a href="#reference-implementation">holds</a>' in paper
+        and 'theme: <a href="../../findings/#importance-metric">Choosing what to remove</a>' in paper
     )
 
 
@@ -111,8 +115,8 @@ def test_contributor_text_in_origin_and_findings_is_escaped(pages) -> None:
         assert "<script" not in page and "<b>" not in page and "<i>" not in page, name
         assert 'href="javascript' not in page
     assert "&#60;script&#62;alert(&#39;f&#39;)&#60;/script&#62;" in pages["findings.md"]
-    row = next(line for line in pages["findings.md"].splitlines() if "Deep attention" in line)
-    assert row.count(" | ") == 3  # a | in the claim cannot add a column
+    row = next(r for r in table_rows(pages["findings.md"]) if "Deep attention" in r[1])
+    assert len(row) == 4 and "&#124;" in row[1]  # a | in the claim stays text
     assert "&#60;b&#62;Evil&#60;/b&#62; Corp" in pages["papers/fixture-depth.md"]
 
 
@@ -146,14 +150,14 @@ def test_real_catalogue_pages_show_measured_results_for_runnable_papers() -> Non
 
     pages = render_all(load_kb(REPO)).pages
     shortgpt = pages["papers/shortgpt.md"]
-    assert "**Measured here.**" in shortgpt and "CPU prefill" in shortgpt
+    assert "<strong>Measured here.</strong>" in shortgpt and "CPU prefill" in shortgpt
     assert "no CPU speed-up measured" in pages["papers/wanda.md"]
     for page, text in pages.items():  # measured exactly where a reproduction is committed
         if page.startswith("papers/") and page.endswith(".md"):
             paper = page.removeprefix("papers/").removesuffix(".md")
-            assert ("**Measured here.**" in text) == (REPO / "reproductions" / f"{paper}.json").is_file(), (
-                paper
-            )
+            assert ("<strong>Measured here.</strong>" in text) == (
+                REPO / "reproductions" / f"{paper}.json"
+            ).is_file(), paper
 
 
 def test_form_and_theme_colours_read_at_4_5_to_1(kb) -> None:
@@ -215,45 +219,44 @@ def linked_pages(kb_root: Path) -> dict[str, str]:
 
 def test_a_finding_links_its_number_to_the_keyed_results_row(linked_pages) -> None:
     paper = linked_pages["papers/wanda.md"]
-    item = next(line for line in paper.splitlines() if line.startswith("1. "))
+    item = next(line for line in paper.splitlines() if line.startswith("<li>"))
     assert item.startswith(
-        '1. At 50% the &#42;score&#42; reaches [7.26](#result-llama-7b-50 "the reported result this number'
-        ' comes from") &#124; against 7.22 for &#60;b&#62;SparseGPT&#60;/b&#62;. <small>'
+        '<li>At 50% the &#42;score&#42; reaches <a href="#result-llama-7b-50" title="the reported result this'
+        ' number comes from">7.26</a> &#124; against 7.22 for &#60;b&#62;SparseGPT&#60;/b&#62;. <small>'
     )
-    rows = [line for line in paper.splitlines() if "result-" in line and line.startswith("| ")]
+    rows = [r for r in table_rows(paper) if "result-" in r[0]]
     assert len(rows) == 1  # only the keyed row carries an anchor
-    assert rows[0].startswith('| <span id="result-llama-7b-50"></span>LLaMA-7B | 50% unstructured |')
-    assert "| 7.26 |" in rows[0]
-    findings = linked_pages["findings.md"]
-    row = next(line for line in findings.splitlines() if "7.26" in line)
-    assert "[7.26](papers/wanda.md#result-llama-7b-50 " in row
-    assert "7.22 for" in row and "[7.22]" not in row  # only the linked number is a link
+    assert rows[0][:2] == ['<span id="result-llama-7b-50"></span>LLaMA-7B', "50% unstructured"]
+    assert rows[0][5] == "7.26"
+    row = next(r for r in table_rows(linked_pages["findings.md"]) if "7.26" in r[1])
+    assert '<a href="../papers/wanda/#result-llama-7b-50" title="' in row[1]
+    assert "7.22 for" in row[1] and ">7.22<" not in row[1]  # only the linked number is a link
 
 
 def test_findings_without_a_result_stay_plain_text(linked_pages) -> None:
     paper = linked_pages["papers/fixture-depth.md"]
-    assert "](#result-" not in paper and "result-" not in paper
+    assert 'href="#result-' not in paper and "result-" not in paper
 
 
-def test_claim_markup_keeps_spaces_and_refuses_odd_pages() -> None:
-    from site_builder.keyfacts import claim_markup
+def test_claim_html_keeps_spaces_and_refuses_odd_pages() -> None:
+    from site_builder.keyfacts import claim_html
 
+    title = 'title="the reported result this number comes from"'
     f = {
         "claim": "x 2.1x y",
         "link": {"before": "x ", "number": "2.1x", "after": " y", "anchor": "result-k"},
     }
-    assert claim_markup(f) == 'x [2.1x](#result-k "the reported result this number comes from") y'
+    assert claim_html(f) == f'x <a href="#result-k" {title}>2.1x</a> y'
     f_end = {
         "claim": "ends 5%",
         "link": {"before": "ends ", "number": "5%", "after": "", "anchor": "result-k"},
     }
-    assert str(claim_markup(f_end, "papers/a.md")).endswith(
-        '[5%](papers/a.md#result-k "the reported result this number comes from")'
-    )
+    assert claim_html(f_end, "../papers/a/") == f'ends <a href="../papers/a/#result-k" {title}>5%</a>'
     unquoted = {
         "claim": "no number",
         "link": {"before": "no number", "number": None, "after": "", "anchor": "result-k"},
     }
-    assert claim_markup(unquoted, "papers/a.md") == "no number ([result](papers/a.md#result-k))"
-    with pytest.raises(ValueError):
-        claim_markup(f, "javascript:alert(1)")
+    assert claim_html(unquoted, "../papers/a/") == 'no number (<a href="../papers/a/#result-k">result</a>)'
+    for page in ("javascript:alert(1)", "papers/a.md", '"><script>'):
+        with pytest.raises(ValueError):
+            claim_html(f, page)

@@ -10,7 +10,7 @@ import io
 from pathlib import Path
 
 import pytest
-from conftest import kb_with_results  # tests/site/conftest.py
+from conftest import kb_with_results, table_rows  # tests/site/conftest.py
 
 from kb.paper_results import PaperResult
 from site_builder.build import LEADERBOARDS_INDEX, render_all
@@ -139,9 +139,12 @@ def test_a_slice_whose_rows_differ_in_protocol_says_so(slices, results_kb):
     assert slices[SPEED].protocol_note is None
     pages = render_all(results_kb).pages
     page = pages[f"leaderboards/{MAIN}.md"]
-    assert '!!! warning "Protocols differ"' in page
-    assert "| 1 | [Wanda](../papers/wanda.md) | [6.9](" in page and "| 4096-token windows |" in page
-    assert "| not stated |" in page and "| 2048-token windows |" in page
+    assert '<div class="admonition warning">\n<p class="admonition-title">Protocols differ</p>' in page
+    rows = table_rows(page)
+    assert rows[1][:3] == ["1", '<a href="../../papers/wanda/">Wanda</a>', rows[1][2]]
+    assert rows[1][2].endswith(">6.9</a>") and rows[1][3] == "4096-token windows"
+    protocols = {r[3] for r in rows[1:] if len(r) == 6}
+    assert {"not stated", "2048-token windows"} <= protocols
     index = pages[LEADERBOARDS_INDEX]  # the index marks the mixed slice only
     assert f"]({MAIN}.md) ⚠ |" in index and f"]({SPEED}.md) |" in index
 
@@ -236,10 +239,13 @@ def test_best_over_time_by_the_reporting_papers_year(slices, results_kb):
     assert f"leaderboards/{single.id}.svg" not in pages
     page = pages[f"leaderboards/{MAIN}.md"]
     alt = "Best perplexity reported so far, by year (lower is better): 2023: 6.9 (Wanda); 2024: 6.9 (Wanda)"
-    assert f"![{alt}]({MAIN}.svg#only-light)" in page and f"![{alt}]({MAIN}.dark.svg#only-dark)" in page
+    # raw HTML: the page is served at leaderboards/<id>/, its plot one folder up
+    assert f'<img alt="{alt}" loading="lazy" src="../{MAIN}.svg#only-light" />' in page
+    assert f'<img alt="{alt}" loading="lazy" src="../{MAIN}.dark.svg#only-dark" />' in page
     assert pages[f"leaderboards/{MAIN}.dark.svg"] != svg  # the variant for the dark scheme
-    year = next(line for line in page.splitlines() if line.startswith("| 2024 | 7, ["))  # the history table
-    assert year.endswith("](../papers/fixture-depth.md) | 6.9, [Wanda](../papers/wanda.md) |")
+    year = next(r for r in table_rows(page) if r[0] == "2024")  # the history table
+    assert year[1].startswith('7, <a href="../../papers/fixture-depth/">Fixture &#60;script&#62;')
+    assert year[2] == '6.9, <a href="../../papers/wanda/">Wanda</a>'
 
 
 def test_index_groups_slices_by_model_and_setting(slices, results_kb):
@@ -275,7 +281,10 @@ def test_paper_pages_name_a_few_slices_and_count_the_rest_by_model(slices, resul
     assert paper_slice_links(ordered, "fixture-kv") == {"shown": [], "more": 0, "more_models": []}
 
     page = render_all(results_kb).pages["papers/wanda.md"]
-    assert f"- [LLaMA-7B · WikiText-2 perplexity · 50% unstructured](../leaderboards/{MAIN}.md)" in page
+    assert (
+        f'<li><a href="../../leaderboards/{MAIN}/">LLaMA-7B · WikiText-2 perplexity · 50% unstructured</a></li>'
+        in page
+    )
     assert "more, by model" not in page  # three slices: all fit under the limit
 
 
@@ -284,24 +293,29 @@ def test_pages_link_values_to_papers_and_sources_and_escape_notes(results_kb):
     index = pages[LEADERBOARDS_INDEX]
     assert f"]({MAIN}.md)" in index
     page = pages[f"leaderboards/{MAIN}.md"]
+    rows = table_rows(page)
     # a plain-name baseline, its value linking to the source, and who reported it
-    assert (
-        "| 7 | magnitude | [17.29](https://example.org/table?a=1&amp;b=2) | not stated | "
-        "[Wanda](../papers/wanda.md#results) (2023) | Table 3 |" in page
-    )
+    assert [
+        "7",
+        "magnitude",
+        '<a href="https://example.org/table?a=1&amp;b=2">17.29</a>',
+        "not stated",
+        '<a href="../../papers/wanda/#results">Wanda</a> (2023)',
+        "Table 3",
+    ] in rows
     # a keyed row links straight to its row on the reporting paper's page
-    row = next(line for line in page.splitlines() if "**headline**" in line)
-    assert "| [Wanda](../papers/wanda.md#result-main) (2023) |" in row
+    row = next(r for r in rows if "<strong>headline</strong>" in r[2])
+    assert row[4] == '<a href="../../papers/wanda/#result-main">Wanda</a> (2023)'
     assert '<span id="result-main"></span>' in pages["papers/wanda.md"]
-    assert "[7.26](https://example.org/table?a=1&amp;b=2) **headline**" in page
-    assert "[Wanda](../papers/wanda.md)" in page  # a method that names a record links to it
+    assert row[2] == '<a href="https://example.org/table?a=1&amp;b=2">7.26</a> <strong>headline</strong>'
+    assert row[1] == '<a href="../../papers/wanda/">Wanda</a>'  # a method that names a record links to it
     assert "<script>" not in page and "&#60;script&#62;" in page
-    assert "&#124; =SUM" in page  # a table pipe in a note cannot split the row
-    assert "[All leaderboards](index.md#llama-7b)" in page
+    assert any("&#124; =SUM" in r[5] for r in rows[1:])  # a table pipe in a note stays text
+    assert '<p><a href="../#llama-7b">All leaderboards</a></p>' in page
     paper = pages["papers/wanda.md"]
     assert "## Reported results" in paper
-    assert f"(../leaderboards/{MAIN}.md)" in paper
-    assert "**7.26**" in paper  # the headline row stands out
+    assert f'href="../../leaderboards/{MAIN}/"' in paper
+    assert "<strong>7.26</strong>" in paper  # the headline row stands out
     assert "[Leaderboards](leaderboards/index.md): 3 rankings" in pages["index.md"]
 
 

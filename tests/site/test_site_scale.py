@@ -62,13 +62,49 @@ def _parse(path: Path) -> _Page:
     return page
 
 
+def _add_keyed_results(root: Path) -> None:
+    """Give the wanda fixture a leaderboard's worth of results, one of them keyed, and a finding that quotes
+    the keyed number: the paper page, the findings page and the leaderboard then link to its row's id."""
+    import yaml
+
+    src = {"url": "https://example.org/wanda/paper", "locator": "table 3"}
+
+    def row(**kw):  # fresh dicts: YAML may not write shared ones as aliases
+        setting = {"sparsity": 0.5}
+        return {"model": "LLaMA-7B", "setting": setting, "dataset": "wikitext2", "metric": "perplexity", **kw}
+
+    path = root / "papers" / "wanda.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["findings"] = [
+        {
+            "claim": "At 50% Wanda reaches 7.26 against 7.22 for SparseGPT.",
+            "theme": "importance-metric",
+            "result": "llama-7b-50",
+            "source": {**src, "numbers": ["50%"]},
+        }
+    ]
+    data.pop("results", None)
+    data["results"] = [  # the last key, as in the records
+        row(value=17.29, method="magnitude", source=dict(src)),
+        row(value=7.22, method="sparsegpt", source=dict(src)),
+        row(value=7.26, method="wanda", key="llama-7b-50", source=dict(src)),
+    ]
+    path.write_text(
+        "# yaml-language-server: $schema=../schema/paper.schema.json\n"
+        + yaml.safe_dump(data, sort_keys=False, allow_unicode=True),
+        encoding="utf-8",
+    )
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
-    """The fixture knowledge base built by `kb build --site-only`, once for this module."""
+    """The fixture knowledge base built by `kb build --site-only`, once for this module; wanda reports keyed
+    results (`_add_keyed_results`)."""
     from kb_cli.main import main
 
     tmp = tmp_path_factory.mktemp("scale")
     root = make_kb(tmp / "kb")
+    _add_keyed_results(root)
     mp = pytest.MonkeyPatch()
     mp.setenv("KB_ROOT", str(root))
     try:
@@ -153,3 +189,42 @@ def test_citation_keys_stay_unique_when_many_papers_share_one(kb) -> None:
         base + "ab",
         base + "bh",
     ]
+
+
+def test_paper_pages_keep_their_headings_contents_and_search_entries(site, pages) -> None:
+    """A paper page is raw HTML between Markdown headings (site_builder/rawhtml.py): the headings keep their
+    ids and the table of contents, and the search index gets the title, boosted, without the badge strip
+    or the sections marked `data-search-exclude`."""
+    import json
+
+    path = site / "papers" / "wanda" / "index.html"
+    html = path.read_text(encoding="utf-8")
+    sections = ["findings", "tags", "challenge", "links", "results", "reference-implementation"]
+    sections += ["latest-reproduction", "bibtex", "sources"]
+    assert re.findall(r'<a href="#([^"]+)" class="md-nav__link">', html) == sections
+    assert set(sections) | {"result-llama-7b-50"} <= pages[path].ids
+    # the keyed row's id is linked from the paper's own finding, the findings page and the leaderboard,
+    # all raw HTML that mkdocs does not check (`test_every_internal_link_and_anchor_resolves` does)
+    assert "#result-llama-7b-50" in pages[path].links
+    assert "../papers/wanda/#result-llama-7b-50" in pages[site / "findings" / "index.html"].links
+    board = [p for p in pages if p.parent.parent.name == "leaderboards"]
+    assert any("../../papers/wanda/#result-llama-7b-50" in pages[p].links for p in board)
+    index = json.loads((site / "search" / "search_index.json").read_text(encoding="utf-8"))["docs"]
+    entries = {e["location"]: e for e in index if e["location"].startswith("papers/wanda/")}
+    assert sorted(entries) == [
+        "papers/wanda/",
+        "papers/wanda/#challenge",
+        "papers/wanda/#findings",
+        "papers/wanda/#links",
+        "papers/wanda/#reference-implementation",
+    ]
+    top = entries["papers/wanda/"]
+    assert top["title"] == "Wanda: Fixture: activation-aware magnitude pruning" and top["boost"] == 3
+    assert "Take-away." in top["text"] and "Semi-structured" not in top["text"]  # no badge text
+    assert 'data-search-exclude="' not in html  # the search plugin took the valued attribute off
+
+
+def test_no_raw_region_marker_reaches_a_page(site) -> None:
+    for path in site.rglob("*.html"):
+        html = path.read_text(encoding="utf-8")
+        assert "<!-- raw -->" not in html and "<!-- /raw -->" not in html, path.relative_to(site)

@@ -73,3 +73,12 @@ def test_code_spans_are_verbatim_and_safe():
     # a backtick or a table pipe cannot stay in a code span: fall back to escaped text
     assert "`" not in code("a`b").replace("&#96;", "")
     assert code("a|b") == "a&#124;b"
+
+
+def test_code_html_is_an_escaped_code_element_for_any_text():
+    from site_builder.text import code_html
+
+    assert code_html("reference_impls/wanda.py") == "<code>reference_impls/wanda.py</code>"
+    assert code_html("kb  reproduce\nwanda") == "<code>kb reproduce wanda</code>"
+    # HTML needs no fallback: a backtick or a pipe stays, markup is escaped
+    assert code_html("a`b|c <i>&") == "<code>a`b|c &lt;i&gt;&amp;</code>"
