@@ -15,7 +15,7 @@ from kb.results import Reproduction, RunResult
 from kb.schema import Paper
 
 from .badges import text_colour
-from .board import verdict
+from .board import decisive, verdict
 from .leaderboards import result_anchor
 from .text import inline
 
@@ -124,6 +124,8 @@ def measured_context(rep: Reproduction | None) -> dict[str, Any] | None:
         "cache_mib": f"{cache.cache_bytes_end / 2**20:.1f} MiB" if cache else None,
         "holds": rep.claim.holds,
         "verdict": verdict(rep.claim),
+        "interval": decisive(rep.claim),
+        "draws": rep.claim.draws,
         "reason": rep.claim.reason,
         "quality": [],  # each arm's quality numbers: the board row's, filled in by `paper_context`
     }
