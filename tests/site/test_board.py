@@ -160,6 +160,9 @@ def test_board_page_leads_with_the_verdict_and_the_paper_page_with_what_we_measu
     dense["metrics"] = {**dense["metrics"], "ppl": 20.5}
     data["runs"].insert(0, dense)
     data["total_seconds"] = 0.08  # as a result written by `kb reproduce --all` that reused every run
+    data["claim"]["parts"] = [{"text": "wanda vs magnitude", "verdict": "holds",
+                               "comparisons": [_comparison("holds", 0.05, 0.09)]}]  # fmt: skip
+    data["claim"]["draws"] = 3
     path.write_text(json.dumps(data), encoding="utf-8")
     pages = render_all(load_kb(kb_root)).pages
     page = pages["reproductions.md"]
@@ -178,4 +181,7 @@ def test_board_page_leads_with_the_verdict_and_the_paper_page_with_what_we_measu
         < measured.index("Size and")
     )
     assert "wanda: ppl 42.25" in measured
+    verdict_line = measured.split("Quality of each arm")[0]  # the verdict first, with its interval and K
+    assert "ratio 0.07 &#91;0.05, 0.09&#93; (90% interval over 8 windows), K = 3 calibration draws" in verdict_line
+    assert "ratio 0.07 [0.05, 0.09] (90%, 8 windows)" in row and "K = 3 calibration draws" in row
     assert "0 s of its own" in paper and "s in total" not in paper
