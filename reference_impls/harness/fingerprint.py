@@ -152,9 +152,7 @@ def paper_payload(paper: str, explicit: dict[str, Any], model: str, log: Log = _
         torch.set_num_threads(threads)
     runs = _steady_runs(rep.runs)
     draws = [_steady_runs(d.runs) for d in rep.draws]
-    results = Results({r.label: r.metrics for r in runs}, {r.label: r.outcome for r in runs},
-                      [{r.label: r.metrics for r in d} for d in draws],
-                      [{r.label: r.outcome for r in d} for d in draws])  # fmt: skip
+    results = Results.of_runs(runs, draws)
     judged = spec.check(results)
     figures = spec.figures(results) if spec.figures else []
     payload: dict[str, Any] = _round({

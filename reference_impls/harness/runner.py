@@ -437,9 +437,7 @@ def reproduce(
         draws.append(compare(loaded.model, loaded.tokenizer, data, planned, drawn, probe="probe" in spec.metrics,
                              ppl="ppl" in spec.metrics, log=log, fresh=reload, session=session))  # fmt: skip
     runs = draws[0]
-    results = Results({r.label: r.metrics for r in runs}, {r.label: r.outcome for r in runs},
-                      [{r.label: r.metrics for r in later} for later in draws[1:]],
-                      [{r.label: r.outcome for r in later} for later in draws[1:]])  # fmt: skip
+    results = Results.of_runs(runs, draws[1:])
     judged = spec.check(results)
     figures = spec.figures(results) if spec.figures else []
     device = str(input_embedding(loaded.model).weight.device)

@@ -16,7 +16,7 @@ from kb.errors import KBError
 from .measured import Measured, mean_of, measured, sample
 
 if TYPE_CHECKING:
-    from kb.results import Figure, Kind, Metrics, Outcome
+    from kb.results import Figure, Kind, Metrics, Outcome, RunResult
 
 Target = Literal["sparsity", "pattern", "layers", "kv_budget", "params"]
 TARGETS: tuple[str, ...] = ("sparsity", "pattern", "layers", "kv_budget", "params")
@@ -174,6 +174,13 @@ class Results:
             tuple[str, str], Measured
         ] = {}  # one leaf per (metric, label): shared by expressions
 
+    @classmethod
+    def of_runs(cls, runs: Sequence[RunResult], later: Sequence[Sequence[RunResult]] = ()) -> Results:
+        """The view of a comparison's runs (the first draw) and of its further calibration draws."""
+        return cls({r.label: r.metrics for r in runs}, {r.label: r.outcome for r in runs},
+                   [{r.label: r.metrics for r in d} for d in later],
+                   [{r.label: r.outcome for r in d} for d in later])  # fmt: skip
+
     def __getitem__(self, label: str) -> Metrics:
         return self._metrics[label]
 
@@ -217,27 +224,19 @@ class Results:
 
         return self._leaf("ppl", label, build)
 
+    def _cache(self, label: str, link: Literal["mean", "exp-mean"]) -> Measured:
+        cache = self._metrics[label].cache
+        units = self._per_draw(label, lambda m: m.cache.window_nll if m.cache else None)
+        value = None if cache is None else cache.ppl if link == "exp-mean" else cache.nll
+        return measured(sample(units, link, "cache-windows", "window"), value)
+
     def cache_ppl(self, label: str) -> Measured:
         """Continuation perplexity of the KV-cache evaluation (the dense run: full cache)."""
-
-        def build() -> Measured:
-            cache = self._metrics[label].cache
-            units = self._per_draw(label, lambda m: m.cache.window_nll if m.cache else None)
-            return measured(
-                sample(units, "exp-mean", "cache-windows", "window"), cache.ppl if cache else None
-            )
-
-        return self._leaf("cache_ppl", label, build)
+        return self._leaf("cache_ppl", label, lambda: self._cache(label, "exp-mean"))
 
     def cache_nll(self, label: str) -> Measured:
         """Mean continuation NLL (nats per token) of the KV-cache evaluation."""
-
-        def build() -> Measured:
-            cache = self._metrics[label].cache
-            units = self._per_draw(label, lambda m: m.cache.window_nll if m.cache else None)
-            return measured(sample(units, "mean", "cache-windows", "window"), cache.nll if cache else None)
-
-        return self._leaf("cache_nll", label, build)
+        return self._leaf("cache_nll", label, lambda: self._cache(label, "mean"))
 
     def acc(self, label: str) -> Measured:
         """Probe accuracy (acc_norm) over the items and draws."""
@@ -251,31 +250,26 @@ class Results:
 
         return self._leaf("acc", label, build)
 
+    def _speed(self, label: str, prefill: bool) -> Measured:
+        """A speed-up against the dense model timed alternately with it: the geometric mean of the repeats'
+        ratios (resampled in log space)."""
+        speed = self._metrics[label].speed
+
+        def ratios(m: Metrics) -> list[float] | None:
+            if m.speed is None:
+                return None
+            return [math.log(x) for x in (m.speed.prefill_ratios if prefill else m.speed.decode_ratios)]
+
+        value = None if speed is None else speed.prefill_speedup if prefill else speed.decode_speedup
+        return measured(sample(self._per_draw(label, ratios), "exp-mean", None, "repeat"), value)
+
     def decode_ratio(self, label: str) -> Measured:
-        """Decode rate against the dense model timed alternately with it (geometric mean of the repeats' ratios)."""
-
-        def build() -> Measured:
-            speed = self._metrics[label].speed
-            units = self._per_draw(
-                label, lambda m: [math.log(x) for x in m.speed.decode_ratios] if m.speed else None
-            )
-            value = speed.decode_speedup if speed else None
-            return measured(sample(units, "exp-mean", None, "repeat"), value)
-
-        return self._leaf("decode_ratio", label, build)
+        """Decode rate against the dense model timed alternately with it."""
+        return self._leaf("decode_ratio", label, lambda: self._speed(label, prefill=False))
 
     def prefill_ratio(self, label: str) -> Measured:
-        """Prefill speed-up against the dense model timed alternately with it (geometric mean over repeats)."""
-
-        def build() -> Measured:
-            speed = self._metrics[label].speed
-            units = self._per_draw(
-                label, lambda m: [math.log(x) for x in m.speed.prefill_ratios] if m.speed else None
-            )
-            value = speed.prefill_speedup if speed else None
-            return measured(sample(units, "exp-mean", None, "repeat"), value)
-
-        return self._leaf("prefill_ratio", label, build)
+        """Prefill speed-up against the dense model timed alternately with it."""
+        return self._leaf("prefill_ratio", label, lambda: self._speed(label, prefill=True))
 
     def reported(
         self, label: str, key: str, units: Callable[[Mapping[str, Any]], Sequence[float] | None],
