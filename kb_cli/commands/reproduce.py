@@ -276,9 +276,8 @@ def _run_reproduce(args: argparse.Namespace) -> int:
     if out is not None:
         out = check_writable(out, what="--json file")  # before the model is loaded, not after the run
     record = reproduce(spec.paper, options)
-    if (
-        args.commit
-    ):  # the committed result carries the behaviour of the code that made it, and the verdicts before
+    if args.commit:
+        # the committed result carries the behaviour of the code that made it, and the verdicts before it
         from reference_impls.harness.fingerprint import stamp
         from reference_impls.harness.report import keep_history
 
