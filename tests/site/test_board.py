@@ -182,6 +182,9 @@ def test_board_page_leads_with_the_verdict_and_the_paper_page_with_what_we_measu
     )
     assert "wanda: ppl 42.25" in measured
     verdict_line = measured.split("Quality of each arm")[0]  # the verdict first, with its interval and K
-    assert "ratio 0.07 &#91;0.05, 0.09&#93; (90% interval over 8 windows), K = 3 calibration draws" in verdict_line
+    assert (
+        "ratio 0.07 &#91;0.05, 0.09&#93; (90% interval over 8 windows), K = 3 calibration draws"
+        in verdict_line
+    )
     assert "ratio 0.07 [0.05, 0.09] (90%, 8 windows)" in row and "K = 3 calibration draws" in row
     assert "0 s of its own" in paper and "s in total" not in paper
