@@ -248,9 +248,8 @@ class Machine(_Strict):
     system: str  # e.g. "Linux 6.1 x86_64"
     cpu: str  # processor model, as the system names it ("" when unknown)
     cpu_flags: list[str] = []  # the vector extensions present: avx2, avx512f, avx512_bf16, amx_tile, ...
-    torch_cpu: str = (
-        ""  # the kernels torch dispatches to (torch.backends.cpu.get_cpu_capability: AVX2, AVX512, ...)
-    )
+    # the kernels torch dispatches to (torch.backends.cpu.get_cpu_capability: AVX2, AVX512, ...)
+    torch_cpu: str = ""
     blas: str = ""  # the BLAS/LAPACK torch was built with (from torch.__config__.show())
     cores: int = Field(ge=1)  # cores the process could run on
     threads: int = Field(ge=1)  # torch threads used
