@@ -29,6 +29,7 @@ _COMMAND_MODULES = (
     "net",
     "cache",
     "fingerprint",
+    "eval",
 )
 
 
