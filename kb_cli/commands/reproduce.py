@@ -162,6 +162,9 @@ def register(subparsers: Any) -> None:
     _common(pr, "the method's default")
     pr.add_argument("--save", metavar="DIR", required=True, help="output directory (must not exist)")
     pr.add_argument("--force", action="store_true", help="replace an existing --save directory")
+    pr.add_argument("--low-memory", action="store_true",
+                    help="a local safetensors model larger than memory: read, prune and write one decoder layer at "
+                    "a time (wanda, sparsegpt; same masks as the in-memory path)")  # fmt: skip
     pr.set_defaults(func=_runs_models(_run_prune))
 
 
@@ -473,6 +476,15 @@ def _run_prune(args: argparse.Namespace) -> int:
 
     options = RunOptions(**explicit)
     _check_lengths(options)
+    if args.low_memory:
+        from reference_impls.harness.runner import stderr_log
+        from reference_impls.harness.streaming import low_memory_prune
+
+        low = low_memory_prune(args.method, options, save, force=args.force, log=stderr_log)
+        print(f"{low['method']} (one layer at a time): {args.model} {low['layers']} layers, decoder sparsity "
+              f"{low['decoder_sparsity']:.3f}, {low['bytes'] / 1e9:.2f} GB in {low['shards']} shards, in "
+              f"{low['seconds']:.1f} s; saved to {low['saved']}")  # fmt: skip
+        return 0
     s = prune_to_dir(args.method, options, save, force=args.force)
     before, after = s["before"], s["after"]
     print(
