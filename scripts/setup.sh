@@ -17,6 +17,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
       || .venv/bin/python -m pip install --quiet "torch==2.13.0+cpu" \
            --extra-index-url "${KB_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
   fi
-  .venv/bin/python -m pip install --quiet -e '.[impls,site,dev,eval]'
+  .venv/bin/python -m pip install --quiet -e '.[impls,site,dev,eval,cluster]'
   echo "$want" > "$stamp"
 fi

@@ -90,6 +90,9 @@ def register(subparsers: Any) -> None:
         "--kind", choices=get_args(Kind), help="with --all: only the papers whose method is of this kind"
     )
     rep.add_argument("--jobs", type=int, default=1, help="with --all: worker processes (default 1)")
+    rep.add_argument("--launcher", choices=("local", "submitit"), default="local",
+                     help="with --all: local (default: this machine, --jobs processes) or submitit (one Slurm "
+                     "job per paper, local processes without Slurm; settings: KB_SUBMITIT_*, KB_SLURM_*)")  # fmt: skip
     _common(rep, "the paper's setting")
     rep.add_argument("--probe-items", type=int, help="items of the multiple-choice probe, where a paper uses it "
                      f"(default {_DATA['probe_items']})")  # fmt: skip
@@ -260,8 +263,8 @@ def _run_reproduce(args: argparse.Namespace) -> int:
         return _run_all(args)
     if args.paper is None:
         raise KBError("name a paper, or pass --all for every runnable paper")
-    if args.kind or args.jobs != 1:
-        raise KBError("--kind and --jobs go with --all")
+    if args.kind or args.jobs != 1 or args.launcher != "local":
+        raise KBError("--kind, --jobs and --launcher go with --all")
     spec = registry.paper_spec(args.paper)  # unknown / not-yet-implemented paper: exit 2 before heavy imports
     explicit = _explicit(args)
     from kb.paths import repo_root
@@ -324,7 +327,17 @@ def _run_all(args: argparse.Namespace) -> int:
     elif not args.no_save:
         print("kb: --all writes nothing without --commit (results are summarised below)", file=sys.stderr)
     start = time.perf_counter()
-    results = run_all(papers, explicit, jobs=args.jobs, commit_dir=commit_dir)
+    if args.launcher == "submitit":
+        import os
+
+        from reference_impls.harness.launcher import run_submitit
+
+        if args.jobs != 1:
+            raise KBError("--jobs is for --launcher local; submitit runs one job per paper")
+        folder = Path(os.environ.get("KB_SUBMITIT_FOLDER") or repo_root() / "results" / "submitit")
+        results = run_submitit(papers, explicit, folder=folder, commit_dir=commit_dir)
+    else:
+        results = run_all(papers, explicit, jobs=args.jobs, commit_dir=commit_dir)
     print(summary(results, time.perf_counter() - start))
     failed = [r.paper for r in results if r.record is None]
     if failed:

@@ -37,6 +37,16 @@ class PaperResult:
     record: Reproduction | None = None
     error: str | None = None  # one line: why the run failed
 
+    def to_row(self) -> dict[str, Any]:
+        """Plain data for another process (a worker or a cluster job hands its result back this way)."""
+        record = self.record.model_dump_json() if self.record else None
+        return {"paper": self.paper, "seconds": self.seconds, "error": self.error, "record": record}
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> PaperResult:
+        record = Reproduction.model_validate_json(row["record"]) if row["record"] else None
+        return cls(row["paper"], row["seconds"], record=record, error=row["error"])
+
     @property
     def verdict(self) -> str:
         if self.record is None:
@@ -122,8 +132,13 @@ def split(papers: list[str], explicit: dict[str, Any], jobs: int) -> list[list[s
 def _worker(papers: list[str], explicit: dict[str, Any], commit_dir: str | None) -> list[dict[str, Any]]:
     allocator.tune()  # a spawned worker starts with the C library's defaults
     results = run_papers(papers, explicit, commit_dir=Path(commit_dir) if commit_dir else None)
-    return [{"paper": r.paper, "seconds": r.seconds, "error": r.error,
-             "record": r.record.model_dump_json() if r.record else None} for r in results]  # fmt: skip
+    return [r.to_row() for r in results]
+
+
+def run_one(paper: str, explicit: dict[str, Any], commit_dir: str | None) -> dict[str, Any]:
+    """One paper in a fresh process (a cluster job, `harness.launcher`): its result as a picklable row."""
+    (row,) = _worker([paper], explicit, commit_dir)
+    return row
 
 
 def run_all(
@@ -156,10 +171,7 @@ def run_all(
                     )
                 continue
             for row in rows:
-                record = Reproduction.model_validate_json(row["record"]) if row["record"] else None
-                found[row["paper"]] = PaperResult(
-                    row["paper"], row["seconds"], record=record, error=row["error"]
-                )
+                found[row["paper"]] = PaperResult.from_row(row)
     return [found[p] for p in papers]
 
 

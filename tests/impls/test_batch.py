@@ -126,7 +126,7 @@ def test_a_kind_with_no_paper_is_a_one_line_error(capsys, monkeypatch) -> None:
         (["reproduce", "--all", "--sparsity", "0.5"], "--sparsity does not go with --all"),
         (["reproduce", "--all", "--json", "x.json"], "--json does not go with --all"),
         (["reproduce", "--all", "--jobs", "0"], "--jobs must be a positive integer"),
-        (["reproduce", "wanda", "--jobs", "2"], "--kind and --jobs go with --all"),
+        (["reproduce", "wanda", "--jobs", "2"], "--kind, --jobs and --launcher go with --all"),
         (["sweep", "wanda", "--layers", "1,2"], "--layers does not apply to wanda (weight-sparsity)"),
         (["sweep", "shortgpt", "--sparsity", "0.5"], "--sparsity does not apply to shortgpt (depth)"),
         (["sweep", "wanda", "--sparsity", "0.5,x"], "comma-separated numbers, got 'x'"),
