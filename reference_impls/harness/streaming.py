@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kb import allocator
 from kb.errors import KBError
 from kb.fsutil import atomic_directory
 
@@ -196,14 +197,17 @@ def prune_streaming(
             file = shard.format(index + 1, total + 1)
             stats["bytes"] += _write_shard(tmp / file, tensors)
             written.update(dict.fromkeys(tensors, file))
-            layers[index] = layer.to("meta")  # its memory goes back now
+            del tensors  # they share the layer's storage
+            layers[index] = layer.to("meta")
+            allocator.release()  # the layer's pages go back to the kernel before the next layer is read
             if done < total:
                 dtypes[done] = materialize(model, layers[done], checkpoint)
             log(f"  {method} --low-memory: {done}/{total} layers written")
 
         dtypes[0] = materialize(model, layers[0], checkpoint)
         ctx = Context(batch_size=batch_size, progress=finish, log=log)
-        outcome = module.prune(model, calib, config, ctx)
+        with allocator.defaults():  # large blocks from their own mappings, unmapped when freed (kb.allocator)
+            outcome = module.prune(model, calib, config, ctx)
         if len(set(written.values())) != total:
             raise KBError(f"{method} did not go through every layer once; nothing is saved")
         rest = [n for n in checkpoint.names() if not any(n.startswith(p) for p in prefixes)]
