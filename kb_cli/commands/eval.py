@@ -21,6 +21,7 @@ from typing import Any
 
 from kb.errors import KBError
 from kb.fsutil import check_writable
+from kb_cli.commands.reproduce import _slug
 
 
 def register(subparsers: Any) -> None:
@@ -57,8 +58,6 @@ def _positive(value: int | None, flag: str, *, zero: bool = False) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    import re
-
     from kb import allocator
     from kb.paths import repo_root
 
@@ -75,7 +74,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.no_save:
         path = None
     else:
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", args.model.strip("/")).strip("_") or "model"
+        slug = _slug(args.model)
         path = check_writable(
             Path(args.json or repo_root() / "results" / f"eval-{slug}.json"), what="--json file"
         )

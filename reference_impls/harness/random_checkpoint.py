@@ -12,8 +12,7 @@ from pathlib import Path
 import torch
 
 from .models import byte_tokenizer
-
-INDEX = "model.safetensors.index.json"
+from .streaming import INDEX
 
 
 def write_random_llama(directory: Path, *, hidden: int, intermediate: int, layers: int, seed: int = 7) -> int:
