@@ -30,6 +30,10 @@ class TaskScore(_Strict):
     metrics: dict[str, float]
     # lm-eval's standard error of each metric (bootstrap or analytic, as the metric defines it)
     stderr: dict[str, float | None] = Field(default_factory=dict)
+    # where the task's data comes from, as lm-eval's task config names it (`dataset_path`, `dataset_name`): a Hub
+    # dataset id such as "google/boolq", or a `datasets` builder for local files ("json")
+    dataset: str | None = None
+    dataset_config: str | None = None
 
 
 class EvalRecord(_Strict):

@@ -45,6 +45,9 @@ def register(subparsers: Any) -> None:
     ev.add_argument("--batch-size", type=int, default=1, help="items per forward pass (default 1)")
     ev.add_argument("--max-length", type=int, metavar="TOKENS", help="context length (default: the model's)")
     ev.add_argument("--include-path", metavar="DIR", help="a folder of extra lm-eval task configs")
+    ev.add_argument("--update-card", action="store_true",
+                    help="MODEL is a directory `kb prune --save` wrote: put the scores in its model card and, for "
+                    "tasks on Hub datasets, in .eval_results/ (the Hub's format)")  # fmt: skip
     ev.add_argument("--device", choices=("cpu", "cuda", "auto"), help="default: cuda if available, else cpu")
     out = ev.add_mutually_exclusive_group()
     out.add_argument("--json", metavar="PATH", help="result file (default: results/eval-<model>.json)")
@@ -71,6 +74,13 @@ def _run_eval(args: argparse.Namespace) -> int:
     include = Path(args.include_path).expanduser() if args.include_path else None
     if include is not None and not include.is_dir():
         raise KBError(f"--include-path {include} is not a directory")
+    if args.update_card:
+        from reference_impls.harness.model_card import is_kb_card
+
+        if not is_kb_card(Path(args.model).expanduser()):
+            raise KBError(
+                f"--update-card: {args.model} is not a directory with a model card written by kb prune"
+            )
     if args.no_save:
         path = None
     else:
@@ -91,6 +101,12 @@ def _run_eval(args: argparse.Namespace) -> int:
 
         write_text_atomic(path, record.model_dump_json(indent=2) + "\n")
         print(f"kb: results written to {path}", file=sys.stderr)
+    if args.update_card:
+        from reference_impls.harness.model_card import add_evaluation
+
+        written = add_evaluation(Path(args.model).expanduser(), record)
+        print(f"kb: card updated; {len(written) - 1} Hub eval result files in {Path(args.model) / '.eval_results'}",
+              file=sys.stderr)  # fmt: skip
     print(format_table(record))
     for note in record.notes:
         print(f"kb: note: {note}", file=sys.stderr)

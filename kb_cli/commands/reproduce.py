@@ -168,6 +168,12 @@ def register(subparsers: Any) -> None:
     pr.add_argument("--low-memory", action="store_true",
                     help="a local safetensors model larger than memory: read, prune and write one decoder layer at "
                     "a time (wanda, sparsegpt; same masks as the in-memory path)")  # fmt: skip
+    pr.add_argument("--eval", metavar="T,T,...",
+                    help="after saving, score the model as `kb eval` does on these tasks and put the scores in its "
+                    "model card and .eval_results/ (needs the eval extra)")  # fmt: skip
+    pr.add_argument(
+        "--eval-limit", type=int, metavar="N", help="with --eval: at most N items per task (a smoke test)"
+    )
     pr.set_defaults(func=_runs_models(_run_prune))
 
 
@@ -476,10 +482,54 @@ def format_table(record: Any) -> str:
     return "\n".join(lines)
 
 
+def _eval_tasks(args: argparse.Namespace) -> list[str]:
+    """`kb prune --eval`: the task names, checked (and lm-eval's presence) before anything is pruned."""
+    if args.eval is None:
+        if args.eval_limit is not None:
+            raise KBError("--eval-limit needs --eval")
+        return []
+    tasks = [t.strip() for t in args.eval.split(",") if t.strip()]
+    if not tasks:
+        raise KBError("--eval names no task")
+    if args.eval_limit is not None and args.eval_limit < 1:
+        raise KBError("--eval-limit must be a positive integer")
+    from reference_impls.harness.lm_eval_bridge import require_lm_eval, resolve_tasks
+
+    require_lm_eval()
+    resolve_tasks(tasks)
+    return tasks
+
+
+def _publish(args: argparse.Namespace, summary: dict[str, Any], save: Path, tasks: list[str]) -> None:
+    """The saved directory's model card, then (with --eval) its scores in the card and in .eval_results/."""
+    import shlex
+
+    from kb.paths import repo_root
+    from reference_impls.harness.model_card import add_evaluation, card_for_save
+
+    command = (
+        shlex.join(["kb", "prune", *sys.argv[2:]])
+        if sys.argv[1:2] == ["prune"]
+        else f"kb prune {args.method}"
+    )
+    card = card_for_save(save, summary, model=args.model, command=command, root=repo_root())
+    print(f"kb: model card written to {card}", file=sys.stderr)
+    if not tasks:
+        return
+    from reference_impls.harness.lm_eval_bridge import evaluate
+
+    record = evaluate(str(save), tasks, device=args.device, limit=args.eval_limit,
+                      progress=lambda msg: print(f"kb: eval: {msg}", file=sys.stderr))  # fmt: skip
+    written = add_evaluation(save, record)
+    print(f"kb: scores of {', '.join(t.task for t in record.tasks)} added to the card"
+          f" ({len(written) - 1} Hub eval result files)", file=sys.stderr)  # fmt: skip
+
+
 def _run_prune(args: argparse.Namespace) -> int:
     from reference_impls import registry
 
     registry.savable_method(args.method)  # unknown method or a cache policy: exit 2 before heavy imports
+    tasks = _eval_tasks(args)
     explicit = _explicit(args)
     save = Path(args.save).expanduser()
     if save.exists() and not args.force:
@@ -497,6 +547,7 @@ def _run_prune(args: argparse.Namespace) -> int:
         print(f"{low['method']} (one layer at a time): {args.model} {low['layers']} layers, decoder sparsity "
               f"{low['decoder_sparsity']:.3f}, {low['bytes'] / 1e9:.2f} GB in {low['shards']} shards, in "
               f"{low['seconds']:.1f} s; saved to {low['saved']}")  # fmt: skip
+        _publish(args, low, save, tasks)
         return 0
     s = prune_to_dir(args.method, options, save, force=args.force)
     before, after = s["before"], s["after"]
@@ -505,4 +556,5 @@ def _run_prune(args: argparse.Namespace) -> int:
         f"{before['params_total'] / 1e6:.2f}M -> {after['params_total'] / 1e6:.2f}M parameters, decoder sparsity "
         f"{after['decoder_sparsity']:.3f}, in {s['prune_seconds']:.1f} s; saved to {s['saved']}"
     )
+    _publish(args, s, save, tasks)
     return 0

@@ -195,10 +195,13 @@ def scores(raw: dict[str, Any]) -> list[TaskScore]:
                 metrics[metric] = float(value)
         counts = raw.get("n-samples", {}).get(task, {})
         version = raw.get("versions", {}).get(task)
+        source = raw.get("configs", {}).get(task, {})
+        path, config = source.get("dataset_path"), source.get("dataset_name")
         out.append(TaskScore(
             task=task, version=None if version is None else str(version), n_shot=raw.get("n-shot", {}).get(task),
             items=int(counts.get("effective", 0)), items_total=int(counts.get("original", 0)),
             metrics=metrics, stderr={k: v for k, v in stderr.items() if k in metrics},
+            dataset=path if isinstance(path, str) else None, dataset_config=config if isinstance(config, str) else None,
         ))  # fmt: skip
     return out
 

@@ -15,6 +15,19 @@ from pathlib import Path
 import torch
 
 PROMPT = torch.tensor([[5, 17, 99, 3, 42, 8, 77, 120]])
+# `kb prune` options for a seconds-long run on random-llama (CLI tests of saved models)
+SMALL = [
+    "--model",
+    "random-llama",
+    "--nsamples",
+    "4",
+    "--seqlen",
+    "32",
+    "--eval-tokens",
+    "64",
+    "--device",
+    "cpu",
+]
 
 _FRESH = """
 import json, sys, torch

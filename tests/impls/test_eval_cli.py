@@ -17,19 +17,8 @@ import torch
 from kb_cli.main import main
 from reference_impls.harness import lm_eval_bridge
 from reference_impls.harness.models import load_model
+from tests.impls.savedmodels import SMALL
 
-SMALL = [
-    "--model",
-    "random-llama",
-    "--nsamples",
-    "4",
-    "--seqlen",
-    "32",
-    "--eval-tokens",
-    "64",
-    "--device",
-    "cpu",
-]
 ITEMS = lm_eval_bridge.LOCAL_TASKS / "kb_smoke" / "items.jsonl"
 
 
