@@ -279,6 +279,7 @@ def _run_reproduce(args: argparse.Namespace) -> int:
 
     options = paper_options(spec, explicit)
     _check_lengths(options)
+    _check_architecture(registry.paper_methods(spec.paper), args.model)
     if args.commit:
         out: Path | None = repo_root() / COMMITTED / f"{spec.paper}.json"
     elif args.no_save:
@@ -326,7 +327,7 @@ def _run_all(args: argparse.Namespace) -> int:
     from kb.paths import repo_root
     from reference_impls.harness.batch import run_all, select_papers, summary
 
-    papers = select_papers(args.kind)
+    papers = _supported_papers(select_papers(args.kind), args.model)
     commit_dir = None
     if args.commit:
         commit_dir = check_writable(repo_root() / COMMITTED, what="reproductions directory", directory=True)
@@ -382,6 +383,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
     name = args.name or "-".join([axis.replace("_", "-"), *methods])
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
         raise KBError(f"--name {name!r}: use lowercase letters, digits and hyphens")
+    _check_architecture(methods, args.model)
     explicit = {k: getattr(args, k) for k in ("model", "dataset", "device", "seed")}
     for key in ("nsamples", "seqlen", "eval_tokens", "probe_items"):
         value = getattr(args, key)
@@ -482,6 +484,33 @@ def format_table(record: Any) -> str:
     return "\n".join(lines)
 
 
+def _check_architecture(methods: list[str], model: str) -> None:
+    """A method that does not run on the model's architecture: one line, exit 2, before the weights load."""
+    from reference_impls.harness.architectures import check
+
+    check(methods, model)
+
+
+def _supported_papers(papers: list[str], model: str) -> list[str]:
+    """`--all` on another architecture: the papers whose methods it supports; each left out is one line."""
+    from reference_impls import registry
+    from reference_impls.harness.architectures import model_config, refusal
+
+    config = model_config(model)
+    if config is None:
+        return papers
+    kept = []
+    for paper in papers:
+        reasons = [r for m in registry.paper_methods(paper) if (r := refusal(m, config)) is not None]
+        if reasons:
+            print(f"kb: {paper} left out: {reasons[0]}", file=sys.stderr)
+        else:
+            kept.append(paper)
+    if not kept:
+        raise KBError(f"{model}: no selected paper's methods run on this architecture")
+    return kept
+
+
 def _eval_tasks(args: argparse.Namespace) -> list[str]:
     """`kb prune --eval`: the task names, checked (and lm-eval's presence) before anything is pruned."""
     if args.eval is None:
@@ -531,6 +560,7 @@ def _run_prune(args: argparse.Namespace) -> int:
     registry.savable_method(args.method)  # unknown method or a cache policy: exit 2 before heavy imports
     tasks = _eval_tasks(args)
     explicit = _explicit(args)
+    _check_architecture([args.method], args.model)
     save = Path(args.save).expanduser()
     if save.exists() and not args.force:
         raise KBError(f"{save} already exists; pass --force to replace it")

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from savedmodels import SMALL
 
 from kb_cli.main import main
 from reference_impls.harness import lm_eval_bridge
 from reference_impls.harness.models import load_model
-from tests.impls.savedmodels import SMALL
 
 ITEMS = lm_eval_bridge.LOCAL_TASKS / "kb_smoke" / "items.jsonl"
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from savedmodels import SMALL, fresh_process
 
 from kb.eval_record import EvalRecord, TaskScore
 from kb.results import Machine
 from kb_cli.main import main
 from reference_impls import registry
 from reference_impls.harness import model_card
-from tests.impls.savedmodels import SMALL, fresh_process
 
 
 def _front_matter(text: str) -> dict:
