@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kb_cli.main import main
 from reference_impls.registry import paper_code, sweep_code
-from reference_impls.registry.freshness import reproduce_command, stale_results, sweep_command
+from reference_impls.registry.freshness import judge_results, reproduce_command, stale_results, sweep_command
 from site_builder.inputs import load_reproductions, load_sweeps
 
 COMMAND = "run `kb reproduce wanda --model fixture-model --commit`"
@@ -113,14 +113,22 @@ def test_refresh_commands_repeat_the_options_a_result_was_made_with(kb_root: Pat
 
 
 def test_the_repository_results_are_judged_by_the_same_rule() -> None:
-    """Every committed result in this checkout either matches today's code or is named with its command."""
+    """Every committed result in this checkout matches today's code, or is kept by its behaviour fingerprint (its
+    code moved, what it computes did not), or is named with its command; never two of these."""
     root = Path(__file__).resolve().parents[2]
     reps, sweeps = load_reproductions(root), load_sweeps(root)
-    lines = stale_results(root, reps, sweeps)
+    judged = judge_results(root, reps, sweeps)
+    lines = judged.stale
+    assert lines == stale_results(root, reps, sweeps)
     stale = {line.split(":")[0] for line in lines}
+    kept = set(judged.by_behaviour)
     for paper, rep in reps.items():
+        path = f"reproductions/{paper}.json"
         fresh = rep.code is not None and rep.code == paper_code(paper, root)
-        assert (f"reproductions/{paper}.json" in stale) == (not fresh)
+        if fresh:
+            assert path not in stale and path not in kept
+        else:
+            assert (path in stale) != (path in kept), path
     for line in lines:
         assert "run `kb reproduce " in line or "run `kb sweep " in line or "delete the file" in line
 
