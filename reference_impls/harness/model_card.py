@@ -15,6 +15,7 @@ Torch-free: it writes text from numbers the caller measured. Every file is writt
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -61,21 +62,18 @@ def base_model(name: str, config: Mapping[str, Any] | None = None) -> str | None
 
 
 def _paper(paper_id: str | None, root: Path) -> dict[str, str] | None:
+    """Title and link of the paper's record (`kb.store.load_record`, validated), or None."""
+    from kb.store import Record, load_record
+
     if paper_id is None:
         return None
-    path = root / "papers" / f"{paper_id}.yaml"
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+    record, _problems = load_record(root / "papers" / f"{paper_id}.yaml", root)
+    if not isinstance(record, Record):
         return None
-    if not isinstance(data, dict):
-        return None
-    ids = data.get("identifiers") or {}
-    links = data.get("links") or {}
-    arxiv = ids.get("arxiv")
-    url = f"https://arxiv.org/abs/{arxiv}" if arxiv else links.get("paper")
-    return {"id": paper_id, "title": str(data.get("title", paper_id)), "arxiv": str(arxiv or ""),
-            "url": str(url or "")}  # fmt: skip
+    paper = record.paper
+    arxiv = paper.identifiers.arxiv or ""
+    url = f"https://arxiv.org/abs/{arxiv}" if arxiv else str(paper.links.paper or "")
+    return {"id": paper_id, "title": paper.title, "arxiv": arxiv, "url": url}
 
 
 def _millions(n: int | float) -> str:
@@ -191,6 +189,11 @@ def hub_dataset(score: TaskScore) -> str | None:
     return path if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", path) else None
 
 
+def _result_file(task: str) -> str:
+    """The `.eval_results/` file name of a task (lm-eval task names may hold characters a file name should not)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", task) + ".yaml"
+
+
 def hub_entries(record: EvalRecord) -> dict[str, list[dict[str, Any]]]:
     """File name under `.eval_results/` -> its YAML data, one file per task on a Hub dataset."""
     from huggingface_hub import EvalResultEntry, eval_result_entries_to_yaml
@@ -207,7 +210,7 @@ def hub_entries(record: EvalRecord) -> dict[str, list[dict[str, Any]]]:
             notes=f"lm-evaluation-harness {record.versions.get('lm_eval', '?')} task {score.task} "
                   f"(version {score.version or '?'}), {metric}, {shots}-shot, {score.items} items, via kb eval",
         )  # fmt: skip
-        files[f"{re.sub(r'[^A-Za-z0-9_.-]', '_', score.task)}.yaml"] = eval_result_entries_to_yaml([entry])
+        files[_result_file(score.task)] = eval_result_entries_to_yaml([entry])
     return files
 
 
@@ -217,7 +220,7 @@ def _eval_table(record: EvalRecord, written: set[str]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for score in record.tasks:
-        hub = "yes" if f"{re.sub(r'[^A-Za-z0-9_.-]', '_', score.task)}.yaml" in written else "no (local data)"
+        hub = "yes" if _result_file(score.task) in written else "no (local data)"
         for metric, value in sorted(score.metrics.items()):
             err = score.stderr.get(metric)
             rows.append(f"| {score.task} | {metric} | {value:.4f} | {'-' if err is None else f'{err:.4f}'} | "
@@ -257,8 +260,8 @@ def card_for_save(save: Path, summary: Mapping[str, Any], *, model: str, command
     spec = registry.method_spec(summary["method"])
     config_path = Path(save) / "config.json"
     try:
-        saved_config = yaml.safe_load(config_path.read_text(encoding="utf-8"))  # JSON is YAML
-    except (OSError, yaml.YAMLError):
+        saved_config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         saved_config = {}
     after = summary.get("after") or {
         "layers": summary["layers"],
