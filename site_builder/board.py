@@ -17,6 +17,7 @@ from typing import Any
 
 from markupsafe import Markup
 
+from kb.protocols import describe, ran_protocol
 from kb.results import Claim, Comparison, Reproduction, RunResult
 
 from .plotdata import Plot, number, table
@@ -190,6 +191,7 @@ def board_row(rep: Reproduction | None, raw: Any, paper: str) -> dict[str, Any]:
         if machine
         else "–",
         "model": rep.model if rep else None,
+        "protocol": describe(ran_protocol(rep.dataset)) if rep else None,
     }
 
 

@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from kb.protocols import describe, ran_protocol
 from kb.results import Figure, Sweep
 from kb.schema import SCHEMA_VERSION, Paper
 from kb.store import KnowledgeBase, Record, record_json
@@ -285,6 +286,7 @@ def reproduction_context(rep: Reproduction | None, paper: str | None = None) -> 
     return {
         "model": rep.model,
         "dataset": str(rep.dataset),
+        "protocol": describe(ran_protocol(rep.dataset)),
         "rows": rows,
         "show": {
             "ppl": any(r.metrics.ppl is not None for r in runs),

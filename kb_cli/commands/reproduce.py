@@ -101,6 +101,16 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="also the runs the claim does not use (e.g. OWL's SparseGPT pair)",
     )
+    rep.add_argument("--protocol", choices=("ours", "paper"), default="ours",
+                     help="ours (default): the headline comparison under our small protocol; paper: the paper's own "
+                     "evaluation protocol (data/paper-protocols.yaml) on --model, our number printed beside the "
+                     "record's matching rows")  # fmt: skip
+    rep.add_argument("--paper-model", metavar="NAME", help="with --protocol paper: the record's model name to "
+                     "compare with, e.g. LLaMA-2-7B (default: the model's own name)")  # fmt: skip
+    rep.add_argument("--tolerance", type=float, default=0.05, metavar="F",
+                     help="with --protocol paper: relative difference that still matches (default 0.05)")  # fmt: skip
+    rep.add_argument("--max-windows", type=int, metavar="N",
+                     help="with --protocol paper: only the first N windows (recorded as a difference)")  # fmt: skip
     out = rep.add_mutually_exclusive_group()
     out.add_argument("--json", metavar="PATH", help="result file (default: results/<paper>-<model>.json)")
     out.add_argument("--commit", action="store_true",
@@ -201,7 +211,9 @@ def _common(p: argparse.ArgumentParser, default: str) -> None:
         "size options; default: their own size)",
     )
     p.add_argument(
-        "--dataset", default="pydoc", help="pydoc (offline, default), wikitext2, c4, or a UTF-8 file"
+        "--dataset",
+        help="pydoc (offline, default), wikitext2, c4, or a UTF-8 file (with --protocol paper: default "
+        "the paper's text; a file stands in for it)",
     )
     p.add_argument("--nsamples", type=int, help=f"calibration sequences (default {_DATA['nsamples']})")
     p.add_argument("--seqlen", type=int, help=f"tokens per sequence (default {_DATA['seqlen']})")
@@ -232,6 +244,7 @@ def _explicit(args: argparse.Namespace) -> dict[str, Any]:
             target[name] = getattr(args, name)
     overrides = parse_assignments(args.set)
     registry.refuse_set_targets(overrides)  # `--set sparsity=0.9` would reach the paper's own method only
+    args.dataset = args.dataset or "pydoc"
     out: dict[str, Any] = {"model": args.model, "dataset": args.dataset, "device": args.device, "seed": args.seed,
                            "batch_size": args.batch_size, "target": target, "overrides": overrides}  # fmt: skip
     for name in ("nsamples", "seqlen", "eval_tokens", "probe_items"):
@@ -265,6 +278,13 @@ def _slug(text: str) -> str:
 def _run_reproduce(args: argparse.Namespace) -> int:
     from reference_impls import registry
 
+    if args.protocol == "paper":
+        return _run_paper_protocol(args)
+    paper_only = [
+        f for f, v in (("--paper-model", args.paper_model), ("--max-windows", args.max_windows)) if v
+    ]
+    if paper_only or args.tolerance != 0.05:
+        raise KBError(f"{(paper_only or ['--tolerance'])[0]} goes with --protocol paper")
     if args.all:
         return _run_all(args)
     if args.paper is None:
@@ -304,6 +324,90 @@ def _run_reproduce(args: argparse.Namespace) -> int:
 
 
 COMMITTED = "reproductions"
+
+
+def _run_paper_protocol(args: argparse.Namespace) -> int:
+    """`--protocol paper`: the paper's own protocol on `--model`, beside the record's rows; exit 0 when every
+    matching row is within `--tolerance`, 1 when one is not or none matches, 2 on bad input."""
+    from kb.protocols import protocol_of
+    from reference_impls import registry
+
+    if args.all or args.paper is None:
+        raise KBError("--protocol paper runs one paper: name it (not --all)")
+    spec = registry.paper_spec(args.paper)
+    protocol = protocol_of(spec.paper)  # none recorded: one line, exit 2
+    given = [f for f, v in (("--layers", args.layers), ("--kv-budget", args.kv_budget), ("--params", args.params),
+                            ("--eval-tokens", args.eval_tokens), ("--probe-items", args.probe_items),
+                            ("--batch-size", args.batch_size)) if v is not None]  # fmt: skip
+    given += [
+        f for f, v in (("--set", args.set), ("--all-runs", args.all_runs), ("--commit", args.commit)) if v
+    ]
+    if given:
+        raise KBError(f"{given[0]} does not go with --protocol paper (it runs the paper's own setting; "
+                      "--sparsity/--pattern, --seqlen, --nsamples and --max-windows shrink or change it)")  # fmt: skip
+    for flag, value in (
+        ("--seqlen", args.seqlen),
+        ("--nsamples", args.nsamples),
+        ("--max-windows", args.max_windows),
+    ):
+        if value is not None and value < (2 if flag == "--seqlen" else 1):
+            raise KBError(f"{flag} must be {'at least 2' if flag == '--seqlen' else 'a positive integer'}")
+    if not 0 <= args.tolerance < 1:
+        raise KBError("--tolerance must be a fraction in [0, 1), e.g. 0.05")
+    if (
+        args.dataset not in (None, "pydoc", "wikitext2", "c4")
+        and not Path(args.dataset).expanduser().is_file()
+    ):
+        raise KBError(f"dataset {args.dataset!r} is neither wikitext2, c4 nor a readable file")
+    target: dict[str, Any] = {}
+    if args.pattern is not None:
+        target["pattern"] = registry.parse_pattern(args.pattern)
+    elif args.sparsity is not None:
+        target["sparsity"] = args.sparsity
+    _check_architecture([protocol.method], args.model)
+    from kb.paths import repo_root
+
+    out: Path | None = None
+    if not args.no_save:
+        default = repo_root() / "results" / f"{spec.paper}-{_slug(args.model)}-paper-protocol.json"
+        out = check_writable(Path(args.json or default), what="--json file")
+    from reference_impls.harness.paper_protocol import run_protocol
+
+    record = run_protocol(spec.paper, model=args.model, dataset=args.dataset, paper_model=args.paper_model,
+                          target=target or None, window=args.seqlen, nsamples=args.nsamples,
+                          max_windows=args.max_windows, tolerance=args.tolerance, device=args.device,
+                          seed=args.seed)  # fmt: skip
+    if out is not None:
+        from kb.fsutil import write_text_atomic
+
+        write_text_atomic(out, record.model_dump_json(indent=1) + "\n")
+        print(f"kb: results written to {out}", file=sys.stderr)
+    print(format_protocol(record))
+    return 0 if record.matches else 1
+
+
+def format_protocol(record: Any) -> str:
+    """The paper's protocol, ours, the differences, and our numbers beside the record's rows."""
+    from kb.protocols import describe
+
+    paper = record.protocol.model_dump(mode="json")
+    paper["calibration"] = dict(paper["calibration"])
+    lines = [f"{record.paper} on {record.model}, compared with the record's {record.paper_model} rows",
+             f"paper's protocol: {describe(paper)} ({record.protocol.source.locator})",
+             f"our run:          {describe(record.ran)}"]  # fmt: skip
+    lines += [f"differs:          {d}" for d in record.differences]
+    head = f"{'arm':<12} {'setting':<18} {'ours':>10} {'paper':>10} {'relative':>9}  row"
+    lines += ["", head, "-" * len(head)]
+    for arm in record.arms:
+        rows = [r for r in record.rows if r.method == arm.method]
+        label = arm.setting.label()
+        if not rows:
+            lines.append(f"{arm.method:<12} {label:<18} {arm.ppl:>10.3f} {'-':>10} {'-':>9}  no matching row")
+        for r in rows:
+            lines.append(f"{arm.method:<12} {label:<18} {arm.ppl:>10.3f} {r.value:>10.3f} {r.relative:>+9.1%}  "
+                         f"{r.model}, window {r.seqlen or 'not recorded'} ({r.source.locator})")  # fmt: skip
+    lines += ["", f"verdict: {record.verdict}"]
+    return "\n".join(lines)
 
 
 def _run_all(args: argparse.Namespace) -> int:
@@ -384,6 +488,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
         raise KBError(f"--name {name!r}: use lowercase letters, digits and hyphens")
     _check_architecture(methods, args.model)
+    args.dataset = args.dataset or "pydoc"
     explicit = {k: getattr(args, k) for k in ("model", "dataset", "device", "seed")}
     for key in ("nsamples", "seqlen", "eval_tokens", "probe_items"):
         value = getattr(args, key)

@@ -154,9 +154,16 @@ def token_data(
         )
         raise KBError(f"dataset {corpus.name}: evaluation part has {eval_stream.numel()} tokens, fewer than the "
                       f"{windows * seqlen} requested ({windows} windows of {seqlen}); {hint}")  # fmt: skip
-    rng = random.Random(seed)
-    starts = [rng.randrange(0, calib_stream.numel() - seqlen) for _ in range(nsamples)]
-    calib = torch.stack([calib_stream[s : s + seqlen] for s in starts])
+    calib = sample_windows(calib_stream, nsamples, seqlen, seed)
     evaluation = eval_stream[: windows * seqlen].reshape(windows, seqlen)
     heldout = eval_stream[windows * seqlen :]
     return TokenData(corpus.name, calib, evaluation, heldout, calib_stream.numel(), eval_stream.numel())
+
+
+def sample_windows(stream: torch.Tensor, nsamples: int, seqlen: int, seed: int) -> torch.Tensor:
+    """(nsamples, seqlen): windows of a 1-D stream at starts drawn with `seed` (they may overlap)."""
+    if stream.numel() <= seqlen:
+        raise KBError(f"the calibration text has {stream.numel()} tokens, need more than {seqlen}")
+    rng = random.Random(seed)
+    starts = [rng.randrange(0, stream.numel() - seqlen) for _ in range(nsamples)]
+    return torch.stack([stream[s : s + seqlen] for s in starts])
