@@ -153,6 +153,9 @@ def register(subparsers: Any) -> None:
     )
     for name in ("nsamples", "seqlen", "eval_tokens", "probe_items"):
         sw.add_argument("--" + name.replace("_", "-"), type=int, help="as for kb reproduce")
+    sw.add_argument("--launcher", choices=("local", "submitit"), default="local",
+                    help="local (default: this process) or submitit (one Slurm job per method, local processes "
+                    "without Slurm; settings: KB_SUBMITIT_*, KB_SLURM_*), joined into one sweep")  # fmt: skip
     sw.add_argument("--device", choices=("cpu", "cuda", "auto"), help="default: cuda if available, else cpu")
     sw.add_argument("--seed", type=int, default=0, help="calibration sampling seed (default 0)")
     sw_out = sw.add_mutually_exclusive_group()
@@ -439,14 +442,11 @@ def _run_all(args: argparse.Namespace) -> int:
         print("kb: --all writes nothing without --commit (results are summarised below)", file=sys.stderr)
     start = time.perf_counter()
     if args.launcher == "submitit":
-        import os
-
-        from reference_impls.harness.launcher import run_submitit
+        from reference_impls.harness.launcher import job_folder, run_submitit
 
         if args.jobs != 1:
             raise KBError("--jobs is for --launcher local; submitit runs one job per paper")
-        folder = Path(os.environ.get("KB_SUBMITIT_FOLDER") or repo_root() / "results" / "submitit")
-        results = run_submitit(papers, explicit, folder=folder, commit_dir=commit_dir)
+        results = run_submitit(papers, explicit, folder=job_folder(), commit_dir=commit_dir)
     else:
         results = run_all(papers, explicit, jobs=args.jobs, commit_dir=commit_dir)
     print(summary(results, time.perf_counter() - start))
@@ -509,7 +509,13 @@ def _run_sweep(args: argparse.Namespace) -> int:
     options = sweep_options(methods, explicit)
     _check_lengths(options)
     probe = args.probe if args.probe is not None else axis == "layers"
-    record = sweep(name, methods, axis, values, options, probe=probe, speed=args.speed)
+    if args.launcher == "submitit":
+        from reference_impls.harness.launcher import job_folder, run_sweep_submitit
+
+        record = run_sweep_submitit(name, methods, axis, values, options, probe=probe, speed=args.speed,
+                                    folder=job_folder())  # fmt: skip
+    else:
+        record = sweep(name, methods, axis, values, options, probe=probe, speed=args.speed)
     if args.commit:
         from reference_impls.harness.fingerprint import stamp
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kb.results import Reproduction
+from kb.errors import KBError
+from kb.results import Reproduction, Sweep
 from kb_cli.main import main
 from reference_impls.harness.batch import run_papers
 from reference_impls.harness.launcher import run_submitit
@@ -87,3 +88,35 @@ def test_missing_extra_names_it(monkeypatch, tmp_path, capsys) -> None:
     assert main(["reproduce", "--all", "--launcher", "submitit", *SMALL, "--no-save"]) == 2
     err = capsys.readouterr().err.strip()
     assert "pip install -e '.[cluster]'" in err and len(err.splitlines()) == 1
+
+
+def test_sweep_jobs_join_into_the_local_sweep(local_cluster: Path, tmp_path: Path) -> None:
+    """`kb sweep --launcher submitit`: one job per method, joined into the sweep a local run writes (same runs in
+    the same order, same numbers, the hash of all the methods' code)."""
+    values = ["--sparsity", "0.3,0.6"]
+    here, jobs = tmp_path / "local.json", tmp_path / "jobs.json"
+    small = [*SMALL, "--name", "both"]
+    assert main(["sweep", "magnitude", "wanda", *values, *small, "--json", str(here)]) == 0
+    assert (
+        main(["sweep", "magnitude", "wanda", *values, *small, "--launcher", "submitit", "--json", str(jobs)])
+        == 0
+    )
+    local = Sweep.model_validate_json(here.read_text(encoding="utf-8"))
+    joined = Sweep.model_validate_json(jobs.read_text(encoding="utf-8"))
+    assert [r.label for r in joined.runs] == [r.label for r in local.runs] == [
+        "dense", "magnitude@0.3", "wanda@0.3", "magnitude@0.6", "wanda@0.6"]  # fmt: skip
+    assert [r.metrics.ppl for r in joined.runs] == [r.metrics.ppl for r in local.runs]
+    assert joined.code == local.code and joined.methods == ["magnitude", "wanda"]
+    assert joined.machine is not None and joined.machine.threads == 1
+
+
+def test_join_refuses_jobs_with_different_baselines(local_cluster: Path) -> None:
+    from reference_impls.harness.launcher import join_sweeps
+    from reference_impls.harness.runner import sweep, sweep_options
+
+    options = sweep_options(["magnitude"], EXPLICIT)
+    part = sweep("x", ["magnitude"], "sparsity", [0.5], options, log=lambda _m: None)
+    dense = part.runs[0].model_copy(update={"metrics": part.runs[0].metrics.model_copy(update={"ppl": 1.0})})
+    other = part.model_copy(update={"runs": [dense, *part.runs[1:]]})
+    with pytest.raises(KBError, match="measured another dense baseline"):
+        join_sweeps("x", ["magnitude", "magnitude"], [0.5], [part, other])

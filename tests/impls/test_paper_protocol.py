@@ -92,13 +92,18 @@ def test_a_matching_row_within_the_tolerance(text: Path, monkeypatch) -> None:
     ("argv", "message"),
     [
         (["reproduce", "h2o", "--protocol", "paper"], "no paper protocol is recorded for h2o"),
-        (["reproduce", "wanda", "--protocol", "paper", "--layers", "2"], "--layers does not go with --protocol"),
+        (
+            ["reproduce", "wanda", "--protocol", "paper", "--layers", "2"],
+            "--layers does not go with --protocol",
+        ),
         (["reproduce", "wanda", "--protocol", "paper", "--commit"], "--commit does not go with --protocol"),
         (["reproduce", "--all", "--protocol", "paper"], "--protocol paper runs one paper"),
         (["reproduce", "wanda", "--paper-model", "LLaMA-2-7B"], "--paper-model goes with --protocol paper"),
         (["reproduce", "wanda", "--protocol", "paper", "--dataset", "/no/such/file"], "neither wikitext2"),
-        (["reproduce", "wanda", "--protocol", "paper", "--dataset", "pydoc", "--model", "random-llama"],
-         "evaluates on the paper's text"),
+        (
+            ["reproduce", "wanda", "--protocol", "paper", "--dataset", "pydoc", "--model", "random-llama"],
+            "evaluates on the paper's text",
+        ),
         (["reproduce", "wanda", "--protocol", "paper", "--tolerance", "2"], "--tolerance must be a fraction"),
     ],
 )
