@@ -36,9 +36,9 @@ HEAD_MULTIPLE_TYPES = frozenset({"gemma2", "gemma3", "gemma3_text", "vaultgemma"
                                  "minicpm3", "deepseek_v2", "jais2"})  # fmt: skip
 HIDDEN = ("minitron-approach", "sheared-llama")  # the methods that cut hidden (residual) channels
 WIDTH = ("compresso", "coupled-components", "k-prune", "llm-pruner", "loraprune", "minitron", "minitron-approach",
-         "sheared-llama")  # fmt: skip
+         "sheared-llama", "flap", "2ssp")  # fmt: skip
 UNSTRUCTURED = ("magnitude", "global-magnitude", "wanda", "sparsegpt", "ria", "dsnot", "llm-surgeon", "owl", "besa",
-                "flash-llm")  # fmt: skip
+                "flash-llm", "pruner-zero", "alphapruning", "oats")  # fmt: skip
 # feature -> (what it is, in a few words; the methods it stops)
 REFUSED: dict[str, tuple[str, frozenset[str]]] = {
     "qk-norm": ("per-head query/key norms", frozenset(HIDDEN)),

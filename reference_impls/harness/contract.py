@@ -139,9 +139,11 @@ class ModelFacts:
 
 def _config_facts(config: Any, layers: int) -> dict[str, Any]:
     """The config fields a reload builds tensors from: hidden and vocabulary size, tying, the intermediate
-    size of every layer (per-layer widths when the config lists them), and LLaMA's bias flags (None for
-    other architectures, whose bias layout is fixed by the class)."""
-    from .pruned_llama import MODEL_TYPE  # transformers is loaded by now: a model exists
+    size of every layer (per-layer widths when the config lists them), LLaMA's bias flags (None for
+    other architectures, whose bias layout is fixed by the class), and the output-bias flags of any
+    architecture (`pruned_llama.OUTPUT_BIASES`: a bias on o_proj / down_proj alone, which a method such as
+    FLAP announces when it adds one)."""
+    from .pruned_llama import MODEL_TYPE, OUTPUT_BIASES  # transformers is loaded by now: a model exists
 
     def number(name: str) -> int | None:
         value = getattr(config, name, None)
@@ -152,6 +154,7 @@ def _config_facts(config: Any, layers: int) -> dict[str, Any]:
     intermediate = [int(v) for v in per_layer] if per_layer else [inter] * layers
     llama = getattr(config, "model_type", None) in ("llama", MODEL_TYPE)
     flags = {k: bool(getattr(config, k, False)) if llama else None for k in ("attention_bias", "mlp_bias")}
+    flags.update({k: bool(getattr(config, k, False)) for k in OUTPUT_BIASES})
     tie = getattr(config, "tie_word_embeddings", None)
     return {
         "hidden_size": number("hidden_size"), "vocab_size": number("vocab_size"),
@@ -212,6 +215,8 @@ _BIAS_FLAG = {
     ),
     **dict.fromkeys(("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"), "mlp_bias"),
 }
+# The config flags that give one output projection a bias of its own (`pruned_llama.OUTPUT_BIASES`).
+_OUTPUT_BIAS_FLAG = {"self_attn.o_proj": "o_proj_bias", "mlp.down_proj": "down_proj_bias"}
 
 
 def structure_problems(facts: ModelFacts) -> list[str]:
@@ -266,9 +271,11 @@ def structure_problems(facts: ModelFacts) -> list[str]:
             and c.get(flag := _BIAS_FLAG.get(proj, "")) is not None
         ):
             has = f"{layer}.{proj}.bias" in facts.shapes
-            if has != c[flag]:
+            own = _OUTPUT_BIAS_FLAG.get(proj, "")
+            said = own if c.get(own) and not c[flag] else flag  # the flag that gives this projection its bias
+            if has != c[said]:
                 problems.append(f"layer {layer}: {proj} {'has' if has else 'lacks'} a bias, the config says "
-                                f"{flag}={c[flag]}")  # fmt: skip
+                                f"{said}={c[said]}")  # fmt: skip
     return problems
 
 
@@ -371,13 +378,19 @@ def check_outcome(
     if kind == "kv-cache" and after.zeros != before.zeros:
         _fail(method, "a kv-cache method changed decoder weights")
     # every kind: what the method leaves must still be described by the config (problems the model came in
-    # with are not the method's), and it may not add or drop a projection bias
+    # with are not the method's), and it may not add or drop a projection bias, except to add the output-
+    # projection biases its config now announces (`pruned_llama.OUTPUT_BIASES`: FLAP's bias compensation)
     known = set(structure_problems(before))
     new = [p for p in structure_problems(after) if p not in known]
     if new:
         more = f" (and {len(new) - 1} more)" if len(new) > 1 else ""
         _fail(method, f"the model no longer matches its config: {new[0]}{more}")
-    changed = sorted(_bias_layout(after) - _bias_layout(before))
+    announced = {proj for proj, flag in _OUTPUT_BIAS_FLAG.items() if after.config.get(flag)}
+    changed = sorted(
+        (proj, has)
+        for proj, has in _bias_layout(after) - _bias_layout(before)
+        if not (has and proj in announced)
+    )
     if changed:
         proj, has = changed[0]
         _fail(method, f"{'added a bias to' if has else 'removed the bias of'} {proj}, which the model "

@@ -21,6 +21,9 @@ rows update the scores, and the cache is cut to the budget B. Each decoding step
 over the cache plus that token (at most B + 1 keys), updates the scores and evicts back to B: keep the R newest
 positions and the B - R best-scored others (ties: the earlier position). So between steps the cache never holds
 more than B entries per layer and KV head, and the newest token is always kept (R >= 1).
+Two options of a policy, both off by default: `prompt_only` cuts the cache once after the prompt and then keeps
+every generated token (SnapKV, PyramidKV: the cache grows by one entry per step, scores are not updated), and
+`layer_splits` gives each layer its own split of the budget (PyramidKV's pyramid).
 
 GQA: one KV head serves `g` query heads, so scores live per KV head: a scorer's per-query-head contributions are
 summed over the g query heads of the group (and over the new rows), the natural reading of the papers' per-head
@@ -36,7 +39,9 @@ Both modes keep the same positions and give the same logits up to float rounding
 the same function computes plain causal attention (the full-cache baseline, timed the same way).
 
 After eviction the cache is shorter than the sequence, so callers pass `position_ids` (`generate` does, and so
-does `decode`); cached keys keep the rotary position they were written with.
+does `decode`); cached keys keep the rotary position they were written with, unless the policy sets
+`positions="cache"` (StreamingLLM: keys and queries re-rotated to their slot in the cache, in both modes; see
+`cache_positions`).
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from torch import nn
 from kb.errors import KBError
 from kb.results import Outcome
 
+from . import cache_positions
 from .kvcache import cache_kwarg, output_cache
 from .layerwise import decoder_layers, input_embedding, model_config
 
@@ -71,12 +77,14 @@ class Split:
 @dataclass(frozen=True)
 class Budget:
     """Cache size: `fraction` of the prompt length or a count of `tokens`; the recent window is `recent` (a share
-    of the budget) unless `scored_tokens` fixes the scored part (e.g. 4 attention sinks)."""
+    of the budget) unless `scored_tokens` fixes the scored part (e.g. 4 attention sinks) or `recent_tokens` fixes
+    the recent window (e.g. SnapKV's observation window)."""
 
     fraction: float | None = None
     tokens: int | None = None
     recent: float = 1.0
     scored_tokens: int | None = None
+    recent_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if (self.fraction is None) == (self.tokens is None):
@@ -89,6 +97,9 @@ class Budget:
             raise KBError(f"recent share of the KV budget must be in [0, 1], got {self.recent}")
         if self.scored_tokens is not None and self.scored_tokens < 0:
             raise KBError(f"scored part of the KV budget must be >= 0, got {self.scored_tokens}")
+        if self.recent_tokens is not None and (self.recent_tokens < 1 or self.scored_tokens is not None):
+            raise KBError(f"recent window of the KV budget must be >= 1 token and not set with scored_tokens, "
+                          f"got {self.recent_tokens}")  # fmt: skip
 
     def resolve(self, prompt_tokens: int) -> Split:
         if self.tokens is not None:
@@ -98,6 +109,8 @@ class Budget:
             total = max(1, int(self.fraction * prompt_tokens + 0.5))
         if self.scored_tokens is not None:
             scored = min(self.scored_tokens, total - 1)
+        elif self.recent_tokens is not None:
+            scored = total - min(total, self.recent_tokens)
         else:
             scored = total - min(total, max(1, int(self.recent * total + 0.5)))
         return Split(total=total, recent=total - scored, scored=scored)
@@ -108,6 +121,8 @@ class Budget:
         )
         if self.scored_tokens is not None:
             out["scored_tokens"] = self.scored_tokens
+        elif self.recent_tokens is not None:
+            out["recent_tokens"] = self.recent_tokens
         else:
             out["recent_share"] = self.recent
         return out
@@ -145,14 +160,33 @@ def per_kv_head(values: torch.Tensor, groups: int) -> torch.Tensor:
     return values.sum(dim=2).reshape(b, hq // groups, groups, k).sum(dim=2)
 
 
+class LayerSplits(Protocol):
+    """Per-layer cache sizes (e.g. PyramidKV's pyramid): the split of `layer` (of `layers`) from `uniform`, the
+    split every layer would get for a prompt of `prompt_tokens` tokens."""
+
+    def split(self, uniform: Split, prompt_tokens: int, layer: int, layers: int) -> Split: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True)
 class CachePolicy:
     name: str
     budget: Budget
     scorer: Scorer | None = None  # None: no scored part (a plain recent window)
+    prompt_only: bool = False  # True: cut once after the prompt, then keep every generated token (SnapKV)
+    layer_splits: LayerSplits | None = None  # None: every layer gets the budget's split
+    positions: str = "original"  # rotary positions of kept keys: "original" or "cache" (StreamingLLM)
 
-    def split(self, prompt_tokens: int) -> Split:
+    def __post_init__(self) -> None:
+        if self.positions not in cache_positions.MODES:
+            modes = ", ".join(cache_positions.MODES)
+            raise KBError(f"cache positions are one of {modes}, got {self.positions!r}")
+
+    def split(self, prompt_tokens: int, layer: int = 0, layers: int = 1) -> Split:
         split = self.budget.resolve(prompt_tokens)
+        if self.layer_splits is not None:
+            split = self.layer_splits.split(split, prompt_tokens, layer, layers)
         if split.scored and self.scorer is None:
             raise KBError(
                 f"cache policy {self.name} has a scored part of {split.scored} tokens but no scorer"
@@ -160,13 +194,21 @@ class CachePolicy:
         return split
 
     def describe(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name, "budget": self.budget.describe(),
             "scorer": self.scorer.describe() if self.scorer is not None else None,
             "gqa": "scores summed over the query heads of each KV head; eviction per KV head",
             "steps": "prompt with full attention, then cut to the budget; each decoding step attends over the cache "
                      "plus the new token and evicts back to the budget",
         }  # fmt: skip
+        if self.prompt_only:
+            out["steps"] = ("prompt with full attention, then cut to the budget once; decoding steps keep every "
+                            "new token (no eviction)")  # fmt: skip
+        if self.layer_splits is not None:
+            out["layer_splits"] = self.layer_splits.describe()
+        if self.positions != "original":
+            out["positions"] = cache_positions.DESCRIPTION
+        return out
 
 
 def policy_outcome(policy: CachePolicy) -> Outcome:
@@ -219,6 +261,7 @@ class Runtime:
     stream: int = 0
     record: bool = False
     cache: Any = None  # evict: the transformers cache being cut
+    num_layers: int = 1  # decoder layers of the model (set when a mode starts; for per-layer budgets)
     layers: dict[int, _LayerState] = field(default_factory=dict)
     trace: dict[int, list[torch.Tensor]] = field(
         default_factory=dict
@@ -276,11 +319,18 @@ def _policy_attention(
     attn: Any = module  # transformers' attention module: its bookkeeping attributes are read as Any
     groups: int = attn.num_key_value_groups
     layer = int(attn.layer_idx)
-    logits = torch.matmul(query, _repeat(key, groups).transpose(2, 3)) * scaling
+    by_slot = runtime.policy is not None and runtime.policy.positions == "cache"  # see `cache_positions`
+    if by_slot and runtime.mode == "evict":
+        state = runtime.layers.get(layer)
+        logits = cache_positions.cache_logits(module, query, key, scaling, state.positions if state else None,
+                                              state.seen if state else 0)  # fmt: skip
+    else:
+        logits = torch.matmul(query, _repeat(key, groups).transpose(2, 3)) * scaling
     q, k = query.shape[2], key.shape[2]
     logits = logits.masked_fill(~_causal(q, k, query.device), -math.inf)
     if runtime.mode == "simulate" and runtime.policy is not None:
-        probs = _simulate_layer(runtime, layer, logits, groups)
+        rows = cache_positions.simulated_rows(module, query, key, scaling) if by_slot else None
+        probs = _simulate_layer(runtime, layer, logits, groups, rows)
     else:
         probs = torch.softmax(logits.float(), dim=-1)
     out = torch.matmul(probs.to(value.dtype), _repeat(value, groups)).transpose(1, 2).contiguous()
@@ -310,14 +360,16 @@ def _view(
                          stream=runtime.stream)  # fmt: skip
 
 
-def _simulate_layer(runtime: Runtime, layer: int, logits: torch.Tensor, groups: int) -> torch.Tensor:
+def _simulate_layer(
+    runtime: Runtime, layer: int, logits: torch.Tensor, groups: int, rows: Any = None
+) -> torch.Tensor:
     """Teacher forcing under the policy: causal prompt rows, then one continuation row at a time over the
     positions the policy holds; returns the (b, Hq, T, T) probabilities the layer attends with."""
     policy = runtime.policy
     assert policy is not None and runtime.prompt_tokens is not None
     b, hq, t_len, _ = logits.shape
     prompt = runtime.prompt_tokens
-    split = policy.split(prompt)
+    split = policy.split(prompt, layer, runtime.num_layers)
     device = logits.device
     positions = torch.arange(t_len, device=device).expand(b, hq // groups, t_len)
     probs = torch.softmax(logits.float(), dim=-1)  # prompt rows are final as they are
@@ -331,14 +383,16 @@ def _simulate_layer(runtime: Runtime, layer: int, logits: torch.Tensor, groups: 
     runtime._note(layer, _held_positions(held, positions))
     for t in range(prompt, t_len):
         held = held | (positions == t)
-        row = logits[:, :, t : t + 1].masked_fill(~_expand_kv(held, groups).unsqueeze(2), -math.inf)
+        row = logits[:, :, t : t + 1] if rows is None else rows(held, t)  # rows: positions inside the cache
+        row = row.masked_fill(~_expand_kv(held, groups).unsqueeze(2), -math.inf)
         row_probs = torch.softmax(row.float(), dim=-1)
         probs[:, :, t : t + 1] = row_probs
-        if policy.scorer is not None:
+        if policy.scorer is not None and not policy.prompt_only:
             view = _view(runtime, layer, row, row_probs, positions, torch.tensor([t], device=device), groups,
                          t - prompt + 1)  # fmt: skip
             scores = policy.scorer.update(scores.masked_fill(~held, 0.0), view)
-        held = keep_mask(scores, positions, held, t, split)
+        if not policy.prompt_only:
+            held = keep_mask(scores, positions, held, t, split)
         runtime._note(layer, _held_positions(held, positions))
     if runtime.record:
         runtime.final_scores[layer] = scores.masked_fill(~held, 0.0)
@@ -372,7 +426,7 @@ def _evict_layer(
     q = logits.shape[2]
     device = key.device
     if state.split is None:
-        state.split = policy.split(q)  # the first call is the prompt: the budget is relative to it
+        state.split = policy.split(q, layer, runtime.num_layers)  # the first call is the prompt
     new = torch.arange(state.seen, state.seen + q, device=device)
     if state.positions is None:
         positions, previous = new.expand(b, hkv, q), torch.zeros(b, hkv, q, device=device)
@@ -381,13 +435,14 @@ def _evict_layer(
         positions = torch.cat([state.positions, new.expand(b, hkv, q)], dim=-1)
         previous = torch.cat([state.scores, torch.zeros(b, hkv, q, device=device)], dim=-1)
     scores = previous
-    if policy.scorer is not None:
+    cut = not (policy.prompt_only and state.calls)  # prompt-only: after the prompt, every new token stays
+    if policy.scorer is not None and cut:
         scores = policy.scorer.update(
             previous, _view(runtime, layer, logits, probs, positions, new, groups, state.calls)
         )
-    keep = keep_mask(
-        scores, positions, torch.ones_like(positions, dtype=torch.bool), state.seen + q - 1, state.split
-    )
+    keep = torch.ones_like(positions, dtype=torch.bool)
+    if cut:
+        keep = keep_mask(scores, positions, keep, state.seen + q - 1, state.split)
     if not bool(keep.all()):
         n = int(keep[0, 0].sum())
         idx = torch.argsort((~keep).to(torch.int8), dim=-1, stable=True)[..., :n]
@@ -408,6 +463,7 @@ def _active(model: nn.Module, runtime: Runtime) -> Iterator[Runtime]:
     lm: Any = model  # a transformers model: set_attn_implementation() is its own
     previous = model_config(model)._attn_implementation
     modules = [layer.self_attn for layer in decoder_layers(model)]
+    runtime.num_layers = len(modules)
     lm.set_attn_implementation(ATTENTION)
     for m in modules:
         setattr(m, _RUNTIME_ATTR, runtime)

@@ -41,9 +41,14 @@ SPARSE_NOTE = (
     "inference is no faster without a sparse kernel. No speed-up is claimed. (2:4 sparse checkpoints no longer "
     "have a serving path in vLLM: vllm-project/vllm#36799.)"
 )
+MERGED_NOTE = (
+    "Each matrix was fitted as a sparse part plus a low-rank part, then stored merged as one dense weight: the files "
+    "are as large as the base model's and inference is no faster. No speed-up is claimed; the size above counts "
+    "the decomposition's own parameters."
+)
 REMOTE_NOTE = (
-    "This model keeps a structure a stock LLaMA cannot express (skipped sublayers or per-layer widths); its "
-    "modeling file ships in this directory."
+    "This model keeps a structure a stock LLaMA cannot express (skipped sublayers, per-layer widths or biases on "
+    "o_proj / down_proj alone); its modeling file ships in this directory."
 )
 
 
@@ -80,8 +85,11 @@ def _millions(n: int | float) -> str:
     return f"{n / 1e6:.2f}M"
 
 
-def shrink_lines(kind: str, before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> list[str]:
-    """What shrank and what did not, from `metrics.Size` dumps (before may be missing: the low-memory path)."""
+def shrink_lines(
+    kind: str, before: Mapping[str, Any] | None, after: Mapping[str, Any], kept_share: float | None = None
+) -> list[str]:
+    """What shrank and what did not, from `metrics.Size` dumps (before may be missing: the low-memory path);
+    `kept_share`: the share of the linear weights' parameters a sparse + low-rank fit keeps (OATS), if any."""
     lines = []
     if before is not None:
         total = f"{_millions(before['params_total'])} -> {_millions(after['params_total'])}"
@@ -92,7 +100,11 @@ def shrink_lines(kind: str, before: Mapping[str, Any] | None, after: Mapping[str
     else:
         lines.append(f"- decoder layers: {after['layers']} (unchanged)")
     lines.append(f"- zeros in the decoder's linear weights: {after['decoder_sparsity']:.1%}")
-    if kind in ("weight-sparsity", "allocation"):
+    if kept_share is not None:
+        fit = (f"- parameters of the sparse + low-rank fit: {kept_share:.1%} of the decoder's linear weights "
+               "(non-zeros of the sparse part plus the low-rank factors)")  # fmt: skip
+        lines += [fit, "- unchanged: every shape, the parameter count and the file size", "", MERGED_NOTE]
+    elif kind in ("weight-sparsity", "allocation"):
         lines += ["- unchanged: every shape, the parameter count and the file size", "", SPARSE_NOTE]
     elif kind == "depth":
         lines.append("- unchanged: every kept layer's weights and widths; the model loads as a stock "
@@ -116,6 +128,7 @@ def card_text(
     code_hash: str,
     reload: Mapping[str, Any] | None,
     remote_code: bool,
+    kept_share: float | None = None,
 ) -> str:
     # the Hub's model card metadata keys (huggingface_hub.ModelCardData names the same ones)
     meta: dict[str, Any] = {"base_model": base} if base else {}
@@ -136,7 +149,7 @@ def card_text(
         f"Pruned with the reference implementation of **{method}** ({kind}) in pruning-kb"
         + (f", after {who}." if who else " (a baseline method, not a paper's own)."), "",
         f"- base model: {base or 'none on the Hub'} (loaded from: {source})", "",
-        "## What shrank", "", *shrink_lines(kind, before, after), "",
+        "## What shrank", "", *shrink_lines(kind, before, after, kept_share), "",
         "## Settings", "", "```yaml", yaml.safe_dump(dict(config), sort_keys=True).strip(), "```", "",
         "## Reproduce", "", "```bash", command, "```", "", f"Code hash of the method's files: `{code_hash}`", "",
     ]  # fmt: skip
@@ -272,4 +285,5 @@ def card_for_save(save: Path, summary: Mapping[str, Any], *, model: str, command
         base=base_model(model, saved_config), source=model, before=summary.get("before"), after=after,
         config=summary.get("config") or {}, command=command, code_hash=registry.sweep_code([summary["method"]]).hash,
         reload=summary.get("reload"), remote_code="auto_map" in (saved_config or {}),
+        kept_share=((summary.get("outcome") or {}).get("details") or {}).get("kept_share"),
     )  # fmt: skip

@@ -19,6 +19,12 @@ every layer's query heads, key/value heads and MLP intermediate size (`layer_num
 hold the widest layer; each layer's projections are then rebuilt at its own width before the weights load.
 Hidden-channel pruning can leave a hidden size that is not a multiple of the query heads (SmolLM2: 512
 channels, 9 heads); `head_dim` is explicit then, so the stock config's divisibility check is skipped here.
+
+Output biases (FLAP's bias compensation): a bias on every layer's o_proj and/or down_proj alone, which LLaMA's
+`attention_bias` / `mlp_bias` flags cannot say (each covers all of a sublayer's projections). The config flags
+`o_proj_bias` / `down_proj_bias` (`OUTPUT_BIASES`; absent = False) give those projections a bias before the
+weights load.
+
 Self-contained on purpose: it imports only torch and transformers.
 """
 
@@ -33,6 +39,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 MODEL_TYPE = "kb_pruned_llama"
 WIDTH_LISTS = ("layer_num_attention_heads", "layer_num_key_value_heads", "layer_intermediate_sizes")
 SKIP_LISTS = ("skipped_attention", "skipped_mlp", "emulated_attention", "emulated_mlp")  # layer indices
+OUTPUT_BIASES = ("o_proj_bias", "down_proj_bias")  # config flags: a bias on o_proj / down_proj alone
 
 
 def _constant(hidden_states: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -117,13 +124,30 @@ def set_layer_widths(
         mlp.intermediate_size = inter
 
 
+def add_output_biases(model: nn.Module, o_proj: bool, down_proj: bool) -> None:
+    """Give every layer's o_proj (and/or down_proj) a zero bias where it has none (values set or loaded after)."""
+    lm: Any = model  # transformers' classes are read as Any
+    for layer in lm.model.layers:
+        for wanted, parent, name in (
+            (o_proj, layer.self_attn, "o_proj"),
+            (down_proj, layer.mlp, "down_proj"),
+        ):
+            linear: Any = getattr(parent, name, None)  # a skipped sublayer has none
+            if wanted and isinstance(linear, nn.Linear) and getattr(linear, "bias", None) is None:
+                w = linear.weight
+                linear.bias = nn.Parameter(torch.zeros(w.shape[0], device=w.device, dtype=w.dtype))
+
+
 class KBPrunedLlamaConfig(LlamaConfig):  # type: ignore[misc]  # transformers is read as Any
     model_type = MODEL_TYPE
 
     def __init__(self, skipped_attention: list[int] | None = None, skipped_mlp: list[int] | None = None,
                  emulated_attention: list[int] | None = None, emulated_mlp: list[int] | None = None,
                  layer_num_attention_heads: list[int] | None = None, layer_num_key_value_heads: list[int] | None = None,
-                 layer_intermediate_sizes: list[int] | None = None, **kwargs: Any) -> None:  # fmt: skip
+                 layer_intermediate_sizes: list[int] | None = None, o_proj_bias: bool = False,
+                 down_proj_bias: bool = False, **kwargs: Any) -> None:  # fmt: skip
+        self.o_proj_bias = bool(o_proj_bias)  # absent in older saves: no output bias
+        self.down_proj_bias = bool(down_proj_bias)
         self.skipped_attention = list(skipped_attention or [])
         self.skipped_mlp = list(skipped_mlp or [])
         self.emulated_attention = list(emulated_attention or [])  # absent in older saves: plain skips
@@ -164,6 +188,7 @@ class KBPrunedLlamaForCausalLM(LlamaForCausalLM):  # type: ignore[misc]  # trans
         if config.layer_num_attention_heads:
             set_layer_widths(self, config.layer_num_attention_heads, config.layer_num_key_value_heads or [],
                              config.layer_intermediate_sizes or [])  # fmt: skip
+        add_output_biases(self, config.o_proj_bias, config.down_proj_bias)
         skip_sublayers(
             self, config.skipped_attention, config.skipped_mlp, config.emulated_attention, config.emulated_mlp
         )

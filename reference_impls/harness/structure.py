@@ -8,10 +8,11 @@
   rebuild it (see `pruned_llama`). LLaMA-style layers (`self_attn`, `mlp`) only. With `attention_bias` /
   `mlp_bias` the stand-in adds a constant vector instead (a sublayer's mean update).
 - `save_model(model, tokenizer, directory)`: `save_pretrained` into an atomic directory, plus the
-  modeling file when sublayers are skipped, layers differ in width, or hidden-channel pruning left a hidden
-  size that is not a multiple of the query heads. `verify` checks the written directory before it is published
-  (`kb prune --save` reloads it and compares logits: `reload_check`). Every saved model is also checked by the
-  tests to load in a fresh process and `generate`.
+  modeling file when sublayers are skipped, layers differ in width, hidden-channel pruning left a hidden
+  size that is not a multiple of the query heads, or o_proj / down_proj carry a bias of their own (the
+  config's `pruned_llama.OUTPUT_BIASES` flags, set by FLAP's bias compensation). `verify` checks the written
+  directory before it is published (`kb prune --save` reloads it and compares logits: `reload_check`). Every
+  saved model is also checked by the tests to load in a fresh process and `generate`.
 - `check_savable(model, name)`: refuse, before any pruning, a model holding a parameter its config cannot
   describe (a bias LLaMA's `attention_bias` / `mlp_bias` flags say is absent, an untied head under a tying
   config): a saved copy would silently lose it.
@@ -134,13 +135,18 @@ def layer_widths(model: nn.Module) -> dict[str, list[int]]:
             if getattr(model.config, name, None)}  # fmt: skip
 
 
+def output_biases(model: nn.Module) -> dict[str, bool]:
+    """The `pruned_llama.OUTPUT_BIASES` flags the config sets (a bias on o_proj / down_proj alone), else empty."""
+    return {name: True for name in pruned_llama.OUTPUT_BIASES if getattr(model.config, name, False)}
+
+
 def save_model(
     model: nn.Module, tokenizer: Any, directory: Path, *, replace: bool = False,
     verify: Callable[[Path], Any] | None = None,
 ) -> Any:  # fmt: skip
     """Save model + tokenizer so that `from_pretrained` loads them; the directory appears only when complete.
 
-    A model with skipped sublayers or per-layer widths is saved with the project's modeling file
+    A model with skipped sublayers, per-layer widths or output biases is saved with the project's modeling file
     (`pruned_llama`): load it with `AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)` or
     `reference_impls.harness.models.load_model(dir)`.
 
@@ -150,6 +156,7 @@ def save_model(
     lm: Any = model  # a transformers model: save_pretrained() is its own
     gone = _skip_lists(model)
     widths = layer_widths(model)
+    biases = output_biases(model)
     odd = not divisible_hidden(model.config)
     config_class = type(model.config)
     try:
@@ -158,8 +165,8 @@ def save_model(
         with atomic_directory(directory, replace=replace) as tmp:
             lm.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
-            if any(gone.values()) or widths or odd:
-                _make_remote_code(tmp, gone, widths)
+            if any(gone.values()) or widths or odd or biases:
+                _make_remote_code(tmp, gone, widths, biases)
             _readable(tmp)
             model.config.__class__ = config_class  # the check sees the model exactly as it was given
             checked = verify(tmp) if verify is not None else None
@@ -245,12 +252,13 @@ def _readable(directory: Path) -> None:
 
 
 def _make_remote_code(
-    directory: Path, gone: dict[str, list[int]], widths: dict[str, list[int]] | None = None
-) -> None:
+    directory: Path, gone: dict[str, list[int]], widths: dict[str, list[int]] | None = None,
+    biases: dict[str, bool] | None = None,
+) -> None:  # fmt: skip
     config_path = directory / "config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
     if config.get("model_type") not in ("llama", pruned_llama.MODEL_TYPE):
-        what = "per-layer widths are" if widths else "sublayer skipping is"
+        what = "per-layer widths are" if widths else "output biases are" if biases else "sublayer skipping is"
         raise KBError(f"{what} saved for LLaMA models only, not {config.get('model_type')!r}")
     module = Path(pruned_llama.__file__).stem
     config.update({
@@ -260,6 +268,7 @@ def _make_remote_code(
                      "AutoModelForCausalLM": f"{module}.KBPrunedLlamaForCausalLM"},
         **gone,
         **(widths or {}),
+        **(biases or {}),
     })  # fmt: skip
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     shutil.copyfile(pruned_llama.__file__, directory / f"{module}.py")

@@ -14,7 +14,9 @@
   (What Matters, A Deeper Look), and each branch's mean update E[f(x)] (A Deeper Look's emulated update).
 - Loss-based scores: `bypassed` (blocks or sublayers temporarily adding nothing), `removal_losses` (the
   calibration loss with one part removed: Shortened LLaMA's PPL criterion, the heterogeneous-sublayers
-  impact), `block_taylor` (Taylor+: sum of |w * dL/dw| per layer), `block_magnitude` (relative L1/L2),
+  impact), `stream_removal_losses` (the same numbers from one cached pass of the residual stream, each part's
+  forward starting at its own layer: SLEB's and BlockPruner's re-scored searches), `block_taylor` (Taylor+: sum
+  of |w * dL/dw| per layer), `block_magnitude` (relative L1/L2),
   `shapley_permutations` (Monte-Carlo Shapley with a bounded number of sampled orders) and
   `shapley_exact` (enumeration, for tests).
 """
@@ -284,6 +286,49 @@ def removal_losses(
     for j, part in enumerate(parts):
         with bypassed(model, [part]):
             out.append(mean_loss(model, ids, batch_size=batch_size))
+        if progress is not None:
+            progress(j + 1, len(parts))
+    return out
+
+
+@contextmanager
+def _fed(layer: nn.Module, hidden: torch.Tensor) -> Iterator[None]:
+    """While open, `layer` receives `hidden` as its input hidden states, whatever the layers below it computed."""
+
+    def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        if args:
+            return (hidden, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": hidden}
+
+    handle = layer.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def stream_removal_losses(
+    model: nn.Module, ids: torch.Tensor, parts: Sequence[Part], *, batch_size: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[float]:  # fmt: skip
+    """`removal_losses` from one cached pass: the residual stream entering every decoder layer is kept per chunk of
+    `ids` (samples, seq), and each part's forward starts at its own layer (the layers below it are bypassed and the
+    cached stream is fed in), about half the decoder per part on average. The same numbers as `removal_losses`:
+    the layers that run see the same inputs. Memory: (layers + 1) hidden states per calibration token."""
+    layers = decoder_layers(model)
+    chunks = ids.split(batch_size or ids.shape[0])
+    streams = [residual_streams(model, chunk) for chunk in chunks]  # per chunk: L + 1 tensors (b, t, hidden)
+    out = []
+    for j, part in enumerate(parts):
+        start = part[1]
+        total, tokens = 0.0, 0
+        with bypassed(model, [*(("block", i) for i in range(start)), part]):
+            for chunk, states in zip(chunks, streams, strict=True):
+                with _fed(layers[start], states[start]):
+                    count = chunk.shape[0] * (chunk.shape[1] - 1)
+                    total += mean_loss(model, chunk) * count
+                    tokens += count
+        out.append(total / tokens)
         if progress is not None:
             progress(j + 1, len(parts))
     return out

@@ -103,6 +103,10 @@ CLAIMS: tuple[str, ...] = (
     "dsnot",
     "besa",
     "llm_surgeon",
+    "pruner_zero",
+    "alphapruning",
+    "oats",
+    "alps",
     # depth
     "shortgpt",
     "deeper_layers",
@@ -112,6 +116,8 @@ CLAIMS: tuple[str, ...] = (
     "reassessing_layer_pruning",
     "deeper_look_depth",
     "heterogeneous_sublayers",
+    "sleb",
+    "blockpruner",
     # width
     "llm_pruner",
     "sheared_llama",
@@ -121,9 +127,14 @@ CLAIMS: tuple[str, ...] = (
     "k_prune",
     "minitron",
     "coupled_components",
+    "2ssp",
+    "flap",
     # KV-cache eviction
     "h2o",
     "keyformer",
+    "snapkv",
+    "pyramidkv",
+    "streamingllm",
     # honest stand-ins: a kernel, a scaling law, training from scratch
     "sparse_scaling_laws",
     "flash_llm",

@@ -149,3 +149,20 @@ def test_eval_without_extra_is_refused_before_pruning(tmp_path, monkeypatch, cap
     out = tmp_path / "never"
     assert main(["prune", "magnitude", *SMALL, "--save", str(out), "--eval", "kb_smoke"]) == 2
     assert "pip install" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("method", "extra", "kept", "remote"),
+    [("oats", ["--set", "iterations=2"], True, False), ("flap", ["--params", "0.2"], False, True)],
+)
+def test_cards_of_a_merged_fit_and_of_output_biases(method, extra, kept, remote, tmp_path, monkeypatch):
+    """OATS's card counts the sparse + low-rank fit's own parameters (no zeros to speak of: not the masked-weights
+    note); FLAP's biases on o_proj / down_proj need the modeling file, and the card says why."""
+    out = tmp_path / method
+    argv = ["prune", method, *SMALL, *extra, "--save", str(out)]
+    monkeypatch.setattr("sys.argv", ["kb", *argv])
+    assert main(argv) == 0
+    text = (out / "README.md").read_text(encoding="utf-8")
+    assert (model_card.MERGED_NOTE in text) is kept and (model_card.SPARSE_NOTE in text) is False
+    assert ("parameters of the sparse + low-rank fit:" in text) is kept
+    assert ("trust_remote_code=True" in text) is remote and (model_card.REMOTE_NOTE in text) is remote

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from pydoc_data.topics import topics
 
 import pytest
-from pydoc_data.topics import topics
 
 from kb import protocols
 from kb.paper_results import PaperResult
