@@ -118,6 +118,7 @@ CLAIMS: tuple[str, ...] = (
     "heterogeneous_sublayers",
     "sleb",
     "blockpruner",
+    "laco",
     # width
     "llm_pruner",
     "sheared_llama",
