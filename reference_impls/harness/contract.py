@@ -55,7 +55,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
 
@@ -74,6 +76,24 @@ Progress = Callable[[int, int], None]
 # How far a width method's outcome may miss its `params` target (absolute, as a share of the decoder's
 # parameters): whole KV groups and channels are removed, so a small model cannot hit every share exactly.
 PARAMS_TOLERANCE = 0.05
+_PARAMS_SLACK: ContextVar[float] = ContextVar("kb_params_slack", default=PARAMS_TOLERANCE)
+
+
+def params_tolerance() -> float:
+    """How far a `params` target may be missed here and now: `PARAMS_TOLERANCE`, unless `any_size()` is open."""
+    return _PARAMS_SLACK.get()
+
+
+@contextmanager
+def any_size() -> Iterator[None]:
+    """While open, a width method takes the size nearest its `params` target however far it is: the behavioural
+    fingerprint's small model (hidden 64, two KV heads) cannot reach every share tiny-llama can, and a fingerprint
+    digests what the code does, not whether the target fits that model."""
+    token = _PARAMS_SLACK.set(math.inf)
+    try:
+        yield
+    finally:
+        _PARAMS_SLACK.reset(token)
 
 
 @dataclass(frozen=True)
@@ -371,7 +391,7 @@ def check_outcome(
             share = 1 - sum(math.prod(s) for s in after.shapes.values()) / sum(
                 math.prod(s) for s in before.shapes.values()
             )
-            if abs(share - params) > PARAMS_TOLERANCE:
+            if abs(share - params) > params_tolerance():
                 _fail(method, f"removed {share:.4f} of the decoder's parameters, target {params}")
     if kind == "kv-cache" and outcome.cache_policy is None:
         _fail(method, "a kv-cache method must report its cache policy")

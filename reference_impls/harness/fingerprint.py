@@ -14,7 +14,8 @@ same method options and claim) on a small seeded random LLaMA with a tiny data b
 Timings and resident memory are not behaviour: before the claim is checked and the digest is taken they are
 replaced by fixed stand-ins (`_steady`), so the fingerprint of a speed or memory claim covers its logic, not
 this machine's clock. The small model has the decoder depth of tiny-llama (30 layers, hidden 64), so depth
-targets and window arms mean the same as in the real run. Everything runs in one thread.
+targets and window arms mean the same as in the real run; a width target it cannot reach within the tolerance
+is met as nearly as it can be (`contract.any_size`). Everything runs in one thread.
 
 `kb fingerprint` writes the fingerprints of today's code to `reproductions/fingerprints/today.json` (next to the
 code hash each was computed at) and `kb build --check` accepts a result whose code hash moved when the
@@ -42,6 +43,7 @@ from kb.results import Fingerprint, Metrics, Outcome, Reproduction, RunResult, S
 
 from .. import registry
 from ..registry import Results
+from .contract import any_size
 
 VERSION = 2  # bump when what the digest covers changes: every recorded fingerprint is then recomputed
 DIGITS = 6
@@ -147,7 +149,10 @@ def paper_payload(paper: str, explicit: dict[str, Any], model: str, log: Log = _
     small = dataclasses.replace(real, **tiny)
     threads = torch.get_num_threads()
     try:
-        rep = reproduce(paper, small, log=log)
+        with (
+            any_size()
+        ):  # the nearest size to a `params` target the small model cannot reach (contract.any_size)
+            rep = reproduce(paper, small, log=log)
     finally:
         torch.set_num_threads(threads)
     runs = _steady_runs(rep.runs)
@@ -177,8 +182,9 @@ def sweep_payload(sweep: Sweep, model: str, log: Log = _quiet) -> dict[str, Any]
     probe, speed = bool(sweep.config.get("probe")), bool(sweep.config.get("speed"))
     threads = torch.get_num_threads()
     try:
-        result = run_sweep(sweep.name, list(sweep.methods), sweep.axis, list(sweep.values), small, probe=probe,
-                           speed=speed, log=log)  # fmt: skip
+        with any_size():
+            result = run_sweep(sweep.name, list(sweep.methods), sweep.axis, list(sweep.values), small, probe=probe,
+                               speed=speed, log=log)  # fmt: skip
     finally:
         torch.set_num_threads(threads)
     payload: dict[str, Any] = _round({

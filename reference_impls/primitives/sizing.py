@@ -20,7 +20,7 @@ from torch import nn
 
 from kb.errors import KBError
 
-from ..harness.contract import PARAMS_TOLERANCE
+from ..harness.contract import params_tolerance
 from ..harness.layerwise import decoder_layers
 
 STEPS = 1 << 16  # the grid of shares searched: finer than one MLP channel of any model here
@@ -34,7 +34,7 @@ def decoder_params(model: nn.Module) -> int:
 def share_for_params(model: nn.Module, params: float, removed: Callable[[float], int], *, name: str) -> float:
     """The share in [0, 1) (on a grid of `STEPS`) whose `removed(share)` is closest to `params` of the decoder's
     parameters (the smaller share on a tie); a `KBError` naming `name` when even that one misses the target by
-    more than `PARAMS_TOLERANCE`."""
+    more than `contract.params_tolerance()`."""
     total = decoder_params(model)
     want = params * total
     lo, hi = 0, STEPS  # bisect for the first share whose removal reaches the target (STEPS: none does)
@@ -46,7 +46,7 @@ def share_for_params(model: nn.Module, params: float, removed: Callable[[float],
             lo = mid + 1
     best = min((i for i in (lo - 1, lo) if 0 <= i < STEPS), key=lambda i: (abs(removed(i / STEPS) - want), i))
     reached = removed(best / STEPS) / total
-    if abs(reached - params) > PARAMS_TOLERANCE:
+    if abs(reached - params) > params_tolerance():
         raise KBError(f"{name}: --params {params} cannot be met on this model: the nearest size it can prune to "
                       f"removes {reached:.3f} of the decoder's parameters")  # fmt: skip
     return best / STEPS

@@ -232,3 +232,26 @@ def test_the_outcome_is_held_to_the_params_target():
     check_outcome("minitron", "width", before, after, outcome, {"params": 0.07})
     with pytest.raises(ContractError, match=r"removed 0\.0\d+ of the decoder's parameters, target 0.3"):
         check_outcome("minitron", "width", before, after, outcome, {"params": 0.3})
+
+
+def test_the_fingerprint_takes_the_nearest_size_where_the_model_cannot_reach_the_target():
+    """`contract.any_size` (the fingerprint's small model only): the same search, its nearest size accepted, both
+    by the sizing search and by the outcome check; outside it the same target is refused."""
+    from kb.errors import KBError
+    from reference_impls.harness.contract import any_size, params_tolerance
+    from reference_impls.harness.models import random_llama
+    from reference_impls.primitives.sizing import decoder_params, share_for_params
+
+    model = random_llama(0)
+    total = decoder_params(model)
+
+    def removed(share: float) -> int:  # whole halves of the decoder only: 0% or 50%
+        return total // 2 if share >= 0.5 else 0
+
+    with pytest.raises(KBError, match="cannot be met"):
+        share_for_params(model, 0.2, removed, name="toy")
+    with any_size():
+        assert params_tolerance() == float("inf")
+        assert removed(share_for_params(model, 0.2, removed, name="toy")) == 0  # 0% is nearer 20% than 50% is
+        assert removed(share_for_params(model, 0.4, removed, name="toy")) == total // 2
+    assert params_tolerance() == 0.05
