@@ -33,16 +33,27 @@ def text(tmp_path_factory) -> Path:
     return path
 
 
-def test_wanda_beside_the_record_row(text: Path, tmp_path: Path, capsys) -> None:
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A random LLaMA saved as a local model directory, as a user's downloaded checkpoint would be."""
+    from reference_impls.harness.models import byte_tokenizer, random_llama
+    from reference_impls.harness.structure import save_model
+
+    path = tmp_path_factory.mktemp("protocol-model") / "model"
+    save_model(random_llama(0), byte_tokenizer(), path)
+    return path
+
+
+def test_wanda_beside_the_record_row(text: Path, model_dir: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "run.json"
-    argv = ["reproduce", "wanda", "--model", "random-llama", "--protocol", "paper", "--dataset", str(text),
+    argv = ["reproduce", "wanda", "--model", str(model_dir), "--protocol", "paper", "--dataset", str(text),
             "--paper-model", "LLaMA-2-7B", *SHRINK, "--json", str(out)]  # fmt: skip
     assert main(argv) == 1  # a random model is nowhere near LLaMA-2-7B's numbers
     printed = capsys.readouterr().out
     record = json.loads(out.read_text())
     assert [a["method"] for a in record["arms"]] == ["dense", "wanda"]
     # our dense number, recomputed from the file: its evaluation part, 256-token windows, the first 3
-    loaded = load_model("random-llama", "cpu")
+    loaded = load_model(str(model_dir), "cpu")
     stream = tokenize(loaded.tokenizer, file_corpus(text).eval_text)
     windows = stream[: 3 * 256].reshape(3, 256)
     assert record["arms"][0]["ppl"] == pytest.approx(perplexity(loaded.model, windows), rel=1e-9)
