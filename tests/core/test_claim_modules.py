@@ -49,6 +49,9 @@ def test_a_result_covers_its_claim_and_the_declarations_of_its_methods_only():
         methods = registry.paper_methods(paper)
         files = registry.code_files(REPO, methods, paper)
         expected = {registry.claim_file(paper), registry.CLAIM_KIT, *(declared[m] for m in methods)}
+        # a claim may also read shared constants from another claim module (PyramidKV: KV_DATA of baselines.py)
+        expected |= {f for f in registry._imported_files(REPO, registry.claim_file(paper))
+                     if f.startswith("reference_impls/claims/")}  # fmt: skip
         assert _claims_in(files) == expected, paper
         assert registry.SPECS in files
         shapes = {
@@ -131,7 +134,10 @@ def test_calibration_draws_follow_the_preregistered_list():
     was within 10% of their bound: those run 3 calibration draws, every other claim one."""
     prereg = yaml.safe_load((REPO / "data" / "verdict-preregistration.yaml").read_text("utf-8"))
     assert prereg["threshold"] == 0.10 and prereg["draws_when_within"] == 3
-    assert set(prereg["claims"]) == set(registry.PAPERS)
+    # every paper runnable when the list was made is in it; a paper added later runs one draw (its claim is new)
+    assert set(prereg["claims"]) <= set(registry.PAPERS)
+    for paper in set(registry.PAPERS) - set(prereg["claims"]):
+        assert registry.PAPERS[paper].draws == 1, paper
     for paper, entry in prereg["claims"].items():
         spec = registry.PAPERS[paper]
         if entry["within"] and paper not in NOTHING_DRAWN:
