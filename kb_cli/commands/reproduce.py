@@ -260,11 +260,14 @@ def _explicit(args: argparse.Namespace) -> dict[str, Any]:
         out["all_runs"] = True
     if args.batch_size is not None and args.batch_size < 1:
         raise KBError("--batch-size must be a positive integer")
-    if args.dataset not in ("pydoc", "wikitext2", "c4"):
-        path = Path(args.dataset).expanduser()
-        if not path.is_file():
-            raise KBError(f"dataset {args.dataset!r} is neither pydoc, wikitext2, c4 nor a readable file")
+    _check_dataset(args.dataset)
     return out
+
+
+def _check_dataset(name: str) -> None:
+    """A `--dataset` that is neither a built-in corpus nor a readable file: one line, before anything loads."""
+    if name not in ("pydoc", "wikitext2", "c4") and not Path(name).expanduser().is_file():
+        raise KBError(f"dataset {name!r} is neither pydoc, wikitext2, c4 nor a readable file")
 
 
 def _check_lengths(options: Any) -> None:
@@ -357,11 +360,8 @@ def _run_paper_protocol(args: argparse.Namespace) -> int:
             raise KBError(f"{flag} must be {'at least 2' if flag == '--seqlen' else 'a positive integer'}")
     if not 0 <= args.tolerance < 1:
         raise KBError("--tolerance must be a fraction in [0, 1), e.g. 0.05")
-    if (
-        args.dataset not in (None, "pydoc", "wikitext2", "c4")
-        and not Path(args.dataset).expanduser().is_file()
-    ):
-        raise KBError(f"dataset {args.dataset!r} is neither wikitext2, c4 nor a readable file")
+    if args.dataset is not None:
+        _check_dataset(args.dataset)
     target: dict[str, Any] = {}
     if args.pattern is not None:
         target["pattern"] = registry.parse_pattern(args.pattern)

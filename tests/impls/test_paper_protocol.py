@@ -110,7 +110,10 @@ def test_a_matching_row_within_the_tolerance(text: Path, monkeypatch) -> None:
         (["reproduce", "wanda", "--protocol", "paper", "--commit"], "--commit does not go with --protocol"),
         (["reproduce", "--all", "--protocol", "paper"], "--protocol paper runs one paper"),
         (["reproduce", "wanda", "--paper-model", "LLaMA-2-7B"], "--paper-model goes with --protocol paper"),
-        (["reproduce", "wanda", "--protocol", "paper", "--dataset", "/no/such/file"], "neither wikitext2"),
+        (
+            ["reproduce", "wanda", "--protocol", "paper", "--dataset", "/no/such/file"],
+            "neither pydoc, wikitext2, c4",
+        ),
         (
             ["reproduce", "wanda", "--protocol", "paper", "--dataset", "pydoc", "--model", "random-llama"],
             "evaluates on the paper's text",
