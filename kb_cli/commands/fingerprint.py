@@ -11,6 +11,9 @@ whose own fingerprint equals today's and names the others with the command that 
     kb fingerprint --check         recompute the book's entries that keep a result fresh; write nothing (CI)
     kb fingerprint --check --all   ... every entry taken at today's code
 
+Each fingerprint is computed in a fresh interpreter with fixed numerics (`harness.steady_numerics`: MKL's
+reproducible branch, AVX2 kernels, one thread), so every x86-64 machine computes the same bits.
+
 Exit 0 when every fingerprint is unchanged (or, with --check, the book is true), 1 when one moved, 2 on bad input.
 """
 
@@ -39,6 +42,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--check", action="store_true", help="recompute the recorded fingerprints of today's code "
                    "and exit 1 if one disagrees; write nothing")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON object per result")
+    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: this machine's cores); "
+                   "the fingerprints do not depend on it")  # fmt: skip
     p.set_defaults(func=_fingerprint)
 
 
@@ -71,6 +76,8 @@ def _fingerprint(args: argparse.Namespace) -> int:
         raise KBError(f"no committed result {unknown[0]!r}; results: {', '.join(sorted(records))}")
     if args.all and args.results:
         raise KBError("--all fingerprints every result; do not name one")
+    if args.jobs is not None and args.jobs < 1:
+        raise KBError(f"--jobs must be at least 1, not {args.jobs}")
     from reference_impls.harness.fingerprint import read_book
 
     pages = read_book(root)  # the book, read once: entries with their payloads
@@ -92,52 +99,64 @@ def _fingerprint(args: argparse.Namespace) -> int:
     if not chosen:
         print("kb: nothing to fingerprint (every result named ran today's code)", file=sys.stderr)
         return 0
+    from reference_impls.harness.steady_numerics import is_steady, run_kb
+
+    if not is_steady():  # the same bits on every machine: run again in an interpreter with fixed numerics
+        again = ["fingerprint", *args.results] + [
+            f"--{f}" for f in ("all", "check", "json") if getattr(args, f)
+        ]
+        return run_kb(again + ([f"--jobs={args.jobs}"] if args.jobs else []))
+    import os
+
     from kb.results import Sweep
-    from reference_impls.harness.fingerprint import differences, measure, small_model, write_book
-    from reference_impls.harness.runner import set_threads
+    from reference_impls.harness.fingerprint import differences, measure_many, write_book
     from reference_impls.registry.freshness import reproduce_command, sweep_command
 
-    set_threads(1)
-    moved, entries = 0, {}
-    with small_model() as model:
-        for i, name in enumerate(chosen, 1):
-            path, record = records[name]
-            print(f"kb: [{i}/{len(chosen)}] {path} ...", file=sys.stderr, flush=True)
-            fp, payload = measure(record, model)
-            page = pages.get(path)
-            if args.check:
-                diff = ["not in the book"] if page is None else differences(page["payload"], payload)
-                if page is not None and page["code_hash"] != fp.code_hash:
-                    diff = ["recorded at another code hash"]
-                ok = not diff
-                state = (
-                    "recorded fingerprint confirmed"
-                    if ok
-                    else f"the book is wrong for today's code: {_first(diff)}"
-                )
+    jobs = args.jobs or len(os.sched_getaffinity(0))
+    cost = {name: float(pages.get(records[name][0], {}).get("seconds", 0)) for name in chosen}
+    print(
+        f"kb: fingerprinting {len(chosen)} result(s) with {min(jobs, len(chosen))} worker(s)", file=sys.stderr
+    )
+    moved, entries, seconds = 0, {}, {}
+    finished = measure_many({name: records[name][1] for name in chosen}, jobs, cost)
+    for i, (name, fp, payload, took) in enumerate(finished, 1):
+        path, record = records[name]
+        seconds[path] = took
+        print(f"kb: [{i}/{len(chosen)}] {path} ({took:.0f} s)", file=sys.stderr, flush=True)
+        page = pages.get(path)
+        if args.check:
+            diff = ["not in the book"] if page is None else differences(page["payload"], payload)
+            if page is not None and page["code_hash"] != fp.code_hash:
+                diff = ["recorded at another code hash"]
+            ok = not diff
+            state = (
+                "recorded fingerprint confirmed"
+                if ok
+                else f"the book is wrong for today's code: {_first(diff)}"
+            )
+        else:
+            entries[path] = (fp, payload)
+            command = sweep_command(record) if isinstance(record, Sweep) else reproduce_command(record)
+            ok = record.fingerprint is not None and record.fingerprint.digest == fp.digest
+            if record.fingerprint is None:
+                state = f"carries no fingerprint to compare with: run `{command}`"
+            elif ok:
+                state = "behaviour unchanged: kept fresh"
             else:
-                entries[path] = (fp, payload)
-                command = sweep_command(record) if isinstance(record, Sweep) else reproduce_command(record)
-                ok = record.fingerprint is not None and record.fingerprint.digest == fp.digest
-                if record.fingerprint is None:
-                    state = f"carries no fingerprint to compare with: run `{command}`"
-                elif ok:
-                    state = "behaviour unchanged: kept fresh"
-                else:
-                    what = ""
-                    if (
-                        page is not None and page["digest"] == record.fingerprint.digest
-                    ):  # the result's own payload
-                        what = f" ({_first(differences(page['payload'], payload, rel=0.0))})"
-                    state = f"behaviour changed{what}: run `{command}`"
-            moved += not ok
-            if args.json:
-                print(json.dumps({"result": path, "ok": ok, "state": state, "digest": fp.digest,
-                                  "code_hash": fp.code_hash}))  # fmt: skip
-            else:
-                print(f"{path}: {state}")
+                what = ""
+                if (
+                    page is not None and page["digest"] == record.fingerprint.digest
+                ):  # the result's own payload
+                    what = f" ({_first(differences(page['payload'], payload, rel=0.0))})"
+                state = f"behaviour changed{what}: run `{command}`"
+        moved += not ok
+        if args.json:
+            print(json.dumps({"result": path, "ok": ok, "state": state, "digest": fp.digest,
+                              "code_hash": fp.code_hash}))  # fmt: skip
+        else:
+            print(f"{path}: {state}")
     if entries:
-        write_book(root, entries)
+        write_book(root, entries, seconds)
     what = "disagree with the book" if args.check else "moved"
     print(f"kb: {len(chosen)} fingerprinted, {moved} {what}", file=sys.stderr)
     return 1 if moved else 0

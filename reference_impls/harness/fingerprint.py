@@ -15,7 +15,9 @@ Timings and resident memory are not behaviour: before the claim is checked and t
 replaced by fixed stand-ins (`_steady`), so the fingerprint of a speed or memory claim covers its logic, not
 this machine's clock. The small model has the decoder depth of tiny-llama (30 layers, hidden 64), so depth
 targets and window arms mean the same as in the real run; a width target it cannot reach within the tolerance
-is met as nearly as it can be (`contract.any_size`). Everything runs in one thread.
+is met as nearly as it can be (`contract.any_size`). Everything runs in one thread, in a fresh interpreter with
+fixed numerics (`harness.steady_numerics`), so that every x86-64 machine computes the same bits: without them a
+last-bit difference between two CPUs can swap one pruned weight and move a perplexity past the tolerance.
 
 `kb fingerprint` writes the fingerprints of today's code to `reproductions/fingerprints/today.json` (next to the
 code hash each was computed at) and `kb build --check` accepts a result whose code hash moved when the
@@ -45,7 +47,9 @@ from .. import registry
 from ..registry import Results
 from .contract import any_size
 
-VERSION = 2  # bump when what the digest covers changes: every recorded fingerprint is then recomputed
+# Bump when what the digest covers changes: every recorded fingerprint is then recomputed.
+# 3: computed with fixed numerics (steady_numerics).
+VERSION = 3
 DIGITS = 6
 REL = 1e-4  # payloads from two machines match when every float agrees to this relative tolerance
 LAYERS = 30  # tiny-llama's decoder depth
@@ -219,6 +223,61 @@ def measure(
     return Fingerprint(digest=digest(payload), code_hash=code.hash, version=VERSION), payload
 
 
+# ---- many results at once: worker processes, each with its own small model ---------------------------------------
+_WORKER: dict[str, Any] = {}
+
+
+def _start_worker() -> None:
+    from .runner import set_threads
+
+    set_threads(1)
+    holder = small_model()
+    _WORKER["model"], _WORKER["holder"] = holder.__enter__(), holder  # removed when the worker exits
+
+
+def _measure_in_worker(record: Reproduction | Sweep) -> tuple[Fingerprint, dict[str, Any], float]:
+    import time
+
+    start = time.perf_counter()
+    fp, payload = measure(record, _WORKER["model"])
+    return fp, payload, time.perf_counter() - start
+
+
+def measure_many(
+    records: dict[str, Reproduction | Sweep], jobs: int = 1, cost: dict[str, float] | None = None
+) -> Iterator[tuple[str, Fingerprint, dict[str, Any], float]]:
+    """(key, fingerprint, payload, seconds) of each record, in the order they finish. With `jobs` > 1, worker
+    processes (started like this one, so with its numerics) take the records longest first by `cost` (the
+    seconds each took last time), so the slowest does not start last. Each worker computes in one thread on
+    its own copy of the same small model: the bits do not depend on `jobs`."""
+    import time
+
+    from .runner import set_threads
+
+    if jobs <= 1 or len(records) <= 1:
+        set_threads(1)
+        with small_model() as model:
+            for key, record in records.items():
+                start = time.perf_counter()
+                fp, payload = measure(record, model)
+                yield key, fp, payload, time.perf_counter() - start
+        return
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    cost = cost or {}
+    order = sorted(records, key=lambda k: -cost.get(k, 0.0))
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch state forked from this one
+    with ProcessPoolExecutor(min(jobs, len(records)), mp_context=context, initializer=_start_worker) as pool:
+        pending = {pool.submit(_measure_in_worker, records[k]): k for k in order}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                key = pending.pop(future)
+                fp, payload, seconds = future.result()
+                yield key, fp, payload, seconds
+
+
 def result_fingerprint(record: Reproduction | Sweep, model: str, log: Log = _quiet) -> Fingerprint:
     return measure(record, model, log)[0]
 
@@ -270,8 +329,13 @@ def read_book(root: Path) -> dict[str, dict[str, Any]]:
     return dict(json.loads(path.read_text(encoding="utf-8"))["results"])
 
 
-def write_book(root: Path, entries: dict[str, tuple[Fingerprint, dict[str, Any]]]) -> None:
-    """Merge `entries` (result path -> fingerprint and payload) into the book, atomically, sorted by path."""
+def write_book(
+    root: Path,
+    entries: dict[str, tuple[Fingerprint, dict[str, Any]]],
+    seconds: dict[str, float] | None = None,
+) -> None:
+    """Merge `entries` (result path -> fingerprint and payload) into the book, atomically, sorted by path;
+    `seconds`: how long each took (kept for scheduling the next `kb fingerprint --jobs`; not behaviour)."""
     from kb.fsutil import write_text_atomic
 
     from ..registry.freshness import FINGERPRINTS
@@ -283,6 +347,8 @@ def write_book(root: Path, entries: dict[str, tuple[Fingerprint, dict[str, Any]]
         book = read_book(root)
         for path, (fp, payload) in entries.items():
             book[path] = {**fp.model_dump(mode="json"), "payload": payload}
+            if seconds and path in seconds:
+                book[path]["seconds"] = round(seconds[path])
         data = {
             "about": "behavioural fingerprints of today's code, one per committed result, with what each digests "
             "(written by `kb fingerprint` and `kb reproduce --commit`; read by `kb build --check`)",
@@ -299,9 +365,9 @@ Record = TypeVar("Record", Reproduction, Sweep)
 def stamp(record: Record, root: Path, log: Log = _quiet) -> Record:
     """`--commit`: the record with the fingerprint of the code that just produced it, also entered in the book."""
     from ..registry.freshness import result_path
+    from .steady_numerics import measure_record
 
-    with small_model() as model:
-        fp, payload = measure(record, model, log)
+    fp, payload = measure_record(record)
     if record.code is not None and fp.code_hash != record.code.hash:
         raise RuntimeError(f"{result_path(record)}: the code changed while it ran; run it again")
     write_book(root, {result_path(record): (fp, payload)})

@@ -178,3 +178,21 @@ def test_the_committed_book_is_true_for_every_result_it_keeps_fresh(capsys):
     rc = main(["fingerprint", "--check"])
     err = capsys.readouterr()
     assert rc == 0, err.out + err.err
+
+
+def test_worker_processes_give_the_same_fingerprints_as_one_process():
+    records = {p: _committed(p) for p in ("wanda", "sparsegpt", "ria")}
+    alone = {k: fp.digest for k, fp, _payload, _s in fpr.measure_many(records, jobs=1)}
+    # the slowest first by the recorded cost; every result once, whatever order they finish in
+    shared = {
+        k: fp.digest for k, fp, _payload, _s in fpr.measure_many(records, jobs=2, cost={"sparsegpt": 9.0})
+    }
+    assert shared == alone and sorted(alone) == sorted(records)
+
+
+def test_fingerprint_refuses_a_worker_count_below_one(capsys):
+    from kb_cli.main import main
+
+    assert main(["fingerprint", "wanda", "--jobs", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["kb: error: --jobs must be at least 1, not 0"]
