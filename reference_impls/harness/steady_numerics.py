@@ -123,12 +123,9 @@ def _measure_file(source: str, answer: str) -> None:
     from kb.fsutil import write_text_atomic
     from kb.results import Reproduction, Sweep
 
-    from .fingerprint import measure, small_model
-
     data = json.loads(Path(source).read_text(encoding="utf-8"))
     record = (Sweep if data["sweep"] else Reproduction).model_validate(data["record"])
-    with small_model() as model:
-        fp, payload = measure(record, model)
+    fp, payload = measure_record(record)  # this interpreter has the fixed numerics: measured here
     write_text_atomic(
         Path(answer), json.dumps({"fingerprint": fp.model_dump(mode="json"), "payload": payload})
     )
